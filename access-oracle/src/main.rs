@@ -1,1 +1,94 @@
-fn main() {}
+//! The `access-oracle` binary: parses the command line, sets up logging, runs.
+
+use std::process::ExitCode;
+
+use access_oracle::cli::{Cli, Command, LogFormat};
+use access_oracle::config::{self, Overrides};
+use access_oracle::server::{self, ConfigSource};
+use access_oracle::{admin, demo};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("access-oracle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            socket,
+            admin_socket,
+            state_dir,
+        } => {
+            let overrides = Overrides {
+                exim_socket: socket,
+                admin_socket,
+                state_dir,
+            };
+            let cfg = config::load(config.as_deref(), &overrides)?;
+            let source = ConfigSource {
+                path: config,
+                overrides,
+            };
+            runtime()?.block_on(server::run(cfg, source))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match config::load(Some(&file), &Overrides::default()) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (exim socket {}, admin socket {}, state {})",
+                    file.display(),
+                    cfg.exim_socket.path.display(),
+                    cfg.admin_socket.path.display(),
+                    cfg.state_dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Ctl {
+            socket,
+            json,
+            request,
+        } => {
+            let req = request.to_request();
+            let data = admin::ctl::call(&socket, &req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                println!("{}", admin::ctl::render(&req, &data));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { lib, keep } => runtime()?.block_on(demo::run(lib, keep)),
+    }
+}

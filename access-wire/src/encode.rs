@@ -49,7 +49,14 @@ mod tests {
 
     #[test]
     fn bare_values_stay_bare() {
-        for v in ["", "alice", "192.0.2.1", "2001:db8::1", "a@b.example", "x=y"] {
+        for v in [
+            "",
+            "alice",
+            "192.0.2.1",
+            "2001:db8::1",
+            "a@b.example",
+            "x=y",
+        ] {
             let mut s = String::new();
             encode_value(&mut s, v);
             assert_eq!(s, v);

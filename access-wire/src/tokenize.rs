@@ -62,7 +62,10 @@ impl fmt::Display for WireError {
         match self {
             WireError::Empty => write!(f, "empty request"),
             WireError::TooLong(n) => {
-                write!(f, "request line too long ({n} bytes, limit {MAX_LINE_BYTES})")
+                write!(
+                    f,
+                    "request line too long ({n} bytes, limit {MAX_LINE_BYTES})"
+                )
             }
             WireError::NotUtf8(at) => write!(f, "request is not valid utf-8 at byte {at}"),
             WireError::BadVerb(v) => write!(f, "invalid verb {:?}", truncate(v)),
@@ -155,9 +158,7 @@ fn parse_pairs_from(text: &str, from: usize) -> Result<Vec<Pair<'_>>, WireError>
                 return Err(WireError::TrailingAfterQuote(key.to_string()));
             }
         } else {
-            let end = text[at..]
-                .find([' ', '\t'])
-                .map_or(text.len(), |i| at + i);
+            let end = text[at..].find([' ', '\t']).map_or(text.len(), |i| at + i);
             let raw = &text[at..end];
             if let Some(bad) = raw
                 .bytes()
@@ -263,12 +264,30 @@ mod tests {
             (b"auth user", WireError::MissingEquals(5)),
             (b"auth =x", WireError::BadKey(String::new())),
             (b"auth u\"=x", WireError::BadKey("u\"".into())),
-            (b"auth user=a\"b", WireError::BadBareValue("user".into(), 11)),
-            (b"auth user=\"abc", WireError::UnterminatedQuote("user".into())),
-            (b"auth user=\"a\\qb\"", WireError::BadEscape("user".into(), 'q')),
-            (b"auth user=\"a\0b\"", WireError::ForbiddenByte("user".into())),
-            (b"auth user=\"a\"b", WireError::TrailingAfterQuote("user".into())),
-            (b"auth user=a user=b", WireError::DuplicateKey("user".into())),
+            (
+                b"auth user=a\"b",
+                WireError::BadBareValue("user".into(), 11),
+            ),
+            (
+                b"auth user=\"abc",
+                WireError::UnterminatedQuote("user".into()),
+            ),
+            (
+                b"auth user=\"a\\qb\"",
+                WireError::BadEscape("user".into(), 'q'),
+            ),
+            (
+                b"auth user=\"a\0b\"",
+                WireError::ForbiddenByte("user".into()),
+            ),
+            (
+                b"auth user=\"a\"b",
+                WireError::TrailingAfterQuote("user".into()),
+            ),
+            (
+                b"auth user=a user=b",
+                WireError::DuplicateKey("user".into()),
+            ),
             (b"auth user=\xff", WireError::NotUtf8(10)),
         ];
         for (line, want) in cases {

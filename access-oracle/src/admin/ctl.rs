@@ -1,0 +1,242 @@
+//! `access-oracle ctl`: the admin client. Sends one request, prints the answer as a
+//! readable table, or as the raw JSON `data` with `--json`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::Value;
+
+use super::AdminRequest;
+
+/// Sends `req` to the admin socket and returns the response's `data`.
+pub fn call(socket: &Path, req: &AdminRequest) -> anyhow::Result<Value> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to the admin socket {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("no answer from the oracle")?;
+    let response: Value = serde_json::from_str(&answer)
+        .with_context(|| format!("unreadable answer from the oracle: {answer:?}"))?;
+    if response["ok"] != Value::Bool(true) {
+        bail!("{}", response["error"].as_str().unwrap_or("request failed"));
+    }
+    Ok(response["data"].clone())
+}
+
+/// Renders a response for a human.
+pub fn render(req: &AdminRequest, data: &Value) -> String {
+    match req {
+        AdminRequest::Status => render_status(data),
+        AdminRequest::Account { .. } => render_account(data),
+        AdminRequest::Alerts { .. } => render_alerts(data),
+        AdminRequest::Release { user } => match (&data["released"], &data["hold"]) {
+            (Value::Bool(true), Value::Object(h)) => format!(
+                "released {user}: hold by {} until {} ended",
+                text(&h["rule"]),
+                text(&h["until"])
+            ),
+            (Value::Bool(true), _) => {
+                format!("{user} was not held; its failure and recipient counts were reset")
+            }
+            _ => format!("{user}: {}", text(&data["reason"])),
+        },
+        AdminRequest::Unblock { ip } => match (&data["unblocked"], &data["reason"]) {
+            (Value::Bool(true), _) => format!("unblocked {ip}"),
+            (_, Value::String(r)) => format!("{ip}: {r}"),
+            _ => format!("{ip} was not blocked; its failure count was reset"),
+        },
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t
+}
+
+fn render_status(d: &Value) -> String {
+    let mut t = table();
+    t.set_header(["oracle", ""]);
+    for (k, label) in [
+        ("version", "version"),
+        ("started", "started"),
+        ("uptime_secs", "uptime (s)"),
+        ("config", "config"),
+        ("exim_socket", "exim socket"),
+        ("accounts_tracked", "accounts tracked"),
+        ("ips_tracked", "addresses tracked"),
+    ] {
+        t.add_row([label.to_string(), text(&d[k])]);
+    }
+    let c = &d["counters"];
+    let pairs = |v: &Value| -> String {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| format!("{} {}", text(&p[0]), text(&p[1])))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    t.add_row(["requests".to_string(), pairs(&c["requests"])]);
+    t.add_row(["replies".to_string(), pairs(&c["replies"])]);
+    for k in [
+        "malformed",
+        "connections",
+        "open_connections",
+        "alerts_raised",
+        "alerts_dropped",
+        "alert_write_errors",
+        "admin_refused",
+    ] {
+        t.add_row([k.replace('_', " "), text(&c[k])]);
+    }
+    let mut out = t.to_string();
+    let holds = d["in_force"]["holds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let blocks = d["in_force"]["ip_blocks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "\n{} account(s) held, {} address(es) blocked",
+        holds.len(),
+        blocks.len()
+    ));
+    if !holds.is_empty() || !blocks.is_empty() {
+        let mut t = table();
+        t.set_header(["held", "rule", "since", "until"]);
+        for h in holds.iter() {
+            t.add_row([
+                text(&h["account"]),
+                text(&h["rule"]),
+                text(&h["since"]),
+                text(&h["until"]),
+            ]);
+        }
+        for b in blocks.iter() {
+            t.add_row([
+                text(&b["ip"]),
+                text(&b["rule"]),
+                text(&b["since"]),
+                text(&b["until"]),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.to_string());
+    }
+    out
+}
+
+fn render_account(d: &Value) -> String {
+    let account = text(&d["account"]);
+    if d["tracked"] != Value::Bool(true) {
+        return format!("{account}: not seen since the oracle started (or forgotten when idle)");
+    }
+    let mut t = table();
+    t.set_header(["account", &account]);
+    let hold = match &d["hold"] {
+        Value::Object(h) => format!(
+            "HELD until {} by {}: {}",
+            text(&h["until"]),
+            text(&h["rule"]),
+            text(&h["message"])
+        ),
+        _ => "no".into(),
+    };
+    t.add_row(["hold".to_string(), hold]);
+    let f = &d["failed_logins"];
+    t.add_row([
+        "failed logins".to_string(),
+        format!(
+            "{} in the last {} s (threshold {})",
+            text(&f["count"]),
+            text(&f["window_secs"]),
+            text(&f["threshold"])
+        ),
+    ]);
+    let r = &d["recipients"];
+    let throttle = match &r["throttled_until"] {
+        Value::String(u) => format!(", deferred until {u}"),
+        _ => String::new(),
+    };
+    t.add_row([
+        "recipients".to_string(),
+        format!(
+            "{} in the last {} s (ceiling {}){throttle}",
+            text(&r["count"]),
+            text(&r["window_secs"]),
+            text(&r["limit"])
+        ),
+    ]);
+    let tot = &d["totals"];
+    t.add_row([
+        "totals".to_string(),
+        format!(
+            "logins ok {}, failed {}, messages {}, recipients {} accepted / {} refused, requests refused {}",
+            text(&tot["logins_ok"]),
+            text(&tot["logins_failed"]),
+            text(&tot["messages"]),
+            text(&tot["rcpts_accepted"]),
+            text(&tot["rcpts_refused"]),
+            text(&tot["refused"])
+        ),
+    ]);
+    let last_login = match &d["last_login"] {
+        Value::Object(l) => format!(
+            "{} from {} ({})",
+            text(&l["time"]),
+            text(&l["ip"]),
+            text(&l["protocol"])
+        ),
+        _ => "-".into(),
+    };
+    t.add_row(["last login".to_string(), last_login]);
+    t.add_row(["last seen".to_string(), text(&d["last_seen"])]);
+    t.to_string()
+}
+
+fn render_alerts(d: &Value) -> String {
+    let alerts = d.as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        return "no alerts since the oracle started".into();
+    }
+    let mut t = table();
+    t.set_header([
+        "time", "severity", "rule", "account", "ip", "response", "summary",
+    ]);
+    for a in &alerts {
+        t.add_row([
+            text(&a["time"]),
+            text(&a["severity"]),
+            text(&a["rule"]),
+            text(&a["account"]),
+            text(&a["ip"]),
+            text(&a["response"]),
+            text(&a["summary"]),
+        ]);
+    }
+    t.to_string()
+}

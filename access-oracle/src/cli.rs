@@ -1,0 +1,116 @@
+//! The command line: `serve`, `check-config`, `ctl`, `demo`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Watches who accesses mail accounts on an Exim server and stops abuse while it happens.
+#[derive(Debug, Parser)]
+#[command(name = "access-oracle", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: answer Exim on its socket and admins on theirs.
+    Serve {
+        /// The TOML config file; without it the embedded defaults are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The Exim socket (overrides server.exim_socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The admin socket (overrides server.admin_socket).
+        #[arg(long)]
+        admin_socket: Option<PathBuf>,
+        /// Where state and alerts are written (overrides server.state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Check a config file and list every problem in it.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Ask the running oracle (admin socket).
+    Ctl {
+        /// The admin socket.
+        #[arg(long, default_value = "/run/access-oracle/admin.sock")]
+        socket: PathBuf,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// The request.
+        #[command(subcommand)]
+        request: CtlRequest,
+    },
+    /// Start the oracle on its defaults in a temporary directory and drive real Exim
+    /// through a brute-force and a burst scenario, printing the alerts as they fire.
+    Demo {
+        /// The Exim library to load (default: next to this program, then the installed one).
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        /// Keep the temporary directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Requests to the running oracle.
+#[derive(Debug, Subcommand)]
+pub enum CtlRequest {
+    /// Counters, holds and blocks in force.
+    Status,
+    /// What is known about one account.
+    Account {
+        /// The account.
+        user: String,
+    },
+    /// The most recent alerts.
+    Alerts {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// End an account's hold (and reset its counters).
+    Release {
+        /// The account.
+        user: String,
+    },
+    /// Lift an address's authentication block.
+    Unblock {
+        /// The address.
+        ip: IpAddr,
+    },
+}
+
+impl CtlRequest {
+    /// The admin protocol request.
+    pub fn to_request(&self) -> crate::admin::AdminRequest {
+        use crate::admin::AdminRequest as R;
+        match self {
+            CtlRequest::Status => R::Status,
+            CtlRequest::Account { user } => R::Account { user: user.clone() },
+            CtlRequest::Alerts { limit } => R::Alerts { limit: *limit },
+            CtlRequest::Release { user } => R::Release { user: user.clone() },
+            CtlRequest::Unblock { ip } => R::Unblock { ip: *ip },
+        }
+    }
+}

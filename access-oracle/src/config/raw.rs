@@ -1,0 +1,135 @@
+//! The configuration file as written: serde structs with defaults, unknown keys refused.
+//! Field docs are the operator reference (`docs/CONFIGURATION.md` mirrors them).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::RulesConfig;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Sockets, state directory, connection limits.
+    pub server: RawServer,
+    /// Who may use the admin socket.
+    pub admin: RawAdmin,
+    /// Where alerts go.
+    pub alerts: RawAlerts,
+    /// How accounts are tracked.
+    pub accounts: RawAccounts,
+    /// The rules.
+    pub rules: RulesConfig,
+}
+
+/// A socket file mode, as `"0660"` or `0o660`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawMode {
+    /// `0o660` in TOML.
+    Number(i64),
+    /// `"0660"`, read as octal.
+    Text(String),
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// The socket Exim's library and `${readsocket}` connect to.
+    pub exim_socket: PathBuf,
+    /// Its file mode; Exim's processes must be able to connect (write permission).
+    pub exim_socket_mode: RawMode,
+    /// Its group, e.g. `Debian-exim`; by default the oracle's own.
+    pub exim_socket_group: Option<String>,
+    /// The admin socket for `access-oracle ctl`.
+    pub admin_socket: PathBuf,
+    /// Its file mode; roles are still checked from the peer's credentials.
+    pub admin_socket_mode: RawMode,
+    /// Its group; by default the oracle's own.
+    pub admin_socket_group: Option<String>,
+    /// Where state and, by default, alerts are written.
+    pub state_dir: PathBuf,
+    /// Connections served at once on the Exim socket; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long SIGTERM waits for open connections before it stops anyway, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            exim_socket: "/run/access-oracle/exim.sock".into(),
+            exim_socket_mode: RawMode::Text("0660".into()),
+            exim_socket_group: None,
+            admin_socket: "/run/access-oracle/admin.sock".into(),
+            admin_socket_mode: RawMode::Text("0600".into()),
+            admin_socket_group: None,
+            state_dir: "/var/lib/access-oracle".into(),
+            max_connections: 1024,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// `[admin]`: roles on the admin socket, from the peer's Unix credentials. Root is
+/// always an admin.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Users who may read and change (release, unblock).
+    pub admin_users: Vec<String>,
+    /// Groups whose members may read and change.
+    pub admin_groups: Vec<String>,
+    /// Users who may only read.
+    pub auditor_users: Vec<String>,
+    /// Groups whose members may only read.
+    pub auditor_groups: Vec<String>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAlerts {
+    /// The JSON-lines alert file; default `<state_dir>/alerts.jsonl`.
+    pub file: Option<PathBuf>,
+    /// Alerts waiting for the sinks; when full, new alerts are counted and dropped
+    /// (never the verdict path waiting on a sink).
+    pub queue_capacity: usize,
+    /// Alerts kept in memory for `ctl alerts`.
+    pub recent: usize,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            file: None,
+            queue_capacity: 10_000,
+            recent: 1000,
+        }
+    }
+}
+
+/// `[accounts]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccounts {
+    /// Whether `Alice` and `alice` are different accounts. Off by default: most
+    /// backends ignore case, and an attacker must not dodge counters by changing it.
+    pub case_sensitive: bool,
+    /// The most accounts tracked; above it the least recently seen idle ones are dropped.
+    pub max_tracked: usize,
+    /// An account or address with nothing in force is forgotten after this long idle.
+    pub idle_secs: u64,
+}
+
+impl Default for RawAccounts {
+    fn default() -> Self {
+        RawAccounts {
+            case_sensitive: false,
+            max_tracked: 1_000_000,
+            idle_secs: 86_400,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Counters for `ctl status` (and, later, metrics): lock-free, relaxed atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::protocol::{Reply, Verb};
+
+/// Request, reply and connection counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: [AtomicU64; Verb::ALL.len()],
+    replies: [AtomicU64; 5],
+    /// Malformed requests answered with `error`.
+    pub malformed: AtomicU64,
+    /// Connections accepted on the Exim socket.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+    /// Alerts raised.
+    pub alerts_raised: AtomicU64,
+    /// Alerts dropped because the queue was full.
+    pub alerts_dropped: AtomicU64,
+    /// Admin requests refused for lack of a role.
+    pub admin_refused: AtomicU64,
+}
+
+const REPLY_KINDS: [&str; 5] = ["accept", "defer", "deny", "error", "pong"];
+
+impl Stats {
+    /// Counts a request.
+    pub fn request(&self, verb: Verb) {
+        let i = Verb::ALL.iter().position(|v| *v == verb).unwrap_or(0);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reply.
+    pub fn reply(&self, reply: &Reply) {
+        let i = REPLY_KINDS
+            .iter()
+            .position(|k| *k == reply.kind())
+            .unwrap_or(0);
+        self.replies[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot for display.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: Verb::ALL
+                .iter()
+                .zip(&self.requests)
+                .map(|(v, n)| (v.as_str(), get(n)))
+                .collect(),
+            replies: REPLY_KINDS
+                .iter()
+                .zip(&self.replies)
+                .map(|(k, n)| (*k, get(n)))
+                .collect(),
+            malformed: get(&self.malformed),
+            connections: get(&self.connections),
+            open_connections: get(&self.open_connections),
+            alerts_raised: get(&self.alerts_raised),
+            alerts_dropped: get(&self.alerts_dropped),
+            alert_write_errors: get(&crate::sinks::jsonl::WRITE_ERRORS),
+            admin_refused: get(&self.admin_refused),
+        }
+    }
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Requests by verb.
+    pub requests: Vec<(&'static str, u64)>,
+    /// Replies by kind.
+    pub replies: Vec<(&'static str, u64)>,
+    /// Malformed requests.
+    pub malformed: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections open.
+    pub open_connections: u64,
+    /// Alerts raised.
+    pub alerts_raised: u64,
+    /// Alerts dropped (queue full).
+    pub alerts_dropped: u64,
+    /// Alerts the file sink failed to write.
+    pub alert_write_errors: u64,
+    /// Admin requests refused.
+    pub admin_refused: u64,
+}

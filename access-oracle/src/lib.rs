@@ -1,0 +1,27 @@
+//! access-oracle: the exim-access daemon and CLI.
+//!
+//! Layout, following a request from Exim:
+//!
+//! * [`server`]: sockets. [`server::exim`] reads request lines, [`server::admin`] answers
+//!   `ctl`, [`server::unix`] creates sockets with the right mode and group.
+//! * [`protocol`]: the line protocol, one file per verb, built on `access-wire`.
+//! * [`engine`]: request + `now` → verdict; applies [`rules`] to [`state`].
+//! * [`rules`]: one file per rule, each a config struct plus a pure function of state.
+//! * [`state`]: per-account and per-IP windows, holds and blocks.
+//! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
+//! * [`admin`]: the admin protocol and the `ctl` client.
+//! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod alert;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod protocol;
+pub mod rules;
+pub mod server;
+pub mod sinks;
+pub mod state;

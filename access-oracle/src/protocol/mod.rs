@@ -1,0 +1,431 @@
+//! The Exim-facing line protocol: typed requests (one file per verb) and replies.
+//!
+//! Tokenizing is shared with the Exim library through `access-wire`; this module turns a
+//! tokenized line into a [`Command`] with checked fields, and a [`Reply`] back into the
+//! one line the client reads. The wire format is documented in `docs/PROTOCOL.md`.
+//! `ping` takes no keys and is answered `pong`; every other verb has its own file.
+
+mod auth;
+mod connect;
+mod data;
+pub mod framing;
+mod login;
+mod mail;
+mod rcpt;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use access_wire::{Request, WireError};
+
+pub use auth::Auth;
+pub use connect::Connect;
+pub use data::Data;
+pub use login::Login;
+pub use mail::Mail;
+pub use rcpt::Rcpt;
+
+/// A checked request from Exim (or any client of the Exim socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `auth`: an SMTP AUTH attempt and its local outcome.
+    Auth(Auth),
+    /// `mail`: an authenticated MAIL FROM.
+    Mail(Mail),
+    /// `rcpt`: an authenticated RCPT TO.
+    Rcpt(Rcpt),
+    /// `data`: a message accepted for an account.
+    Data(Data),
+    /// `connect`: an unauthenticated connection check.
+    Connect(Connect),
+    /// `login`: a login at another service (imap, pop3, ...).
+    Login(Login),
+    /// `ping`: liveness.
+    Ping,
+}
+
+impl Command {
+    /// The verb as written on the wire.
+    pub fn verb(&self) -> Verb {
+        match self {
+            Command::Auth(_) => Verb::Auth,
+            Command::Mail(_) => Verb::Mail,
+            Command::Rcpt(_) => Verb::Rcpt,
+            Command::Data(_) => Verb::Data,
+            Command::Connect(_) => Verb::Connect,
+            Command::Login(_) => Verb::Login,
+            Command::Ping => Verb::Ping,
+        }
+    }
+}
+
+/// The protocol verbs, for counters and dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `auth`
+    Auth,
+    /// `mail`
+    Mail,
+    /// `rcpt`
+    Rcpt,
+    /// `data`
+    Data,
+    /// `connect`
+    Connect,
+    /// `login`
+    Login,
+    /// `ping`
+    Ping,
+}
+
+impl Verb {
+    /// Every verb, in protocol order.
+    pub const ALL: [Verb; 7] = [
+        Verb::Auth,
+        Verb::Mail,
+        Verb::Rcpt,
+        Verb::Data,
+        Verb::Connect,
+        Verb::Login,
+        Verb::Ping,
+    ];
+
+    /// The verb as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Auth => "auth",
+            Verb::Mail => "mail",
+            Verb::Rcpt => "rcpt",
+            Verb::Data => "data",
+            Verb::Connect => "connect",
+            Verb::Login => "login",
+            Verb::Ping => "ping",
+        }
+    }
+
+    fn parse(verb: &str) -> Option<Verb> {
+        Verb::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(verb))
+    }
+}
+
+/// Why a request was refused; sent back as `error <message>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The line could not be tokenized.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The verb is not one of the protocol's.
+    #[error("unknown verb {0:?}")]
+    UnknownVerb(String),
+    /// A required key is absent.
+    #[error("{verb}: missing required key {key}")]
+    MissingKey {
+        /// The verb of the request.
+        verb: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// A key has a value that is not allowed.
+    #[error("{verb}: invalid {key}: {reason}")]
+    InvalidValue {
+        /// The verb of the request.
+        verb: &'static str,
+        /// The key whose value is wrong.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Parses one request line into a [`Command`].
+pub fn parse_line(line: &[u8]) -> Result<Command, ProtocolError> {
+    let request = access_wire::parse_request(line)?;
+    let verb =
+        Verb::parse(request.verb).ok_or_else(|| ProtocolError::UnknownVerb(request.verb.into()))?;
+    let fields = Fields {
+        verb: verb.as_str(),
+        request: &request,
+    };
+    Ok(match verb {
+        Verb::Auth => Command::Auth(Auth::parse(&fields)?),
+        Verb::Mail => Command::Mail(Mail::parse(&fields)?),
+        Verb::Rcpt => Command::Rcpt(Rcpt::parse(&fields)?),
+        Verb::Data => Command::Data(Data::parse(&fields)?),
+        Verb::Connect => Command::Connect(Connect::parse(&fields)?),
+        Verb::Login => Command::Login(Login::parse(&fields)?),
+        Verb::Ping => Command::Ping,
+    })
+}
+
+/// Typed access to a request's pairs for the per-verb parsers.
+pub(crate) struct Fields<'r, 'a> {
+    verb: &'static str,
+    request: &'r Request<'a>,
+}
+
+/// The longest user name or address accepted, in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+impl Fields<'_, '_> {
+    fn invalid(&self, key: &'static str, reason: impl Into<String>) -> ProtocolError {
+        ProtocolError::InvalidValue {
+            verb: self.verb,
+            key,
+            reason: reason.into(),
+        }
+    }
+
+    /// An optional text field, limited in length.
+    fn text(&self, key: &'static str) -> Result<Option<String>, ProtocolError> {
+        match self.request.get(key) {
+            None => Ok(None),
+            Some(v) if v.len() > MAX_FIELD_BYTES => {
+                Err(self.invalid(key, format!("{} bytes, limit {MAX_FIELD_BYTES}", v.len())))
+            }
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    }
+
+    /// A required text field.
+    fn required_text(&self, key: &'static str) -> Result<String, ProtocolError> {
+        self.text(key)?.ok_or(ProtocolError::MissingKey {
+            verb: self.verb,
+            key,
+        })
+    }
+
+    /// A required, non-empty account name.
+    fn user(&self) -> Result<String, ProtocolError> {
+        let user = self.required_text("user")?;
+        if user.is_empty() {
+            return Err(self.invalid("user", "empty"));
+        }
+        Ok(user)
+    }
+
+    /// The required `ip` key: an address, or empty when Exim has none.
+    fn ip(&self) -> Result<Option<IpAddr>, ProtocolError> {
+        let raw = self.required_text("ip")?;
+        parse_ip(&raw).map_err(|reason| self.invalid("ip", reason))
+    }
+
+    /// An optional unsigned number.
+    fn number(&self, key: &'static str) -> Result<Option<u64>, ProtocolError> {
+        match self.request.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(key, format!("not a number: {:?}", short(v)))),
+        }
+    }
+
+    /// The required `result` key of `auth` and `login`.
+    fn outcome(&self) -> Result<Outcome, ProtocolError> {
+        let raw = self.required_text("result")?;
+        match raw.as_str() {
+            "ok" => Ok(Outcome::Ok),
+            "fail" => Ok(Outcome::Fail),
+            other => Err(self.invalid(
+                "result",
+                format!("expected ok or fail, got {:?}", short(other)),
+            )),
+        }
+    }
+
+    /// The optional `pwhash` key: 1 to 16 hex digits (Dovecot's truncated hash).
+    fn pwhash(&self) -> Result<Option<u64>, ProtocolError> {
+        match self.request.get("pwhash") {
+            None | Some("") => Ok(None),
+            Some(v) if v.len() <= 16 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(u64::from_str_radix(v, 16).ok())
+            }
+            Some(v) => Err(self.invalid(
+                "pwhash",
+                format!("expected up to 16 hex digits, got {:?}", short(v)),
+            )),
+        }
+    }
+}
+
+/// Parses an address as Exim writes `$sender_host_address`; empty means none.
+pub fn parse_ip(raw: &str) -> Result<Option<IpAddr>, String> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    // Exim writes IPv6 plainly; tolerate brackets and an IPv4-mapped form.
+    let trimmed = raw.trim_start_matches('[').trim_end_matches(']');
+    match trimmed.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => Ok(Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))),
+        Ok(ip) => Ok(Some(ip)),
+        Err(_) => Err(format!("not an ip address: {:?}", short(raw))),
+    }
+}
+
+fn short(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The local outcome of an authentication attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The password was right.
+    Ok,
+    /// The password was wrong, or the account unknown.
+    Fail,
+}
+
+/// The one line the oracle answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Go ahead.
+    Accept,
+    /// Temporary refusal, with the text for the SMTP client.
+    Defer(String),
+    /// Permanent refusal, with the text for the SMTP client.
+    Deny(String),
+    /// The request was malformed; what was wrong.
+    Error(String),
+    /// The answer to `ping`.
+    Pong,
+}
+
+impl Reply {
+    /// The reply's kind as a word, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Accept => "accept",
+            Reply::Defer(_) => "defer",
+            Reply::Deny(_) => "deny",
+            Reply::Error(_) => "error",
+            Reply::Pong => "pong",
+        }
+    }
+
+    /// Appends the reply line, with its newline, to `out`.
+    ///
+    /// Texts are kept to one line: any control character becomes a space.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let (word, text) = match self {
+            Reply::Accept => ("accept", None),
+            Reply::Defer(t) => ("defer", Some(t)),
+            Reply::Deny(t) => ("deny", Some(t)),
+            Reply::Error(t) => ("error", Some(t)),
+            Reply::Pong => ("pong", None),
+        };
+        out.extend_from_slice(word.as_bytes());
+        if let Some(text) = text {
+            out.push(b' ');
+            out.extend(
+                text.bytes()
+                    .map(|b| if b.is_ascii_control() { b' ' } else { b }),
+            );
+        }
+        out.push(b'\n');
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = Vec::new();
+        self.write_line(&mut line);
+        line.pop();
+        f.write_str(&String::from_utf8_lossy(&line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_verb() {
+        let cases: &[(&str, Verb)] = &[
+            ("auth user=a ip=192.0.2.1 result=ok", Verb::Auth),
+            ("mail user=a ip=192.0.2.1", Verb::Mail),
+            ("rcpt user=a ip= rcpt=b@example.org", Verb::Rcpt),
+            ("data user=a ip=192.0.2.1 rcpts=3 size=100", Verb::Data),
+            ("connect ip=2001:db8::1", Verb::Connect),
+            (
+                "login user=a ip=192.0.2.1 result=fail protocol=imap",
+                Verb::Login,
+            ),
+            ("ping", Verb::Ping),
+            ("PING", Verb::Ping),
+        ];
+        for (line, verb) in cases {
+            let cmd = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(cmd.verb(), *verb);
+        }
+    }
+
+    #[test]
+    fn reports_what_is_wrong() {
+        let cases: &[(&str, &str)] = &[
+            ("frobnicate x=1", "unknown verb \"frobnicate\""),
+            (
+                "auth ip=192.0.2.1 result=ok",
+                "auth: missing required key user",
+            ),
+            ("auth user=a result=ok", "auth: missing required key ip"),
+            (
+                "auth user= ip=192.0.2.1 result=ok",
+                "auth: invalid user: empty",
+            ),
+            (
+                "auth user=a ip=1.2.3 result=ok",
+                "auth: invalid ip: not an ip address: \"1.2.3\"",
+            ),
+            (
+                "auth user=a ip=192.0.2.1 result=maybe",
+                "auth: invalid result: expected ok or fail, got \"maybe\"",
+            ),
+            (
+                "auth user=a ip=192.0.2.1 result=fail pwhash=xyz",
+                "auth: invalid pwhash: expected up to 16 hex digits, got \"xyz\"",
+            ),
+            (
+                "rcpt user=a ip=192.0.2.1",
+                "rcpt: missing required key rcpt",
+            ),
+            (
+                "data user=a ip= size=big",
+                "data: invalid size: not a number: \"big\"",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = parse_line(line.as_bytes()).unwrap_err();
+            assert_eq!(err.to_string(), *want, "line {line}");
+        }
+    }
+
+    #[test]
+    fn ignores_unknown_keys() {
+        let cmd = parse_line(b"mail user=a ip=192.0.2.1 future=1 size=10").unwrap();
+        assert!(matches!(cmd, Command::Mail(Mail { size: Some(10), .. })));
+    }
+
+    #[test]
+    fn normalises_mapped_ipv6() {
+        assert_eq!(
+            parse_ip("::ffff:192.0.2.7").unwrap(),
+            Some("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(parse_ip("").unwrap(), None);
+    }
+
+    #[test]
+    fn replies_are_one_line() {
+        let mut out = Vec::new();
+        Reply::Defer("held\nnow".into()).write_line(&mut out);
+        Reply::Accept.write_line(&mut out);
+        Reply::Pong.write_line(&mut out);
+        assert_eq!(out, b"defer held now\naccept\npong\n");
+    }
+}

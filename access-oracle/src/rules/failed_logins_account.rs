@@ -1,0 +1,160 @@
+//! Failed logins per account: N distinct failures in a window hold the account.
+//!
+//! Counts failures of every protocol (SMTP AUTH, IMAP, POP3, ...) together; the same
+//! wrong password (same keyed hash) repeated counts once, so a stale client does not
+//! lock its owner out. Default: 5 in 5 minutes → hold for 15 minutes.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Response, Severity, Trip, validate_common};
+use crate::config::Problems;
+use crate::state::{Account, Hold, Secs};
+
+/// `[rules.failed_logins_account]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailedLoginsAccount {
+    /// Whether the rule runs.
+    pub enabled: bool,
+    /// Distinct failures in the window that trip the rule.
+    pub threshold: u64,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// How long the account is held, in seconds.
+    pub hold_secs: u64,
+    /// The alert's severity.
+    pub severity: Severity,
+    /// What the client sees while the account is held (SMTP 435 / 451, IMAP NO).
+    pub message: String,
+}
+
+impl Default for FailedLoginsAccount {
+    fn default() -> Self {
+        FailedLoginsAccount {
+            enabled: true,
+            threshold: 5,
+            window_secs: 300,
+            hold_secs: 900,
+            severity: Severity::High,
+            message:
+                "account temporarily locked after repeated authentication failures, try again later"
+                    .into(),
+        }
+    }
+}
+
+impl FailedLoginsAccount {
+    /// The rule's name in config and alerts.
+    pub const NAME: &'static str = "failed_logins_account";
+
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        validate_common(
+            problems,
+            Self::NAME,
+            ("threshold", self.threshold),
+            self.window_secs,
+            &self.message,
+        );
+        if self.hold_secs == 0 || self.hold_secs > 365 * 86_400 {
+            problems.add(format!(
+                "[rules.{}] hold_secs must be between 1 and 31536000 (a year), got {}",
+                Self::NAME,
+                self.hold_secs
+            ));
+        }
+    }
+
+    /// Records a failed login of `account` and, when the threshold is reached and the
+    /// account is not already held, holds it.
+    pub fn on_failure(
+        &self,
+        account: &mut Account,
+        now: Secs,
+        pwhash: Option<u64>,
+    ) -> Option<Trip> {
+        let count = account.auth_failures.record(
+            now,
+            self.window_secs as Secs,
+            pwhash,
+            self.threshold as usize * 4,
+        ) as u64;
+        if !self.enabled || count < self.threshold || account.active_hold(now).is_some() {
+            return None;
+        }
+        let until = now + self.hold_secs as Secs;
+        account.hold = Some(Hold {
+            since: now,
+            until,
+            rule: Self::NAME,
+            message: Arc::from(self.message.as_str()),
+        });
+        Some(Trip {
+            rule: Self::NAME,
+            severity: self.severity,
+            count,
+            threshold: self.threshold,
+            window_secs: self.window_secs,
+            response: Response::HoldAccount,
+            expires: until,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_distinct_failures_hold_the_account_once() {
+        let rule = FailedLoginsAccount::default();
+        let mut a = Account::default();
+        for i in 0..4 {
+            assert_eq!(rule.on_failure(&mut a, 1000 + i, Some(i as u64)), None);
+        }
+        let trip = rule
+            .on_failure(&mut a, 1004, Some(4))
+            .expect("fifth failure trips");
+        assert_eq!(trip.count, 5);
+        assert_eq!(trip.expires, 1004 + 900);
+        assert!(a.active_hold(1005).is_some());
+        assert_eq!(
+            rule.on_failure(&mut a, 1006, Some(5)),
+            None,
+            "no second trip while held"
+        );
+        assert!(a.active_hold(1904).is_none(), "the hold expires");
+    }
+
+    #[test]
+    fn the_same_password_counts_once() {
+        let rule = FailedLoginsAccount::default();
+        let mut a = Account::default();
+        for i in 0..10 {
+            assert_eq!(rule.on_failure(&mut a, 1000 + i, Some(0x945)), None);
+        }
+        assert!(a.hold.is_none());
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let rule = FailedLoginsAccount::default();
+        let mut a = Account::default();
+        for i in 0..20 {
+            assert_eq!(rule.on_failure(&mut a, i * 100, None), None, "failure {i}");
+        }
+    }
+
+    #[test]
+    fn a_disabled_rule_counts_but_never_holds() {
+        let rule = FailedLoginsAccount {
+            enabled: false,
+            ..Default::default()
+        };
+        let mut a = Account::default();
+        for i in 0..10 {
+            assert_eq!(rule.on_failure(&mut a, 1000 + i, None), None);
+        }
+    }
+}

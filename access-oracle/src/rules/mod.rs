@@ -1,0 +1,154 @@
+//! Alert rules, one file per rule. A rule is its TOML config (validated as a whole with
+//! the rest of the file) plus a pure function of an account's or address's state and
+//! `now`, which returns a [`Trip`] when it fires. The engine turns trips into responses
+//! and alerts; a trip never changes the verdict of the request that caused it.
+
+pub mod failed_logins_account;
+pub mod failed_logins_ip;
+pub mod recipient_ceiling;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::state::Secs;
+
+pub use failed_logins_account::FailedLoginsAccount;
+pub use failed_logins_ip::FailedLoginsIp;
+pub use recipient_ceiling::RecipientCeiling;
+
+/// How bad an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Worth a look.
+    Low,
+    /// Unusual.
+    Medium,
+    /// Probably an attack.
+    High,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// The severity as written in config and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What the oracle did when a rule fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The account's AUTH, MAIL, RCPT and DATA are deferred until the hold ends.
+    HoldAccount,
+    /// Authentication from the address is deferred until the block ends.
+    DeferIpAuth,
+    /// The account's further recipients are deferred until its rate is under the ceiling.
+    ThrottleRcpt,
+}
+
+impl Response {
+    /// The response as written in alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Response::HoldAccount => "hold_account",
+            Response::DeferIpAuth => "defer_ip_auth",
+            Response::ThrottleRcpt => "throttle_rcpt",
+        }
+    }
+}
+
+/// A rule firing: what it counted and what it applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trip {
+    /// The rule's name, as in the config table.
+    pub rule: &'static str,
+    /// Its configured severity.
+    pub severity: Severity,
+    /// What was counted in the window.
+    pub count: u64,
+    /// The configured threshold.
+    pub threshold: u64,
+    /// The configured window.
+    pub window_secs: u64,
+    /// The response applied.
+    pub response: Response,
+    /// When the response ends.
+    pub expires: Secs,
+}
+
+/// Every rule's settings: the `[rules.*]` tables.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Failed logins per account.
+    pub failed_logins_account: FailedLoginsAccount,
+    /// Failed logins per source address.
+    pub failed_logins_ip: FailedLoginsIp,
+    /// Recipients per account per window.
+    pub recipient_ceiling: RecipientCeiling,
+}
+
+impl RulesConfig {
+    /// Checks every rule, adding each problem found.
+    pub fn validate(&self, problems: &mut Problems) {
+        self.failed_logins_account.validate(problems);
+        self.failed_logins_ip.validate(problems);
+        self.recipient_ceiling.validate(problems);
+    }
+}
+
+/// The most events a failure window keeps; thresholds above it could never trip.
+pub const MAX_WINDOW_EVENTS: u64 = 10_000;
+
+/// Checks the settings every counting rule shares.
+pub(crate) fn validate_common(
+    problems: &mut Problems,
+    table: &str,
+    threshold: (&str, u64),
+    window_secs: u64,
+    message: &str,
+) {
+    if threshold.1 == 0 || threshold.1 > MAX_WINDOW_EVENTS {
+        problems.add(format!(
+            "[rules.{table}] {} must be between 1 and {MAX_WINDOW_EVENTS}, got {}",
+            threshold.0, threshold.1
+        ));
+    }
+    if window_secs == 0 || window_secs > 31 * 86_400 {
+        problems.add(format!(
+            "[rules.{table}] window_secs must be between 1 and 2678400 (31 days), got {window_secs}"
+        ));
+    }
+    validate_message(problems, &format!("[rules.{table}] message"), message);
+}
+
+/// Checks a text that an SMTP client will see.
+pub(crate) fn validate_message(problems: &mut Problems, what: &str, message: &str) {
+    if message.trim().is_empty() {
+        problems.add(format!("{what} must not be empty"));
+    } else if message.len() > 400 {
+        problems.add(format!("{what} is {} bytes, limit 400", message.len()));
+    } else if message.chars().any(char::is_control) {
+        problems.add(format!(
+            "{what} must be one line without control characters"
+        ));
+    } else if matches!(
+        message.trim().to_ascii_lowercase().as_str(),
+        "yes" | "no" | "true" | "false" | "1" | "0"
+    ) {
+        problems.add(format!(
+            "{what} {message:?} would read as a plain answer in an Exim server_condition"
+        ));
+    }
+}

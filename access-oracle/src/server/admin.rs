@@ -1,0 +1,170 @@
+//! The admin socket: JSON requests from `access-oracle ctl`, with roles checked against
+//! the peer's Unix credentials (`SO_PEERCRED`) on every request.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+use nix::unistd::{Gid, Uid, User};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::admin::{AdminRequest, Role};
+use crate::config::{Config, Roles};
+use crate::engine::Engine;
+
+/// The longest admin request accepted, in bytes.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// What the admin handlers need besides the engine.
+pub struct AdminContext {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Roles, resolved at start.
+    pub roles: Roles,
+    /// Shown by `status`.
+    pub config_source: String,
+    /// Shown by `status`.
+    pub exim_socket: String,
+}
+
+impl AdminContext {
+    /// Builds the context from the running config.
+    pub fn new(engine: Arc<Engine>, config: &Config, config_source: String) -> Self {
+        AdminContext {
+            engine,
+            roles: config.roles.clone(),
+            config_source,
+            exim_socket: config.exim_socket.path.display().to_string(),
+        }
+    }
+}
+
+/// Accepts admin connections until shutdown.
+pub async fn serve(
+    listener: UnixListener,
+    ctx: Arc<AdminContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the admin socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &ctx).await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The peer's role, or `None` when it has none.
+fn role_of(roles: &Roles, uid: Uid, gid: Gid) -> Option<Role> {
+    let name = || User::from_uid(uid).ok().flatten().map(|u| u.name);
+    let in_groups = |groups: &[(Gid, Vec<String>)]| {
+        groups.iter().any(|(g, members)| {
+            *g == gid || name().is_some_and(|n| members.iter().any(|m| *m == n))
+        })
+    };
+    if uid.is_root() || roles.admin_uids.contains(&uid) || in_groups(&roles.admin_groups) {
+        Some(Role::Admin)
+    } else if roles.auditor_uids.contains(&uid) || in_groups(&roles.auditor_groups) {
+        Some(Role::Auditor)
+    } else {
+        None
+    }
+}
+
+async fn connection(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let (uid, gid) = (Uid::from_raw(cred.uid()), Gid::from_raw(cred.gid()));
+    let role = role_of(&ctx.roles, uid, gid);
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd.take(MAX_REQUEST_BYTES)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<AdminRequest>(&line) {
+            Err(e) => json!({ "ok": false, "error": format!("bad request: {e}") }),
+            Ok(req) if role.is_none_or(|r| r < req.required_role()) => {
+                ctx.engine
+                    .stats
+                    .admin_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(uid = uid.as_raw(), gid = gid.as_raw(), request = req.name(),
+                    role = ?role, "admin request refused");
+                json!({ "ok": false, "error": format!(
+                    "permission denied: uid {} may not {} (needs the {:?} role)",
+                    uid, req.name(), req.required_role()) })
+            }
+            Ok(req) => {
+                if req.required_role() == Role::Admin {
+                    tracing::info!(uid = uid.as_raw(), request = ?req, "admin change");
+                }
+                json!({ "ok": true, "data": execute(ctx, &req, Timestamp::now()) })
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
+    let engine = &ctx.engine;
+    match req {
+        AdminRequest::Status => {
+            let state = engine.state();
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "started": engine.started(),
+                "uptime_secs": now.as_second() - engine.started().as_second(),
+                "config": ctx.config_source,
+                "exim_socket": ctx.exim_socket,
+                "accounts_tracked": state.account_count(),
+                "ips_tracked": state.ip_count(),
+                "in_force": engine.responses_in_force(now),
+                "counters": engine.stats.snapshot(),
+            })
+        }
+        AdminRequest::Account { user } => engine.account_report(user, now),
+        AdminRequest::Alerts { limit } => json!(engine.recent_alerts(*limit)),
+        AdminRequest::Release { user } => engine.release(user, now),
+        AdminRequest::Unblock { ip } => engine.unblock(*ip, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_admin_and_strangers_are_nobody() {
+        let roles = Roles {
+            auditor_uids: vec![Uid::from_raw(4242)],
+            ..Default::default()
+        };
+        assert_eq!(
+            role_of(&roles, Uid::from_raw(0), Gid::from_raw(0)),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role_of(&roles, Uid::from_raw(4242), Gid::from_raw(4242)),
+            Some(Role::Auditor)
+        );
+        assert_eq!(
+            role_of(&roles, Uid::from_raw(4343), Gid::from_raw(4343)),
+            None
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `access-oracle serve`: binds the sockets, runs the listeners, the alert sinks and the
+//! sweeper, reloads on SIGHUP and stops cleanly on SIGTERM / SIGINT.
+//!
+//! Shutdown order: stop accepting and close idle connections, wait (up to the grace
+//! period) for requests in flight, then drain the alert queue into the sinks, then remove
+//! the sockets.
+
+pub mod admin;
+pub mod exim;
+pub mod unix;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::{self, Config, Overrides};
+use crate::engine::Engine;
+use crate::sinks;
+
+/// How often idle accounts and addresses are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Where the running config came from, for reloads.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file, or `None` for the embedded defaults.
+    pub path: Option<PathBuf>,
+    /// Command-line overrides, applied again on reload.
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    fn describe(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "embedded defaults".into(), |p| p.display().to_string())
+    }
+}
+
+/// A running oracle, for callers that drive it in-process (the demo, tests).
+pub struct Running {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops the oracle and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("oracle task failed")?
+    }
+}
+
+/// Binds everything and starts serving in the background.
+pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
+    let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
+        .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
+    let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
+    let engine = Arc::new(engine);
+    let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
+    let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx));
+    let exim_task = tokio::spawn(exim::serve(
+        exim_listener,
+        engine.clone(),
+        config.max_connections,
+        shutdown_rx.clone(),
+    ));
+    let admin_ctx = Arc::new(admin::AdminContext::new(
+        engine.clone(),
+        &config,
+        source.describe(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_ctx, shutdown_rx.clone()));
+    let sweeper = tokio::spawn(sweep(
+        engine.clone(),
+        config.idle_secs,
+        config.max_tracked_accounts,
+        shutdown_rx.clone(),
+    ));
+    tracing::info!(
+        exim_socket = %config.exim_socket.path.display(),
+        admin_socket = %config.admin_socket.path.display(),
+        state_dir = %config.state_dir.display(),
+        alerts = %config.alert_file.display(),
+        config = %source.describe(),
+        "access-oracle serving"
+    );
+    let task_engine = engine.clone();
+    let max = config.max_connections;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let task = tokio::spawn(async move {
+        let mut shutdown_rx = shutdown_rx;
+        let _ = shutdown_rx.changed().await;
+        let slots = exim_task.await.context("exim listener failed")?;
+        let _ = admin_task.await;
+        let _ = sweeper.await;
+        // Requests in flight hold a slot each: wait for all slots, within the grace.
+        let waited = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+        if waited.is_err() {
+            tracing::warn!(
+                open_connections = task_engine
+                    .stats
+                    .open_connections
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                grace_secs = grace.as_secs(),
+                "shutdown grace expired with exim connections still open"
+            );
+        }
+        let _ = sink_stop_tx.send(true);
+        sink_task.await.context("alert sink failed")?;
+        drop((exim_file, admin_file));
+        tracing::info!("access-oracle stopped");
+        Ok(())
+    });
+    Ok(Running {
+        engine,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the rules.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let running_config = config.clone();
+    let running = start(config, source.clone()).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
+            _ = hup.recv() => reload(&running, &running_config, &source),
+        }
+    }
+    running.stop().await
+}
+
+/// Reloads the config file; a config with problems is refused and the running one kept.
+fn reload(running: &Running, current: &Config, source: &ConfigSource) {
+    match config::load(source.path.as_deref(), &source.overrides) {
+        Ok(new) => {
+            if new.exim_socket != current.exim_socket
+                || new.admin_socket != current.admin_socket
+                || new.state_dir != current.state_dir
+                || new.alert_file != current.alert_file
+            {
+                tracing::warn!(
+                    "socket, state or alert file settings changed: they take effect at the next restart"
+                );
+            }
+            running.engine.set_rules(new.rules);
+            tracing::info!(config = %source.describe(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+    }
+}
+
+async fn sweep(
+    engine: Arc<Engine>,
+    idle_secs: u64,
+    max_accounts: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let dropped = engine.sweep(Timestamp::now(), idle_secs, max_accounts);
+                if dropped > 0 {
+                    tracing::debug!(dropped, "forgot idle accounts and addresses");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}

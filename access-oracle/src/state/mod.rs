@@ -1,0 +1,256 @@
+//! Live per-account and per-IP state: windows, holds and blocks. Pure data; every method
+//! that depends on time takes `now`.
+//!
+//! Accounts and addresses live in sharded concurrent maps so that verdicts for different
+//! accounts never wait on each other. The maps are capped: [`State::sweep`] drops idle
+//! entries and, above the cap, the least recently seen ones that hold nothing.
+
+pub mod window;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dashmap::mapref::one::RefMut;
+use serde::Serialize;
+
+pub use window::{CountWindow, DedupWindow, Secs};
+
+/// A response in force until a time: an account hold or an address block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// When it was applied.
+    pub since: Secs,
+    /// When it ends by itself.
+    pub until: Secs,
+    /// The rule that applied it, or `admin`.
+    pub rule: &'static str,
+    /// The text the client sees.
+    pub message: Arc<str>,
+}
+
+impl Hold {
+    /// Whether the hold is in force at `now`.
+    pub fn active(&self, now: Secs) -> bool {
+        now < self.until
+    }
+}
+
+/// What is known about one account.
+#[derive(Debug, Default)]
+pub struct Account {
+    /// Failed logins in the rule's window (any protocol), repeats of a password once.
+    pub auth_failures: DedupWindow,
+    /// Recipients accepted in the ceiling's window.
+    pub rcpts: CountWindow,
+    /// The hold on the account, if any (possibly expired).
+    pub hold: Option<Hold>,
+    /// When the recipient ceiling last raised an alert.
+    pub ceiling_alerted_at: Option<Secs>,
+    /// Lifetime totals since the oracle started tracking the account.
+    pub totals: AccountTotals,
+    /// Last login or activity.
+    pub last_seen: Secs,
+    /// Last successful login: when, from where, by which protocol.
+    pub last_login: Option<(Secs, Option<IpAddr>, Arc<str>)>,
+}
+
+impl Account {
+    /// The hold in force at `now`.
+    pub fn active_hold(&self, now: Secs) -> Option<&Hold> {
+        self.hold.as_ref().filter(|h| h.active(now))
+    }
+}
+
+/// Lifetime counters of an account.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct AccountTotals {
+    /// Successful logins.
+    pub logins_ok: u64,
+    /// Failed logins.
+    pub logins_failed: u64,
+    /// Messages (MAIL commands).
+    pub messages: u64,
+    /// Recipients accepted.
+    pub rcpts_accepted: u64,
+    /// Recipients deferred or denied by the oracle.
+    pub rcpts_refused: u64,
+    /// Requests deferred or denied by the oracle.
+    pub refused: u64,
+}
+
+/// What is known about one source address.
+#[derive(Debug, Default)]
+pub struct IpRecord {
+    /// Failed logins from this address, a repeated (account, password) pair once.
+    pub auth_failures: DedupWindow,
+    /// The block on authentication from this address, if any.
+    pub auth_block: Option<Hold>,
+    /// Last activity.
+    pub last_seen: Secs,
+}
+
+/// All live state.
+#[derive(Debug)]
+pub struct State {
+    accounts: DashMap<Box<str>, Account>,
+    ips: DashMap<IpAddr, IpRecord>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            accounts: DashMap::with_shard_amount(64),
+            ips: DashMap::with_shard_amount(64),
+        }
+    }
+}
+
+impl State {
+    /// The account's record, created when first seen. Hold the guard briefly: it locks
+    /// the account's shard.
+    pub fn account_mut(&self, user: &str) -> RefMut<'_, Box<str>, Account> {
+        if let Some(r) = self.accounts.get_mut(user) {
+            return r;
+        }
+        self.accounts.entry(user.into()).or_default()
+    }
+
+    /// The account's record, if tracked, for reading.
+    pub fn account(&self, user: &str) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Account>> {
+        self.accounts.get(user)
+    }
+
+    /// The account's record for changing, only if it is tracked.
+    pub fn tracked_account_mut(&self, user: &str) -> Option<RefMut<'_, Box<str>, Account>> {
+        self.accounts.get_mut(user)
+    }
+
+    /// The address's record for changing, only if it is tracked.
+    pub fn tracked_ip_mut(&self, ip: IpAddr) -> Option<RefMut<'_, IpAddr, IpRecord>> {
+        self.ips.get_mut(&ip)
+    }
+
+    /// The address's record, created when first seen.
+    pub fn ip_mut(&self, ip: IpAddr) -> RefMut<'_, IpAddr, IpRecord> {
+        self.ips.entry(ip).or_default()
+    }
+
+    /// The address's record, if tracked.
+    pub fn ip(&self, ip: IpAddr) -> Option<dashmap::mapref::one::Ref<'_, IpAddr, IpRecord>> {
+        self.ips.get(&ip)
+    }
+
+    /// How many accounts are tracked.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// How many addresses are tracked.
+    pub fn ip_count(&self) -> usize {
+        self.ips.len()
+    }
+
+    /// Accounts with a hold in force at `now`, with their holds.
+    pub fn active_holds(&self, now: Secs) -> Vec<(String, Hold)> {
+        let mut v: Vec<_> = self
+            .accounts
+            .iter()
+            .filter_map(|e| e.active_hold(now).map(|h| (e.key().to_string(), h.clone())))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Addresses with an authentication block in force at `now`.
+    pub fn active_ip_blocks(&self, now: Secs) -> Vec<(IpAddr, Hold)> {
+        let mut v: Vec<_> = self
+            .ips
+            .iter()
+            .filter_map(|e| {
+                e.auth_block
+                    .as_ref()
+                    .filter(|b| b.active(now))
+                    .map(|b| (*e.key(), b.clone()))
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    /// Drops entries idle for longer than `idle_secs` that hold nothing in force, then, while
+    /// more than `max_accounts` remain, the least recently seen of those without a hold.
+    /// Returns how many entries were dropped.
+    pub fn sweep(&self, now: Secs, idle_secs: Secs, max_accounts: usize) -> usize {
+        let before = self.accounts.len() + self.ips.len();
+        self.accounts
+            .retain(|_, a| a.last_seen > now - idle_secs || a.active_hold(now).is_some());
+        self.ips.retain(|_, r| {
+            r.last_seen > now - idle_secs || r.auth_block.as_ref().is_some_and(|b| b.active(now))
+        });
+        let excess = self.accounts.len().saturating_sub(max_accounts);
+        if excess > 0 {
+            let mut idle: Vec<(Secs, Box<str>)> = self
+                .accounts
+                .iter()
+                .filter(|a| a.active_hold(now).is_none())
+                .map(|a| (a.last_seen, a.key().clone()))
+                .collect();
+            idle.sort_unstable();
+            for (_, key) in idle.into_iter().take(excess) {
+                self.accounts.remove(&key);
+            }
+        }
+        before - (self.accounts.len() + self.ips.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(until: Secs) -> Hold {
+        Hold {
+            since: 0,
+            until,
+            rule: "test",
+            message: "held".into(),
+        }
+    }
+
+    #[test]
+    fn holds_expire() {
+        let h = hold(100);
+        assert!(h.active(99));
+        assert!(!h.active(100));
+    }
+
+    #[test]
+    fn sweep_keeps_held_and_recent_accounts() {
+        let s = State::default();
+        s.account_mut("old").last_seen = 0;
+        s.account_mut("recent").last_seen = 1000;
+        {
+            let mut held = s.account_mut("held");
+            held.last_seen = 0;
+            held.hold = Some(hold(5000));
+        }
+        s.ip_mut("192.0.2.1".parse().unwrap()).last_seen = 0;
+        assert_eq!(s.sweep(2000, 1500, 100), 2);
+        assert!(s.account("old").is_none());
+        assert!(s.account("recent").is_some());
+        assert!(s.account("held").is_some());
+    }
+
+    #[test]
+    fn sweep_enforces_the_cap_oldest_first() {
+        let s = State::default();
+        for i in 0..10 {
+            s.account_mut(&format!("u{i}")).last_seen = i;
+        }
+        s.sweep(10, 1000, 7);
+        assert_eq!(s.account_count(), 7);
+        assert!(s.account("u0").is_none());
+        assert!(s.account("u9").is_some());
+    }
+}

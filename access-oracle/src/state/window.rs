@@ -1,0 +1,156 @@
+//! Sliding time windows: the counters every rate rule is built on. Pure; time is passed in.
+
+use std::collections::VecDeque;
+
+/// Unix time in whole seconds: the resolution of every window.
+pub type Secs = i64;
+
+/// Events in a sliding window, where events with the same key count once.
+///
+/// Used for failed logins: the same wrong password (same keyed hash) repeated by a stale
+/// client counts once, an event without a key always counts. At most `cap` events are
+/// kept; past that the oldest go first, so memory stays bounded under a flood.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DedupWindow {
+    entries: VecDeque<(Secs, Option<u64>)>,
+}
+
+impl DedupWindow {
+    /// Records an event at `now` and returns how many distinct events the window holds.
+    pub fn record(&mut self, now: Secs, window_secs: Secs, key: Option<u64>, cap: usize) -> usize {
+        self.prune(now, window_secs);
+        if let Some(key) = key
+            && let Some(i) = self.entries.iter().position(|&(_, k)| k == Some(key))
+        {
+            // A repeat refreshes its time but does not count again.
+            self.entries.remove(i);
+        }
+        self.entries.push_back((now, key));
+        while self.entries.len() > cap.max(1) {
+            self.entries.pop_front();
+        }
+        self.entries.len()
+    }
+
+    /// How many distinct events lie within the window ending at `now`.
+    pub fn count(&self, now: Secs, window_secs: Secs) -> usize {
+        self.entries
+            .iter()
+            .filter(|&&(t, _)| t > now - window_secs)
+            .count()
+    }
+
+    /// Forgets every event.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn prune(&mut self, now: Secs, window_secs: Secs) {
+        while let Some(&(t, _)) = self.entries.front() {
+            if t > now - window_secs {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Plain event times in a sliding window, for rates (recipients per hour).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CountWindow {
+    times: VecDeque<Secs>,
+}
+
+impl CountWindow {
+    /// Drops the events that have left the window ending at `now`.
+    pub fn prune(&mut self, now: Secs, window_secs: Secs) {
+        while let Some(&t) = self.times.front() {
+            if t > now - window_secs {
+                break;
+            }
+            self.times.pop_front();
+        }
+    }
+
+    /// Records an event at `now`; call [`CountWindow::prune`] first.
+    pub fn record(&mut self, now: Secs) {
+        self.times.push_back(now);
+    }
+
+    /// How many events are recorded (after pruning: how many are in the window).
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// When the count will drop below `limit` again, if it is at or above it now.
+    pub fn below_limit_at(&self, limit: usize, window_secs: Secs) -> Option<Secs> {
+        let len = self.times.len();
+        if limit == 0 || len < limit {
+            return None;
+        }
+        self.times.get(len - limit).map(|t| t + window_secs)
+    }
+
+    /// Forgets every event.
+    pub fn clear(&mut self) {
+        self.times.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_window_counts_a_repeated_key_once() {
+        let mut w = DedupWindow::default();
+        for i in 0..10 {
+            assert_eq!(w.record(100 + i, 300, Some(0xabc), 64), 1);
+        }
+        assert_eq!(w.record(110, 300, Some(0xdef), 64), 2);
+        assert_eq!(w.record(111, 300, None, 64), 3);
+        assert_eq!(w.record(112, 300, None, 64), 4);
+    }
+
+    #[test]
+    fn dedup_window_forgets_old_events() {
+        let mut w = DedupWindow::default();
+        w.record(0, 300, Some(1), 64);
+        w.record(100, 300, Some(2), 64);
+        assert_eq!(w.count(299, 300), 2);
+        assert_eq!(w.count(300, 300), 1);
+        assert_eq!(w.record(400, 300, Some(3), 64), 1);
+    }
+
+    #[test]
+    fn dedup_window_is_bounded() {
+        let mut w = DedupWindow::default();
+        for i in 0..1000 {
+            w.record(i, 10_000, None, 50);
+        }
+        assert_eq!(w.count(1000, 10_000), 50);
+    }
+
+    #[test]
+    fn count_window_tells_when_it_falls_below_a_limit() {
+        let mut w = CountWindow::default();
+        for t in [10, 20, 30] {
+            w.record(t);
+        }
+        assert_eq!(w.below_limit_at(4, 3600), None);
+        assert_eq!(w.below_limit_at(3, 3600), Some(3610));
+        assert_eq!(w.below_limit_at(2, 3600), Some(3620));
+        w.prune(3610, 3600);
+        assert_eq!(w.len(), 2);
+    }
+}
