@@ -1,1 +1,43 @@
-//! placeholder
+//! End-to-end test harness for exim-access: real Exim, the real oracle, the shipped
+//! configuration.
+//!
+//! The integration tests in `tests/tests/exim.rs` use this library; it holds everything
+//! they share, so each test reads as a scenario.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`paths`] | where the oracle binary, the library, Exim, swaks and `exim-config/` are |
+//! | [`world`] | a test's private temporary tree (spool, logs, passwd file, sockets, state) |
+//! | [`oracle`] | `access-oracle serve` as a child process, its alerts and `ctl`; a stale socket and a silent listener as stand-ins for a crashed or hung oracle |
+//! | [`exim`] | `exim -C <shipped config> -D...` runs: `-bh` sessions (whole or line by line) and a loopback daemon |
+//! | [`debian`] | Debian's split configuration generated with the shipped `exim-config/debian/` files |
+//! | [`swaks`] | the swaks client against that daemon |
+//! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
+//! | [`process`] | running a child with input, captured output and a deadline |
+//!
+//! Prerequisites: run as root (Exim accepts `-C` with `-D` from root, and the spool
+//! must be handed to `Debian-exim`), Exim 4.96 heavy and swaks installed, and the
+//! workspace binaries built:
+//!
+//! ```text
+//! cargo build -p access-oracle && cargo build --release -p exim-dlfunc
+//! cargo test -p exim-access-e2e
+//! ```
+//!
+//! Tests are independent: each has its own [`World`], oracle, sockets and daemon port,
+//! so they run in parallel. `E2E_KEEP=1` keeps each test's directory for inspection.
+
+pub mod debian;
+pub mod exim;
+pub mod oracle;
+pub mod paths;
+pub mod process;
+pub mod smtp;
+pub mod swaks;
+pub mod world;
+
+pub use exim::{Exim, EximDaemon, LiveSession, Session, Via};
+pub use oracle::{Oracle, SilentOracle, stale_socket};
+pub use smtp::{Dialogue, Reply};
+pub use swaks::{Swaks, SwaksRun};
+pub use world::{PASSWORD, PASSWORD_HASH, World};
