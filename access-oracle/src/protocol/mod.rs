@@ -196,13 +196,18 @@ impl Fields<'_, '_> {
         })
     }
 
-    /// A required, non-empty account name.
+    /// A required, non-empty account name. A name longer than [`MAX_USER_BYTES`] is
+    /// not refused (its failures must still count against the source address) but
+    /// shortened to a bounded key that keeps distinct names distinct.
     fn user(&self) -> Result<String, ProtocolError> {
-        let user = self.required_text("user")?;
+        let user = self.request.get("user").ok_or(ProtocolError::MissingKey {
+            verb: self.verb,
+            key: "user",
+        })?;
         if user.is_empty() {
             return Err(self.invalid("user", "empty"));
         }
-        Ok(user)
+        Ok(bounded_user(user))
     }
 
     /// The required `ip` key: an address, or empty when Exim has none.
@@ -211,10 +216,11 @@ impl Fields<'_, '_> {
         parse_ip(&raw).map_err(|reason| self.invalid("ip", reason))
     }
 
-    /// An optional unsigned number.
+    /// An optional unsigned number; `-1` (Exim's "unknown", e.g. `$message_size` before
+    /// DATA without SIZE) reads as absent.
     fn number(&self, key: &'static str) -> Result<Option<u64>, ProtocolError> {
         match self.request.get(key) {
-            None | Some("") => Ok(None),
+            None | Some("") | Some("-1") => Ok(None),
             Some(v) => v
                 .parse()
                 .map(Some)
@@ -248,6 +254,28 @@ impl Fields<'_, '_> {
             )),
         }
     }
+}
+
+/// The longest account name kept as it is, in bytes.
+pub const MAX_USER_BYTES: usize = 256;
+
+/// An account name as tracked: itself when short, else its first 200 bytes, `…#` and a
+/// hash of the whole name. No real mailbox has such a name, but the attempt still counts.
+pub fn bounded_user(user: &str) -> String {
+    if user.len() <= MAX_USER_BYTES {
+        return user.to_string();
+    }
+    let mut cut = 200;
+    while !user.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(user, &mut hasher);
+    format!(
+        "{}…#{:016x}",
+        &user[..cut],
+        std::hash::Hasher::finish(&hasher)
+    )
 }
 
 /// Parses an address as Exim writes `$sender_host_address`; empty means none.
@@ -403,6 +431,29 @@ mod tests {
             let err = parse_line(line.as_bytes()).unwrap_err();
             assert_eq!(err.to_string(), *want, "line {line}");
         }
+    }
+
+    #[test]
+    fn long_user_names_are_kept_bounded_and_distinct() {
+        let long_a = format!("{}a", "x".repeat(3000));
+        let long_b = format!("{}b", "x".repeat(3000));
+        let (a, b) = (bounded_user(&long_a), bounded_user(&long_b));
+        assert!(a.len() < MAX_USER_BYTES && b.len() < MAX_USER_BYTES);
+        assert_ne!(a, b);
+        assert_eq!(bounded_user("alice"), "alice");
+        let line = format!("auth user=\"{long_a}\" ip=192.0.2.1 result=fail");
+        let Command::Auth(auth) = parse_line(line.as_bytes()).unwrap() else {
+            panic!("not auth");
+        };
+        assert_eq!(auth.user, a);
+        // Multi-byte characters are never cut in half.
+        assert!(bounded_user(&"é".repeat(500)).starts_with(&"é".repeat(100)));
+    }
+
+    #[test]
+    fn minus_one_means_unknown() {
+        let cmd = parse_line(b"mail user=a ip=192.0.2.1 size=-1").unwrap();
+        assert!(matches!(cmd, Command::Mail(Mail { size: None, .. })));
     }
 
     #[test]
