@@ -1,0 +1,503 @@
+//! The oracle's sockets, end to end over real Unix sockets: framing, the connection
+//! rules of the protocol, socket permissions, the connection cap, roles on the admin
+//! socket, reload and shutdown of the real binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use access_oracle::config::{Config, Overrides, RawConfig};
+use access_oracle::server::{self, ConfigSource, Running};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_access-oracle");
+
+/// A deadline for things that must happen soon; generous, never a performance bound.
+const SOON: Duration = Duration::from_secs(10);
+
+struct InProcess {
+    dir: TempDir,
+    running: Running,
+}
+
+impl InProcess {
+    async fn start(edit: impl FnOnce(&mut RawConfig)) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = RawConfig::default();
+        Overrides {
+            exim_socket: Some(dir.path().join("exim.sock")),
+            admin_socket: Some(dir.path().join("admin.sock")),
+            state_dir: Some(dir.path().join("state")),
+        }
+        .apply(&mut raw);
+        raw.server.shutdown_grace_secs = 1;
+        edit(&mut raw);
+        let config = Config::from_raw(raw).unwrap();
+        let running = server::start(
+            config,
+            ConfigSource {
+                path: None,
+                overrides: Overrides::default(),
+            },
+        )
+        .await
+        .unwrap();
+        InProcess { dir, running }
+    }
+
+    fn exim_socket(&self) -> PathBuf {
+        self.dir.path().join("exim.sock")
+    }
+
+    fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(self.exim_socket()).unwrap();
+        s.set_read_timeout(Some(SOON)).unwrap();
+        s
+    }
+}
+
+/// Runs blocking client code off the runtime that serves it.
+async fn client<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn read_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newline_terminated_requests_share_one_connection() {
+    let o = InProcess::start(|_| {}).await;
+    let s = o.connect();
+    client(move || {
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        w.write_all(b"ping\n").unwrap();
+        assert_eq!(read_line(&mut r), "pong\n");
+        w.write_all(b"auth user=alice ip=192.0.2.1 result=ok\n")
+            .unwrap();
+        assert_eq!(read_line(&mut r), "accept\n");
+        // Pipelined: three requests in one write, three replies in order.
+        w.write_all(b"ping\nfrob\r\nconnect ip=2001:db8::1\n")
+            .unwrap();
+        assert_eq!(read_line(&mut r), "pong\n");
+        assert_eq!(read_line(&mut r), "error unknown verb \"frob\"\n");
+        assert_eq!(read_line(&mut r), "accept\n");
+    })
+    .await;
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ended_by_eof_is_answered_then_closed() {
+    let o = InProcess::start(|_| {}).await;
+    let s = o.connect();
+    let all = client(move || {
+        let mut s = s;
+        s.write_all(b"rcpt user=bob ip=192.0.2.1 rcpt=\"a b@example.org\"")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        all
+    })
+    .await;
+    // read_to_string returning at all means the oracle closed the connection.
+    assert_eq!(all, "accept\n");
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_lines_get_errors_and_the_connection_goes_on() {
+    let o = InProcess::start(|_| {}).await;
+    let s = o.connect();
+    client(move || {
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut huge = b"auth user=".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 20_000));
+        huge.push(b'\n');
+        w.write_all(&huge).unwrap();
+        assert_eq!(
+            read_line(&mut r),
+            "error request line too long (limit 8192 bytes)\n"
+        );
+        for (bad, want) in [
+            (
+                &b"auth user=a\n"[..],
+                "error auth: missing required key ip\n",
+            ),
+            (
+                b"auth user=a ip=x result=ok\n",
+                "error auth: invalid ip: not an ip address: \"x\"\n",
+            ),
+            (
+                b"auth user=\"open ip=1.2.3.4\n",
+                "error unterminated quoted value of user\n",
+            ),
+            (
+                b"mail user=a ip=192.0.2.1 \xff\n",
+                "error request is not valid utf-8 at byte 25\n",
+            ),
+            (b"\n", "error empty request\n"),
+        ] {
+            w.write_all(bad).unwrap();
+            assert_eq!(read_line(&mut r), want);
+        }
+        w.write_all(b"ping\n").unwrap();
+        assert_eq!(read_line(&mut r), "pong\n");
+    })
+    .await;
+    // The daemon keeps serving new connections too.
+    let s = o.connect();
+    let reply = client(move || {
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        (&s).write_all(b"ping\n").unwrap();
+        read_line(&mut r)
+    })
+    .await;
+    assert_eq!(reply, "pong\n");
+    let status = o.running.engine.stats.snapshot();
+    assert_eq!(status.malformed, 6);
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_get_the_configured_mode_and_group() {
+    let o = InProcess::start(|raw| {
+        raw.server.exim_socket_mode = access_oracle::config::raw::RawMode::Text("0660".into());
+        raw.server.exim_socket_group = Some("daemon".into());
+    })
+    .await;
+    let meta = std::fs::metadata(o.exim_socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let daemon = nix::unistd::Group::from_name("daemon").unwrap().unwrap();
+    assert_eq!(meta.gid(), daemon.gid.as_raw());
+    let admin = std::fs::metadata(o.dir.path().join("admin.sock")).unwrap();
+    assert_eq!(admin.permissions().mode() & 0o777, 0o600);
+    let path = o.exim_socket();
+    o.running.stop().await.unwrap();
+    assert!(!path.exists(), "a clean stop removes the sockets");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced() {
+    let o = InProcess::start(|_| {}).await;
+    let dir = o.dir.path().to_path_buf();
+    let mut raw = RawConfig::default();
+    Overrides {
+        exim_socket: Some(dir.join("exim.sock")),
+        admin_socket: Some(dir.join("admin2.sock")),
+        state_dir: Some(dir.join("state2")),
+    }
+    .apply(&mut raw);
+    let second = server::start(
+        Config::from_raw(raw).unwrap(),
+        ConfigSource {
+            path: None,
+            overrides: Overrides::default(),
+        },
+    )
+    .await;
+    let err = second
+        .err()
+        .expect("a second oracle on the same socket is refused");
+    assert!(
+        err.to_string()
+            .contains("in use by another running process"),
+        "{err}"
+    );
+    o.running.stop().await.unwrap();
+
+    // A socket file nobody listens on (a crashed oracle) is replaced.
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let o = InProcess::start(|raw| raw.server.exim_socket = stale.clone()).await;
+    let s = UnixStream::connect(&stale).unwrap();
+    let reply = client(move || {
+        (&s).write_all(b"ping\n").unwrap();
+        read_line(&mut BufReader::new(s))
+    })
+    .await;
+    assert_eq!(reply, "pong\n");
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
+    let o = InProcess::start(|raw| raw.server.max_connections = 2).await;
+    let ping = |s: &UnixStream| {
+        let mut w = s;
+        w.write_all(b"ping\n").unwrap();
+        read_line(&mut BufReader::new(s.try_clone().unwrap()))
+    };
+    let (a, b, c) = (o.connect(), o.connect(), o.connect());
+    let waited = client(move || {
+        assert_eq!(ping(&a), "pong\n");
+        assert_eq!(ping(&b), "pong\n");
+        // The third is connected (backlog) but not served while both slots are taken.
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        (&c).write_all(b"ping\n").unwrap();
+        let mut buf = [0u8; 8];
+        let err = (&c).read(&mut buf).expect_err("no answer while at the cap");
+        assert!(matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ));
+        // Freeing a slot lets it through.
+        drop(a);
+        c.set_read_timeout(Some(SOON)).unwrap();
+        read_line(&mut BufReader::new(c))
+    })
+    .await;
+    assert_eq!(waited, "pong\n");
+    o.running.stop().await.unwrap();
+}
+
+/// The real binary, as a daemon.
+struct Daemon {
+    dir: TempDir,
+    child: Child,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("oracle.toml");
+        std::fs::write(&conf, config).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--socket")
+            .arg(dir.path().join("exim.sock"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { dir, child };
+        let until = Instant::now() + SOON;
+        while d.request("ping").as_deref() != Some("pong") {
+            assert!(Instant::now() < until, "the oracle did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn request(&self, line: &str) -> Option<String> {
+        let s = UnixStream::connect(self.path("exim.sock")).ok()?;
+        s.set_read_timeout(Some(SOON)).ok()?;
+        (&s).write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).ok()?;
+        Some(reply.trim_end().to_string())
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    fn ctl(&self, uid: Option<u32>, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("ctl")
+            .arg("--socket")
+            .arg(self.path("admin.sock"))
+            .args(args);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_removes_the_sockets() {
+    let mut d = Daemon::start("");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let until = Instant::now() + SOON;
+    let status = loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "SIGTERM did not stop the oracle");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!d.path("exim.sock").exists());
+    assert!(!d.path("admin.sock").exists());
+}
+
+#[test]
+fn sighup_reloads_the_rules_and_a_bad_file_keeps_them() {
+    let d = Daemon::start("[rules.failed_logins_account]\nthreshold = 5\n");
+    std::fs::write(
+        d.path("oracle.toml"),
+        "[rules.failed_logins_account]\nthreshold = 2\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    // The reload is asynchronous: probe with a fresh account until the new threshold
+    // shows (two failures hold it), bounded.
+    let until = Instant::now() + SOON;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let user = format!("probe{n}");
+        for i in 0..2 {
+            d.request(&format!(
+                "auth user={user} ip=192.0.2.{n} result=fail pwhash={i}"
+            ));
+        }
+        if d.request(&format!("auth user={user} ip=192.0.2.{n} result=ok"))
+            .is_some_and(|r| r.starts_with("defer"))
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "the reload did not take effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A file with problems is refused; the running rules stay.
+    std::fs::write(
+        d.path("oracle.toml"),
+        "[rules.failed_logins_account]\nthreshold = 0\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..2 {
+        d.request(&format!(
+            "auth user=after ip=198.51.100.1 result=fail pwhash={i}"
+        ));
+    }
+    let reply = d
+        .request("auth user=after ip=198.51.100.1 result=ok")
+        .unwrap();
+    assert!(
+        reply.starts_with("defer"),
+        "threshold 2 still in force: {reply}"
+    );
+}
+
+#[test]
+fn admin_roles_come_from_the_peer_credentials() {
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let d = Daemon::start(&format!(
+        "[server]\nadmin_socket_mode = \"0666\"\n[admin]\nauditor_users = [\"{nobody}\"]\n"
+    ));
+    for i in 0..5 {
+        d.request(&format!(
+            "auth user=carol ip=203.0.113.5 result=fail pwhash={i}"
+        ));
+    }
+    // An auditor may read...
+    let out = d.ctl(Some(nobody), &["--json", "account", "carol"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(account["hold"]["rule"], "failed_logins_account");
+    // ...but not release.
+    let out = d.ctl(Some(nobody), &["release", "carol"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Root may.
+    let out = d.ctl(None, &["release", "carol"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("released carol"));
+    assert_eq!(
+        d.request("auth user=carol ip=203.0.113.5 result=ok")
+            .unwrap(),
+        "accept"
+    );
+    // Someone with no role may not even read.
+    let daemon_uid = nix::unistd::User::from_name("daemon")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let out = d.ctl(Some(daemon_uid), &["status"]);
+    assert!(!out.status.success());
+    let status = d.ctl(None, &["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counters"]["admin_refused"], 2);
+}
+
+#[test]
+fn check_config_lists_every_problem_and_accepts_the_shipped_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nexim_socket = \"rel.sock\"\nmax_connections = 0\n[rules.recipient_ceiling]\nlimit = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    for want in [
+        "exim_socket must be an absolute path",
+        "max_connections",
+        "limit must be between",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../exim-config/oracle/access-oracle.toml");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The shipped example is exactly the embedded defaults.
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert_eq!(
+        toml::from_str::<RawConfig>(&text).unwrap(),
+        RawConfig::default()
+    );
+}
