@@ -25,6 +25,8 @@ pub struct Alert {
     pub protocol: Option<String>,
     /// What was counted in the window.
     pub count: u64,
+    /// The same, named: `{"failed_logins": 5, "threshold": 5, "window_secs": 300}`.
+    pub counts: serde_json::Value,
     /// The rule's threshold.
     pub threshold: u64,
     /// The rule's window, in seconds.
@@ -65,7 +67,16 @@ impl Alert {
                 trip.count
             ),
         };
+        let counted = match trip.response {
+            Response::HoldAccount | Response::DeferIpAuth => "failed_logins",
+            Response::ThrottleRcpt => "recipients",
+        };
         Alert {
+            counts: serde_json::json!({
+                counted: trip.count,
+                "threshold": trip.threshold,
+                "window_secs": trip.window_secs,
+            }),
             time: now,
             rule: trip.rule,
             severity: trip.severity,
@@ -123,6 +134,8 @@ mod tests {
         assert_eq!(json["severity"], "high");
         assert_eq!(json["time"], "2027-01-15T08:00:00Z");
         assert_eq!(json["ip"], "192.0.2.7");
+        assert_eq!(json["counts"]["failed_logins"], 5);
+        assert_eq!(json["counts"]["window_secs"], 300);
     }
 
     #[test]

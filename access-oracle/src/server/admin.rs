@@ -73,9 +73,9 @@ pub async fn serve(
 fn role_of(roles: &Roles, uid: Uid, gid: Gid) -> Option<Role> {
     let name = || User::from_uid(uid).ok().flatten().map(|u| u.name);
     let in_groups = |groups: &[(Gid, Vec<String>)]| {
-        groups.iter().any(|(g, members)| {
-            *g == gid || name().is_some_and(|n| members.contains(&n))
-        })
+        groups
+            .iter()
+            .any(|(g, members)| *g == gid || name().is_some_and(|n| members.contains(&n)))
     };
     if uid.is_root() || roles.admin_uids.contains(&uid) || in_groups(&roles.admin_groups) {
         Some(Role::Admin)
