@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `ctl`, `demo`.
+//! The command line: `serve`, `check-config`, `ctl`, `parse`, `demo`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -60,6 +60,21 @@ pub enum Command {
         /// The request.
         #[command(subcommand)]
         request: CtlRequest,
+    },
+    /// Print the events the oracle finds in Exim / Dovecot logs, one JSON object per line.
+    Parse {
+        /// The log format; `auto` decides per line.
+        #[arg(long, value_enum, default_value_t = crate::sources::Format::Auto)]
+        format: crate::sources::Format,
+        /// Print counts only (lines, events by kind, failures, unparsed).
+        #[arg(long)]
+        stats: bool,
+        /// Append lines that look relevant but do not parse to this file.
+        #[arg(long, value_name = "FILE")]
+        dead_letters: Option<PathBuf>,
+        /// The log files (plain or gzip; `-` is standard input).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Start the oracle on its defaults in a temporary directory and drive real Exim
     /// through a brute-force and a burst scenario, printing the alerts as they fire.

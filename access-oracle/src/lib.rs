@@ -10,6 +10,7 @@
 //! * [`state`]: per-account and per-IP windows, holds and blocks.
 //! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
 //! * [`admin`]: the admin protocol and the `ctl` client.
+//! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
 //! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -24,4 +25,5 @@ pub mod protocol;
 pub mod rules;
 pub mod server;
 pub mod sinks;
+pub mod sources;
 pub mod state;

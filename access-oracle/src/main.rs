@@ -94,6 +94,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Parse {
+            format,
+            stats,
+            dead_letters,
+            files,
+        } => access_oracle::sources::parse_cmd::run_cli(format, stats, files, dead_letters),
         Command::Demo { lib, keep } => runtime()?.block_on(demo::run(lib, keep)),
     }
 }

@@ -501,3 +501,107 @@ fn check_config_lists_every_problem_and_accepts_the_shipped_example() {
         RawConfig::default()
     );
 }
+
+/// An Exim mainlog line stamped now (Exim writes local time).
+fn exim_line(text: &str) -> String {
+    format!(
+        "{} {text}\n",
+        jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    use std::fs::OpenOptions;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + SOON;
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_logs_feed_the_same_rules_across_rotation_and_restart() {
+    let logs = tempfile::tempdir().unwrap();
+    let mainlog = logs.path().join("mainlog");
+    let source = |raw: &mut RawConfig| {
+        raw.sources = vec![access_oracle::sources::follow::SourceConfig {
+            path: mainlog.clone(),
+            format: access_oracle::sources::Format::Exim,
+            start_at: access_oracle::sources::tail::StartAt::Beginning,
+            poll_secs: 1,
+        }];
+    };
+    // The file does not exist yet when the oracle starts.
+    let o = InProcess::start(source).await;
+    let fail = |n: u32| {
+        exim_line(&format!(
+            "plain_server authenticator failed for (client.example) [203.0.113.7]:4{n:04}: 535 Incorrect authentication data (set_id=alice)"
+        ))
+    };
+    for n in 0..3 {
+        append(&mainlog, &fail(n));
+    }
+    let engine = o.running.engine.clone();
+    eventually("three failures", || {
+        engine.account_report("alice", jiff::Timestamp::now())["failed_logins"]["count"] == 3
+    })
+    .await;
+    // Rotation: the rest goes to a new file.
+    std::fs::rename(&mainlog, logs.path().join("mainlog.1")).unwrap();
+    append(&mainlog, &fail(3));
+    eventually("the failure after rotation", || {
+        engine.account_report("alice", jiff::Timestamp::now())["failed_logins"]["count"] == 4
+    })
+    .await;
+    append(
+        &mainlog,
+        "2026-11-28 03:21:17 plain_server authenticator failed for garbage\n",
+    );
+    // Restart: the position was saved; the fifth failure, written while the oracle was
+    // down, is read once and trips the hold.
+    let state = o.dir.path().join("state");
+    let dir = o.dir;
+    o.running.stop().await.unwrap();
+    append(&mainlog, &fail(4));
+    let mut raw = RawConfig::default();
+    Overrides {
+        exim_socket: Some(dir.path().join("exim.sock")),
+        admin_socket: Some(dir.path().join("admin.sock")),
+        state_dir: Some(state.clone()),
+    }
+    .apply(&mut raw);
+    source(&mut raw);
+    let running = server::start(
+        Config::from_raw(raw).unwrap(),
+        ConfigSource {
+            path: None,
+            overrides: Overrides::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let engine = running.engine.clone();
+    eventually("the fifth failure", || {
+        engine.account_report("alice", jiff::Timestamp::now())["failed_logins"]["count"] == 1
+    })
+    .await;
+    // Counted once: the new process saw only the fifth (state is not persisted yet, so
+    // its window holds one failure) and no line twice.
+    assert_eq!(engine.stats.snapshot().source_lines, 1);
+    let dead = std::fs::read_to_string(state.join("dead-letters.log")).unwrap();
+    assert!(dead.contains("authenticator failed for garbage"), "{dead}");
+    let positions = std::fs::read_to_string(state.join("positions.json")).unwrap();
+    assert!(positions.contains("mainlog"), "{positions}");
+    running.stop().await.unwrap();
+}

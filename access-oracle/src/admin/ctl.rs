@@ -108,6 +108,12 @@ fn render_status(d: &Value) -> String {
         "alerts_dropped",
         "alert_write_errors",
         "admin_refused",
+        "log_attempts",
+        "source_lines",
+        "source_events",
+        "source_unrecognised",
+        "source_dead_letters",
+        "source_errors",
     ] {
         t.add_row([k.replace('_', " "), text(&c[k])]);
     }
@@ -215,7 +221,51 @@ fn render_account(d: &Value) -> String {
     };
     t.add_row(["last login".to_string(), last_login]);
     t.add_row(["last seen".to_string(), text(&d["last_seen"])]);
-    t.to_string()
+    let mut out = t.to_string();
+    let timeline = d["timeline"].as_array().cloned().unwrap_or_default();
+    if !timeline.is_empty() {
+        let mut t = table();
+        t.set_header(["time", "what", "details", "from"]);
+        for e in &timeline {
+            t.add_row([
+                text(&e["time"]),
+                timeline_what(e),
+                timeline_details(e),
+                text(&e["origin"]),
+            ]);
+        }
+        out.push_str("\nrecent activity\n");
+        out.push_str(&t.to_string());
+    }
+    out
+}
+
+fn timeline_what(e: &Value) -> String {
+    match e["what"].as_str() {
+        Some("login") => format!("{} login {}", text(&e["protocol"]), text(&e["result"])),
+        Some("sent") => "message sent".into(),
+        Some("delivery") => format!("message {}", text(&e["outcome"])),
+        Some("session") => format!("{} session", text(&e["protocol"])),
+        _ => text(&e["what"]),
+    }
+}
+
+fn timeline_details(e: &Value) -> String {
+    let mut parts = Vec::new();
+    let mut add = |label: &str, key: &str| {
+        if !e[key].is_null() {
+            parts.push(format!("{label}{}", text(&e[key])));
+        }
+    };
+    add("ip ", "ip");
+    add("session ", "session");
+    add("msgid ", "msgid");
+    add("rcpts ", "rcpts");
+    add("to ", "rcpt");
+    add("logout ", "logout");
+    add("in ", "bytes_in");
+    add("out ", "bytes_out");
+    parts.join(", ")
 }
 
 fn render_alerts(d: &Value) -> String {

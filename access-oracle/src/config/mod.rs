@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
+use crate::sources::follow::SourceConfig;
 pub use raw::RawConfig;
 use raw::RawMode;
 
@@ -114,6 +115,8 @@ pub struct Config {
     pub idle_secs: u64,
     /// The rules.
     pub rules: RulesConfig,
+    /// Log files to follow.
+    pub sources: Vec<SourceConfig>,
     /// The config as written, for `ctl status` and reloads.
     pub raw: RawConfig,
 }
@@ -281,6 +284,15 @@ impl Config {
             ));
         }
         raw.rules.validate(&mut p);
+        for (i, source) in raw.sources.iter().enumerate() {
+            source.validate(i, &mut p);
+            if raw.sources[..i].iter().any(|o| o.path == source.path) {
+                p.add(format!(
+                    "sources[{i}].path {} is listed twice",
+                    source.path.display()
+                ));
+            }
+        }
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {
             return Err(p);
         };
@@ -301,6 +313,7 @@ impl Config {
             max_tracked_accounts: raw.accounts.max_tracked,
             idle_secs: raw.accounts.idle_secs,
             rules: raw.rules.clone(),
+            sources: raw.sources.clone(),
             raw,
         })
     }

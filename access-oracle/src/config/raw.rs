@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::RulesConfig;
+use crate::sources::follow::SourceConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -21,6 +22,8 @@ pub struct RawConfig {
     pub accounts: RawAccounts,
     /// The rules.
     pub rules: RulesConfig,
+    /// Log files to follow (`[[sources]]`).
+    pub sources: Vec<SourceConfig>,
 }
 
 /// A socket file mode, as `"0660"` or `0o660`.

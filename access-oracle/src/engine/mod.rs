@@ -6,6 +6,7 @@
 //! wrong password still gets Exim's 535); its response applies from the next request.
 //! Alerts go to a bounded queue; the verdict never waits for a sink.
 
+mod observe;
 pub mod stats;
 
 use std::borrow::Cow;
@@ -24,7 +25,8 @@ use crate::config::Config;
 use crate::protocol::{Command, Outcome, Reply};
 use crate::rules::recipient_ceiling::CeilingDecision;
 use crate::rules::{RulesConfig, Trip};
-use crate::state::{Hold, Secs, State};
+use crate::state::{Entry, Hold, Origin, Secs, State};
+pub use observe::Observed;
 pub use stats::Stats;
 
 /// The engine: state, rules and the alert queue, shared by every connection.
@@ -38,16 +40,23 @@ pub struct Engine {
     /// Counters.
     pub stats: Stats,
     started: Timestamp,
+    /// Exim message ids of messages sent by accounts, for their deliveries and bounces.
+    messages: dashmap::DashMap<Box<str>, (Box<str>, Secs)>,
 }
 
-/// A login attempt, from SMTP AUTH or another protocol.
-struct Attempt<'a> {
-    user: &'a str,
-    ip: Option<IpAddr>,
-    result: Outcome,
-    pwhash: Option<u64>,
-    protocol: &'a str,
+/// A login attempt, from SMTP AUTH or another protocol, live or from a log.
+pub(crate) struct Attempt<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) result: Outcome,
+    pub(crate) pwhash: Option<u64>,
+    pub(crate) protocol: &'a str,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) origin: Origin,
 }
+
+/// How many live login attempts an account remembers for matching their log lines.
+const LIVE_ATTEMPTS_KEPT: usize = 16;
 
 impl Engine {
     /// Builds the engine and the receiving end of its alert queue.
@@ -62,6 +71,7 @@ impl Engine {
             recent_cap: config.recent_alerts,
             stats: Stats::default(),
             started: now,
+            messages: dashmap::DashMap::new(),
         };
         (engine, rx)
     }
@@ -108,6 +118,8 @@ impl Engine {
                     result: a.result,
                     pwhash: a.pwhash,
                     protocol: "smtp",
+                    session: None,
+                    origin: Origin::Live,
                 },
                 now,
             ),
@@ -118,12 +130,15 @@ impl Engine {
                     result: l.result,
                     pwhash: l.pwhash,
                     protocol: &l.protocol,
+                    session: l.session.as_deref(),
+                    origin: Origin::Live,
                 },
                 now,
             ),
             Command::Mail(m) => {
                 let mut acct = self.state.account_mut(&self.account_key(&m.user));
                 acct.last_seen = secs;
+                acct.live_submission_at = Some(secs);
                 match acct.active_hold(secs) {
                     Some(h) => {
                         let reply = Reply::Defer(h.message.to_string());
@@ -140,13 +155,23 @@ impl Engine {
             Command::Data(d) => {
                 let mut acct = self.state.account_mut(&self.account_key(&d.user));
                 acct.last_seen = secs;
+                acct.live_submission_at = Some(secs);
                 match acct.active_hold(secs) {
                     Some(h) => {
                         let reply = Reply::Defer(h.message.to_string());
                         acct.totals.refused += 1;
                         reply
                     }
-                    None => Reply::Accept,
+                    None => {
+                        acct.timeline.push(Entry::Sent {
+                            time: secs,
+                            msgid: d.msgid.as_deref().map(Arc::from),
+                            rcpts: d.rcpts.unwrap_or(0),
+                            ip: d.ip,
+                            origin: Origin::Live,
+                        });
+                        Reply::Accept
+                    }
                 }
             }
             // Nothing blocks whole connections yet (lists and spraying blocks will).
@@ -156,7 +181,7 @@ impl Engine {
         reply
     }
 
-    fn attempt(&self, at: &Attempt<'_>, now: Timestamp) -> Reply {
+    pub(crate) fn attempt(&self, at: &Attempt<'_>, now: Timestamp) -> Reply {
         let secs = now.as_second();
         let user = self.account_key(at.user);
         let rules = self.rules();
@@ -168,10 +193,28 @@ impl Engine {
                 Some(h) => Reply::Defer(h.message.to_string()),
                 None => Reply::Accept,
             };
+            let protocol: Arc<str> = Arc::from(at.protocol);
+            acct.timeline.push(Entry::Login {
+                time: secs,
+                protocol: protocol.clone(),
+                ip: at.ip,
+                result: at.result,
+                session: at.session.map(Arc::from),
+                logout: None,
+                bytes_in: None,
+                bytes_out: None,
+                origin: at.origin,
+            });
+            if at.origin == Origin::Live {
+                if acct.live_attempts.len() >= LIVE_ATTEMPTS_KEPT {
+                    acct.live_attempts.pop_front();
+                }
+                acct.live_attempts.push_back((secs, at.ip, at.result));
+            }
             match at.result {
                 Outcome::Ok => {
                     acct.totals.logins_ok += 1;
-                    acct.last_login = Some((secs, at.ip, Arc::from(at.protocol)));
+                    acct.last_login = Some((secs, at.ip, protocol));
                 }
                 Outcome::Fail => {
                     acct.totals.logins_failed += 1;
@@ -231,6 +274,7 @@ impl Engine {
         let (reply, trip) = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
+            acct.live_submission_at = Some(secs);
             if let Some(h) = acct.active_hold(secs) {
                 let reply = Reply::Defer(h.message.to_string());
                 acct.totals.rcpts_refused += 1;
@@ -314,6 +358,7 @@ impl Engine {
             },
             "totals": acct.totals,
             "last_seen": ts(acct.last_seen),
+            "timeline": acct.timeline.entries().map(timeline_json).collect::<Vec<_>>(),
             "last_login": acct.last_login.as_ref().map(|(t, ip, proto)| json!({
                 "time": ts(*t), "ip": ip, "protocol": &**proto,
             })),
@@ -351,8 +396,10 @@ impl Engine {
 
     /// Forgets idle entries; run periodically.
     pub fn sweep(&self, now: Timestamp, idle_secs: u64, max_accounts: usize) -> usize {
-        self.state
-            .sweep(now.as_second(), idle_secs as Secs, max_accounts)
+        let secs = now.as_second();
+        self.messages
+            .retain(|_, (_, seen)| *seen > secs - idle_secs as Secs);
+        self.state.sweep(secs, idle_secs as Secs, max_accounts)
     }
 
     /// Holds and blocks in force, for `ctl status`.
@@ -373,6 +420,17 @@ fn ts(secs: Secs) -> String {
     Timestamp::from_second(secs)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// A timeline entry with its times as RFC 3339.
+fn timeline_json(e: &Entry) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    for key in ["time", "logout"] {
+        if let Some(secs) = v.get(key).and_then(Value::as_i64) {
+            v[key] = json!(ts(secs));
+        }
+    }
+    v
 }
 
 fn hold_json(h: &Hold) -> Value {

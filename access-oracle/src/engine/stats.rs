@@ -23,6 +23,18 @@ pub struct Stats {
     pub alerts_dropped: AtomicU64,
     /// Admin requests refused for lack of a role.
     pub admin_refused: AtomicU64,
+    /// Login attempts learnt from logs that the live path had not reported.
+    pub log_attempts: AtomicU64,
+    /// Log lines read by the `[[sources]]` followers.
+    pub source_lines: AtomicU64,
+    /// Events the followers fed to the engine.
+    pub source_events: AtomicU64,
+    /// Log lines of no known shape.
+    pub source_unrecognised: AtomicU64,
+    /// Log lines that looked relevant but did not parse (in the dead-letter file).
+    pub source_dead_letters: AtomicU64,
+    /// Errors reading sources or saving positions.
+    pub source_errors: AtomicU64,
 }
 
 const REPLY_KINDS: [&str; 5] = ["accept", "defer", "deny", "error", "pong"];
@@ -64,6 +76,12 @@ impl Stats {
             alerts_dropped: get(&self.alerts_dropped),
             alert_write_errors: get(&crate::sinks::jsonl::WRITE_ERRORS),
             admin_refused: get(&self.admin_refused),
+            log_attempts: get(&self.log_attempts),
+            source_lines: get(&self.source_lines),
+            source_events: get(&self.source_events),
+            source_unrecognised: get(&self.source_unrecognised),
+            source_dead_letters: get(&self.source_dead_letters),
+            source_errors: get(&self.source_errors),
         }
     }
 }
@@ -89,4 +107,16 @@ pub struct StatsSnapshot {
     pub alert_write_errors: u64,
     /// Admin requests refused.
     pub admin_refused: u64,
+    /// Login attempts learnt from logs only.
+    pub log_attempts: u64,
+    /// Log lines read.
+    pub source_lines: u64,
+    /// Events from logs.
+    pub source_events: u64,
+    /// Unrecognised log lines.
+    pub source_unrecognised: u64,
+    /// Dead-lettered log lines.
+    pub source_dead_letters: u64,
+    /// Source errors.
+    pub source_errors: u64,
 }

@@ -224,3 +224,143 @@ fn ping_and_connect() {
     assert_eq!(ask(&e, "ping", 0), "pong");
     assert_eq!(ask(&e, "connect ip=192.0.2.1 helo=x", 0), "accept");
 }
+
+mod log_events {
+    //! Log events into the engine: counted once, whatever the live path saw.
+
+    use super::*;
+    use crate::sources::{EventKind, LineContext, LogEvent, Protocol};
+
+    fn ev(kind: EventKind, at: i64, user: &str, ip: &str) -> LogEvent {
+        let ctx = LineContext::new("mainlog", jiff::tz::TimeZone::UTC, t(at));
+        let mut e = LogEvent::new(kind, t(at), &ctx);
+        e.user = Some(user.into());
+        e.ip = ip.parse().ok();
+        e
+    }
+
+    fn auth(at: i64, user: &str, ip: &str, result: Outcome) -> LogEvent {
+        let mut e = ev(EventKind::Auth, at, user, ip);
+        e.result = Some(result);
+        e.protocol = Some(Protocol::Smtp);
+        e
+    }
+
+    #[test]
+    fn a_failure_reported_live_is_not_counted_again_from_the_log() {
+        let (e, mut rx) = engine();
+        for i in 0..3 {
+            ask(
+                &e,
+                &format!("auth user=alice ip=203.0.113.9 result=fail pwhash={i}"),
+                i,
+            );
+        }
+        for i in 0..3 {
+            let o = e.observe(&auth(i + 1, "alice", "203.0.113.9", Outcome::Fail));
+            assert!(!o.counted, "log copy {i} matched its live report");
+        }
+        assert_eq!(
+            e.account_report("alice", t(10))["failed_logins"]["count"],
+            3
+        );
+        assert!(drain(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn log_only_failures_trip_the_same_rule_and_hold_live_requests() {
+        let (e, mut rx) = engine();
+        for i in 0..5 {
+            let o = e.observe(&auth(i, "bob", "198.51.100.3", Outcome::Fail));
+            assert!(o.counted);
+            assert_eq!(o.verdict, Some(Reply::Accept));
+        }
+        assert_eq!(drain(&mut rx).len(), 1);
+        let o = e.observe(&auth(6, "bob", "198.51.100.3", Outcome::Ok));
+        assert!(
+            matches!(o.verdict, Some(Reply::Defer(_))),
+            "replay would have deferred it"
+        );
+        assert!(ask(&e, "auth user=bob ip=198.51.100.3 result=ok", 7).starts_with("defer"));
+        assert_eq!(e.stats.snapshot().log_attempts, 6);
+    }
+
+    #[test]
+    fn a_temporary_failure_is_not_a_wrong_password() {
+        let (e, _rx) = engine();
+        for i in 0..10 {
+            let mut a = auth(i, "carol", "192.0.2.5", Outcome::Fail);
+            a.temporary = Some(true);
+            assert!(!e.observe(&a).counted);
+        }
+        assert_eq!(
+            ask(&e, "auth user=carol ip=192.0.2.5 result=ok", 20),
+            "accept"
+        );
+    }
+
+    #[test]
+    fn arrivals_count_recipients_unless_counted_live() {
+        let (e, mut rx) = engine();
+        let mut arrival = ev(EventKind::Arrival, 0, "dave", "192.0.2.8");
+        arrival.msgid = Some("1abcde-000001-AB".into());
+        arrival.rcpt_count = Some(250);
+        let o = e.observe(&arrival);
+        assert_eq!(o.rcpts_deferred, 50, "the ceiling would have deferred 50");
+        let alerts = drain(&mut rx);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].rule, "recipient_ceiling");
+        // An account the live path sees submitting is not counted twice.
+        ask(&e, "rcpt user=erin ip=192.0.2.9 rcpt=x@example.org", 0);
+        ask(&e, "data user=erin ip=192.0.2.9 rcpts=1", 1);
+        let mut arrival = ev(EventKind::Arrival, 2, "erin", "192.0.2.9");
+        arrival.msgid = Some("1abcde-000002-AB".into());
+        arrival.rcpt_count = Some(1);
+        assert!(!e.observe(&arrival).counted);
+        let report = e.account_report("erin", t(3));
+        assert_eq!(report["recipients"]["count"], 1);
+        let sent: Vec<_> = report["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["what"] == "sent")
+            .collect();
+        assert_eq!(sent.len(), 1, "{report}");
+        assert_eq!(
+            sent[0]["msgid"], "1abcde-000002-AB",
+            "the live entry got its id"
+        );
+    }
+
+    #[test]
+    fn deliveries_and_logouts_join_the_account_timeline() {
+        let (e, _rx) = engine();
+        let mut arrival = ev(EventKind::Arrival, 0, "frank", "192.0.2.8");
+        arrival.msgid = Some("1zzzzz-000003-CD".into());
+        arrival.rcpt_count = Some(1);
+        e.observe(&arrival);
+        let mut bounce = ev(EventKind::Bounce, 5, "ignored", "");
+        bounce.user = None;
+        bounce.msgid = Some("1zzzzz-000003-CD".into());
+        bounce.recipients = vec!["nobody@example.net".into()];
+        assert!(e.observe(&bounce).counted);
+        let mut login = auth(10, "frank", "192.0.2.8", Outcome::Ok);
+        login.protocol = Some(Protocol::Imap);
+        login.session = Some("Sess1".into());
+        e.observe(&login);
+        let mut logout = ev(EventKind::Logout, 70, "frank", "");
+        logout.session = Some("Sess1".into());
+        logout.bytes_in = Some(120);
+        logout.bytes_out = Some(4567);
+        e.observe(&logout);
+        let report = e.account_report("frank", t(80));
+        let timeline = report["timeline"].as_array().unwrap();
+        assert_eq!(timeline.len(), 3, "{report}");
+        assert_eq!(timeline[1]["what"], "delivery");
+        assert_eq!(timeline[1]["outcome"], "bounced");
+        assert_eq!(timeline[2]["what"], "login");
+        assert_eq!(timeline[2]["bytes_out"], 4567);
+        assert_eq!(timeline[2]["protocol"], "imap");
+        assert!(timeline[2]["logout"].is_string());
+    }
+}

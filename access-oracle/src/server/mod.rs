@@ -87,6 +87,12 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         source.describe(),
     ));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_ctx, shutdown_rx.clone()));
+    let followers = crate::sources::follow::Followers::start(
+        &config.sources,
+        engine.clone(),
+        &config.state_dir,
+    )
+    .context("cannot start the log sources")?;
     let sweeper = tokio::spawn(sweep(
         engine.clone(),
         config.idle_secs,
@@ -99,6 +105,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         state_dir = %config.state_dir.display(),
         alerts = %config.alert_file.display(),
         config = %source.describe(),
+        sources = config.sources.len(),
         "access-oracle serving"
     );
     let task_engine = engine.clone();
@@ -110,6 +117,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         let slots = exim_task.await.context("exim listener failed")?;
         let _ = admin_task.await;
         let _ = sweeper.await;
+        // Log followers read what is already written, then stop.
+        let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
         let waited = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
         if waited.is_err() {
@@ -160,9 +169,10 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
                 || new.admin_socket != current.admin_socket
                 || new.state_dir != current.state_dir
                 || new.alert_file != current.alert_file
+                || new.sources != current.sources
             {
                 tracing::warn!(
-                    "socket, state or alert file settings changed: they take effect at the next restart"
+                    "socket, state, alert file or source settings changed: they take effect at the next restart"
                 );
             }
             running.engine.set_rules(new.rules);

@@ -5,8 +5,10 @@
 //! accounts never wait on each other. The maps are capped: [`State::sweep`] drops idle
 //! entries and, above the cap, the least recently seen ones that hold nothing.
 
+pub mod timeline;
 pub mod window;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,6 +16,9 @@ use dashmap::DashMap;
 use dashmap::mapref::one::RefMut;
 use serde::Serialize;
 
+use crate::protocol::Outcome;
+
+pub use timeline::{Entry, Origin, Timeline};
 pub use window::{CountWindow, DedupWindow, Secs};
 
 /// A response in force until a time: an account hold or an address block.
@@ -53,6 +58,14 @@ pub struct Account {
     pub last_seen: Secs,
     /// Last successful login: when, from where, by which protocol.
     pub last_login: Option<(Secs, Option<IpAddr>, Arc<str>)>,
+    /// Recent activity, live and from logs.
+    pub timeline: Timeline,
+    /// Login attempts the live path reported, not yet matched by their log line; a log
+    /// line that matches one is not counted again.
+    pub live_attempts: VecDeque<(Secs, Option<IpAddr>, Outcome)>,
+    /// When the live path last saw the account submit (MAIL, RCPT, DATA): while it does,
+    /// recipients are counted live and the log's arrivals do not count them again.
+    pub live_submission_at: Option<Secs>,
 }
 
 impl Account {

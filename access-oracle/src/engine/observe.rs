@@ -1,0 +1,253 @@
+//! Log events into the same engine as live requests, without counting anything twice.
+//!
+//! The rule (also in `docs/ARCHITECTURE.md`): **what the live path reported is counted
+//! live; a log line only adds what the live path did not see.**
+//!
+//! * An authentication attempt the live path reported (same account, address and outcome,
+//!   within [`MATCH_FAIL_SECS`] for failures or [`MATCH_OK_SECS`] for successes) is
+//!   matched with its log line and not counted again. Unmatched log attempts (servers or
+//!   protocols without the library) count like live ones: failures trip the same rules.
+//! * A temporary authentication failure in the log (Exim's 435) is not a wrong password:
+//!   it is usually the oracle's own deferral. It is not counted.
+//! * An arrival (`<=` with `A=`) counts its recipients toward the ceiling only if the
+//!   live path has not seen the account submit within the ceiling's window; otherwise the
+//!   recipients were counted at RCPT time.
+//! * Deliveries, deferrals and bounces are tied to the sending account by message id;
+//!   Dovecot logouts are merged into the login with the same session id. Both only feed
+//!   the account's timeline.
+//!
+//! A rule that trips on a log event applies its response to the next live request, and
+//! raises the same alert.
+
+use std::sync::Arc;
+
+use crate::protocol::{Outcome, Reply};
+use crate::rules::recipient_ceiling::CeilingDecision;
+use crate::sources::{EventKind, LogEvent};
+use crate::state::{Entry, Origin, Secs};
+
+use super::{Attempt, Engine};
+use crate::alert::Alert;
+
+/// How far apart a live failure and its log line may be, in seconds.
+pub const MATCH_FAIL_SECS: Secs = 300;
+/// How far apart a live success and its log line may be (an `A=` arrival can come long
+/// after the AUTH), in seconds.
+pub const MATCH_OK_SECS: Secs = 3600;
+
+/// What a log event did to the state, for `replay`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// For a login attempt: the verdict the live path would have given it.
+    pub verdict: Option<Reply>,
+    /// Whether the event was counted (not already seen live).
+    pub counted: bool,
+    /// For an arrival: recipients the live path would have deferred at the ceiling.
+    pub rcpts_deferred: u64,
+}
+
+impl Engine {
+    /// Feeds one log event into the state, on the event's own clock.
+    pub fn observe(&self, ev: &LogEvent) -> Observed {
+        let secs = ev.time.as_second();
+        match ev.kind {
+            EventKind::Auth => self.observe_auth(ev, secs),
+            EventKind::Arrival => self.observe_arrival(ev, secs),
+            EventKind::Delivery | EventKind::Deferral | EventKind::Bounce => {
+                let Some(msgid) = ev.msgid.as_deref() else {
+                    return Observed::default();
+                };
+                let Some(owner) = self.messages.get(msgid).map(|m| m.0.clone()) else {
+                    return Observed::default();
+                };
+                let outcome = match ev.kind {
+                    EventKind::Delivery => "delivered",
+                    EventKind::Deferral => "deferred",
+                    _ => "bounced",
+                };
+                if let Some(mut acct) = self.state.tracked_account_mut(&owner) {
+                    acct.timeline.push(Entry::Delivery {
+                        time: secs,
+                        msgid: Arc::from(msgid),
+                        rcpt: ev.recipients.first().map(|r| Arc::from(r.as_str())),
+                        outcome,
+                    });
+                }
+                Observed {
+                    counted: true,
+                    ..Observed::default()
+                }
+            }
+            EventKind::Logout => {
+                let Some(user) = ev.user.as_deref() else {
+                    return Observed::default();
+                };
+                let key = self.account_key(user);
+                let mut acct = self.state.account_mut(&key);
+                acct.last_seen = acct.last_seen.max(secs);
+                let bytes = (ev.bytes_in, ev.bytes_out);
+                let merged = ev
+                    .session
+                    .as_deref()
+                    .is_some_and(|s| acct.timeline.end_session(s, secs, bytes));
+                if !merged {
+                    acct.timeline.push(Entry::Session {
+                        time: secs,
+                        protocol: Arc::from(protocol_name(ev)),
+                        session: ev.session.as_deref().map(Arc::from),
+                        bytes_in: ev.bytes_in,
+                        bytes_out: ev.bytes_out,
+                    });
+                }
+                Observed {
+                    counted: true,
+                    ..Observed::default()
+                }
+            }
+            _ => Observed::default(),
+        }
+    }
+
+    fn observe_auth(&self, ev: &LogEvent, secs: Secs) -> Observed {
+        let (Some(user), Some(result)) = (ev.user.as_deref(), ev.result) else {
+            return Observed::default();
+        };
+        if result == Outcome::Fail && ev.temporary == Some(true) {
+            return Observed::default();
+        }
+        let key = self.account_key(user);
+        if let Some(mut acct) = self.state.tracked_account_mut(&key) {
+            let window = match result {
+                Outcome::Ok => MATCH_OK_SECS,
+                Outcome::Fail => MATCH_FAIL_SECS,
+            };
+            let seen_live = acct
+                .live_attempts
+                .iter()
+                .position(|&(t, ip, r)| r == result && ip == ev.ip && (t - secs).abs() <= window);
+            if let Some(i) = seen_live {
+                acct.live_attempts.remove(i);
+                return Observed::default();
+            }
+        }
+        self.stats
+            .log_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let verdict = self.attempt(
+            &Attempt {
+                user,
+                ip: ev.ip,
+                result,
+                pwhash: None,
+                protocol: protocol_name(ev),
+                session: ev.session.as_deref(),
+                origin: Origin::Log,
+            },
+            ev.time,
+        );
+        Observed {
+            verdict: Some(verdict),
+            counted: true,
+            rcpts_deferred: 0,
+        }
+    }
+
+    fn observe_arrival(&self, ev: &LogEvent, secs: Secs) -> Observed {
+        let Some(user) = ev.user.as_deref() else {
+            // Not sent by an authenticated account: inbound mail.
+            return Observed::default();
+        };
+        let key = self.account_key(user);
+        let rules = self.rules();
+        let ceiling = &rules.recipient_ceiling;
+        let rcpts = ev
+            .rcpt_count
+            .map(u64::from)
+            .unwrap_or(ev.recipients.len() as u64);
+        if let Some(msgid) = ev.msgid.as_deref() {
+            self.messages.insert(msgid.into(), (Box::from(&*key), secs));
+        }
+        let mut trip = None;
+        let mut deferred = 0;
+        {
+            let mut acct = self.state.account_mut(&key);
+            acct.last_seen = acct.last_seen.max(secs);
+            let counted_live = acct
+                .live_submission_at
+                .is_some_and(|t| (secs - t).abs() <= ceiling.window_secs as Secs);
+            if counted_live {
+                // The DATA check already put the message in the timeline: add its id.
+                let msgid = ev.msgid.as_deref().map(Arc::from);
+                let mut tagged = false;
+                for e in acct.timeline.entries_mut() {
+                    if let Entry::Sent {
+                        time,
+                        msgid: id @ None,
+                        origin: Origin::Live,
+                        ..
+                    } = e
+                        && (*time - secs).abs() <= MATCH_FAIL_SECS
+                    {
+                        *id = msgid.clone();
+                        tagged = true;
+                        break;
+                    }
+                }
+                if !tagged {
+                    acct.timeline.push(Entry::Sent {
+                        time: secs,
+                        msgid,
+                        rcpts,
+                        ip: ev.ip,
+                        origin: Origin::Log,
+                    });
+                }
+                return Observed::default();
+            }
+            acct.totals.messages += 1;
+            acct.timeline.push(Entry::Sent {
+                time: secs,
+                msgid: ev.msgid.as_deref().map(Arc::from),
+                rcpts,
+                ip: ev.ip,
+                origin: Origin::Log,
+            });
+            for _ in 0..rcpts {
+                match ceiling.on_rcpt(&mut acct, secs) {
+                    CeilingDecision::Accept(t) => {
+                        acct.totals.rcpts_accepted += 1;
+                        trip = trip.or(t);
+                    }
+                    CeilingDecision::Defer { .. } => deferred += 1,
+                }
+            }
+        }
+        if let Some(trip) = trip {
+            self.raise(Alert::from_trip(
+                &trip,
+                ev.time,
+                Some(&key),
+                ev.ip,
+                Some("smtp"),
+            ));
+        }
+        Observed {
+            verdict: None,
+            counted: true,
+            rcpts_deferred: deferred,
+        }
+    }
+}
+
+fn protocol_name(ev: &LogEvent) -> &'static str {
+    use crate::sources::Protocol as P;
+    match ev.protocol {
+        None | Some(P::Smtp) => "smtp",
+        Some(P::Submission) => "submission",
+        Some(P::Imap) => "imap",
+        Some(P::Pop3) => "pop3",
+        Some(P::Sieve) => "sieve",
+        Some(P::Lmtp) => "lmtp",
+        Some(P::Local) => "local",
+    }
+}
