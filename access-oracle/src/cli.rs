@@ -76,6 +76,22 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a rule set over past logs on their own clock and print what it would have
+    /// alerted, held, blocked and deferred; touches no running oracle.
+    Replay {
+        /// The config whose rules to replay; the embedded defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The log format; `auto` decides per line.
+        #[arg(long, value_enum, default_value_t = crate::sources::Format::Auto)]
+        format: crate::sources::Format,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The log files (plain or gzip), in any order: events are merged by time.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Start the oracle on its defaults in a temporary directory and drive real Exim
     /// through a brute-force and a burst scenario, printing the alerts as they fire.
     Demo {

@@ -100,6 +100,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dead_letters,
             files,
         } => access_oracle::sources::parse_cmd::run_cli(format, stats, files, dead_letters),
+        Command::Replay {
+            config,
+            format,
+            json,
+            files,
+        } => access_oracle::sources::replay::run_cli(
+            &access_oracle::sources::replay::ReplayOptions {
+                config,
+                format,
+                json,
+                files,
+            },
+        ),
         Command::Demo { lib, keep } => runtime()?.block_on(demo::run(lib, keep)),
     }
 }

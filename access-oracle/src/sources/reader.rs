@@ -1,0 +1,102 @@
+//! Reading whole log files line by line: plain or gzip (`.gz`, or anything starting with
+//! the gzip magic bytes), `-` for standard input. Shared by `parse` and `replay`.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::{Format, LineContext, ParseStats, Parsed, parse_line};
+
+/// The longest line kept, in bytes; the rest of a longer line is skipped.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Opens a log file for reading, decompressing gzip; returns it with its modification
+/// time (the reference for years syslog leaves out).
+pub fn open(path: &Path) -> io::Result<(Box<dyn BufRead>, Option<Timestamp>)> {
+    let (reader, mtime): (Box<dyn Read>, Option<Timestamp>) = if path == Path::new("-") {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let file = File::open(path)?;
+        let mtime = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| Timestamp::try_from(t).ok());
+        (Box::new(file), mtime)
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        (
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                MultiGzDecoder::new(reader),
+            )),
+            mtime,
+        )
+    } else {
+        (Box::new(reader), mtime)
+    })
+}
+
+/// Reads one line into `buf` (at most [`MAX_LINE_BYTES`] of it kept); returns the bytes
+/// consumed including the newline, 0 at the end.
+pub fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len();
+        reader.consume(used);
+        consumed += used;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Parses every line of a file and hands each result, with its context and bytes, to
+/// `f`; returns the counts.
+pub fn each_line(
+    path: &Path,
+    format: Format,
+    tz: &TimeZone,
+    reference: Option<Timestamp>,
+    mut f: impl FnMut(&Parsed, &LineContext, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<ParseStats> {
+    let (mut reader, mtime) = open(path)?;
+    let reference = reference.or(mtime).unwrap_or_else(Timestamp::now);
+    let mut ctx = LineContext::new(&path.display().to_string(), tz.clone(), reference);
+    let mut stats = ParseStats::default();
+    let mut line = Vec::with_capacity(1024);
+    let mut offset = 0u64;
+    loop {
+        line.clear();
+        let n = read_line(&mut reader, &mut line)?;
+        if n == 0 {
+            break;
+        }
+        ctx.offset = offset;
+        offset += n as u64;
+        let parsed = parse_line(format, &line, &ctx);
+        stats.record(&parsed);
+        f(&parsed, &ctx, &line)?;
+    }
+    Ok(stats)
+}
