@@ -6,7 +6,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_access-oracle");
 
 fn replay(args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN).arg("replay").args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -48,7 +52,11 @@ fn replay_reports_what_the_rules_would_have_done_across_files() {
 
     // A stricter config replayed over the same logs.
     let conf = dir.path().join("strict.toml");
-    std::fs::write(&conf, "[rules.failed_logins_account]\nthreshold = 3\n[rules.recipient_ceiling]\nlimit = 300\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[rules.failed_logins_account]\nthreshold = 3\n[rules.recipient_ceiling]\nlimit = 300\n",
+    )
+    .unwrap();
     let r = replay(&[
         "--json",
         "--config",

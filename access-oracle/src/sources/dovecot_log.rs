@@ -430,12 +430,17 @@ impl Line<'_, '_> {
         e.session = second
             .or(first.filter(|f| number::<u32>(f).is_none()))
             .map(text);
-        if let Some(kind) = logout(&mut e, msg) {
-            e.kind = kind;
+        // The session summary first when the line says so, then the (more common)
+        // mail_log lines, then summaries in other shapes (a custom logout format).
+        let ends = msg.starts_with(b"Disconnected")
+            || msg.starts_with(b"Logged out")
+            || msg.starts_with(b"Connection closed");
+        if !ends && mailbox_action(&mut e, msg) {
+            e.kind = EventKind::MailboxAction;
             return e.into();
         }
-        if mailbox_action(&mut e, msg) {
-            e.kind = EventKind::MailboxAction;
+        if let Some(kind) = logout(&mut e, msg) {
+            e.kind = kind;
             return e.into();
         }
         Parsed::Irrelevant

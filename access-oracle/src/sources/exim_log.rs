@@ -25,7 +25,10 @@
 //! `A=<authenticator>:<id>` on the `<=` (and rejection) lines. So each `<=` line with an
 //! `A=` id also yields an `auth` event with result `ok`: one per message, not one per
 //! AUTH command; a session that sends three messages after one AUTH gives three (they
-//! share `pid` and `port` when `+pid` / `+incoming_port` are logged).
+//! share `pid` and `port` when `+pid` / `+incoming_port` are logged). Rejection lines
+//! with `A=` carry the `user` but yield no `auth` event. A configuration that also
+//! writes a structured `auth` line for a successful AUTH (below) reports it twice; such
+//! snippets should log failures only, or consumers must deduplicate (same `pid`).
 //!
 //! Debian's default `log_selector` (Exim's defaults) and richer ones (`+pid`,
 //! `+incoming_port`, `+incoming_interface`, `+smtp_connection`, `+received_recipients`,
