@@ -42,6 +42,8 @@ pub struct Engine {
     started: Timestamp,
     /// Exim message ids of messages sent by accounts, for their deliveries and bounces.
     messages: dashmap::DashMap<Box<str>, (Box<str>, Secs)>,
+    /// Dovecot sessions: failed attempts their auth lines reported, and when last seen.
+    sessions: dashmap::DashMap<Box<str>, (u32, Secs)>,
 }
 
 /// A login attempt, from SMTP AUTH or another protocol, live or from a log.
@@ -72,6 +74,7 @@ impl Engine {
             stats: Stats::default(),
             started: now,
             messages: dashmap::DashMap::new(),
+            sessions: dashmap::DashMap::new(),
         };
         (engine, rx)
     }
@@ -399,6 +402,8 @@ impl Engine {
         let secs = now.as_second();
         self.messages
             .retain(|_, (_, seen)| *seen > secs - idle_secs as Secs);
+        self.sessions
+            .retain(|_, (_, seen)| *seen > secs - observe::MATCH_OK_SECS);
         self.state.sweep(secs, idle_secs as Secs, max_accounts)
     }
 

@@ -9,6 +9,11 @@
 //!   protocols without the library) count like live ones: failures trip the same rules.
 //! * A temporary authentication failure in the log (Exim's 435) is not a wrong password:
 //!   it is usually the oracle's own deferral. It is not counted.
+//! * Dovecot reports each failed attempt (auth process) and then the session's summary
+//!   (`auth failed, N attempts`): the summary counts only the attempts its session's own
+//!   lines did not already report (all of them with `auth_verbose = no`).
+//! * Exim shows a successful SMTP AUTH only as `A=` on each message's arrival: a success
+//!   from the same address within [`MATCH_OK_SECS`] of the last one is the same login.
 //! * An arrival (`<=` with `A=`) counts its recipients toward the ceiling only if the
 //!   live path has not seen the account submit within the ceiling's window; otherwise the
 //!   recipients were counted at RCPT time.
@@ -116,7 +121,42 @@ impl Engine {
             return Observed::default();
         }
         let key = self.account_key(user);
+        // Dovecot logs each failed attempt (auth process) and then a summary of the
+        // session (login process, with `attempts`): count the summary only for the
+        // attempts its session's own lines did not already report.
+        let mut repeat = 1;
+        if result == Outcome::Fail
+            && let Some(session) = ev.session.as_deref()
+        {
+            let mut seen = self.sessions.entry(session.into()).or_insert((0, secs));
+            seen.1 = secs;
+            match ev.attempts {
+                Some(total) => {
+                    repeat = total.saturating_sub(seen.0);
+                    seen.0 = seen.0.max(total);
+                }
+                None => seen.0 += 1,
+            }
+        }
+        if repeat == 0 {
+            return Observed::default();
+        }
         if let Some(mut acct) = self.state.tracked_account_mut(&key) {
+            // Exim logs a successful AUTH once per message (`A=`): a login from the same
+            // address within the hour is the same session, not a new login.
+            if result == Outcome::Ok
+                && ev
+                    .protocol
+                    .is_none_or(|p| p == crate::sources::Protocol::Smtp)
+                && acct.last_login.as_ref().is_some_and(|(t, ip, proto)| {
+                    *ip == ev.ip && &**proto == "smtp" && (secs - t).abs() <= MATCH_OK_SECS
+                })
+            {
+                acct.live_attempts.retain(|&(t, ip, r)| {
+                    !(r == result && ip == ev.ip && (t - secs).abs() <= MATCH_OK_SECS)
+                });
+                return Observed::default();
+            }
             let window = match result {
                 Outcome::Ok => MATCH_OK_SECS,
                 Outcome::Fail => MATCH_FAIL_SECS,
@@ -132,19 +172,20 @@ impl Engine {
         }
         self.stats
             .log_attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let verdict = self.attempt(
-            &Attempt {
-                user,
-                ip: ev.ip,
-                result,
-                pwhash: None,
-                protocol: protocol_name(ev),
-                session: ev.session.as_deref(),
-                origin: Origin::Log,
-            },
-            ev.time,
-        );
+            .fetch_add(u64::from(repeat), std::sync::atomic::Ordering::Relaxed);
+        let attempt = Attempt {
+            user,
+            ip: ev.ip,
+            result,
+            pwhash: None,
+            protocol: protocol_name(ev),
+            session: ev.session.as_deref(),
+            origin: Origin::Log,
+        };
+        let mut verdict = self.attempt(&attempt, ev.time);
+        for _ in 1..repeat {
+            verdict = self.attempt(&attempt, ev.time);
+        }
         Observed {
             verdict: Some(verdict),
             counted: true,
@@ -240,14 +281,5 @@ impl Engine {
 }
 
 fn protocol_name(ev: &LogEvent) -> &'static str {
-    use crate::sources::Protocol as P;
-    match ev.protocol {
-        None | Some(P::Smtp) => "smtp",
-        Some(P::Submission) => "submission",
-        Some(P::Imap) => "imap",
-        Some(P::Pop3) => "pop3",
-        Some(P::Sieve) => "sieve",
-        Some(P::Lmtp) => "lmtp",
-        Some(P::Local) => "local",
-    }
+    ev.protocol.map_or("smtp", crate::sources::Protocol::as_str)
 }

@@ -286,6 +286,35 @@ mod log_events {
     }
 
     #[test]
+    fn dovecot_summaries_count_only_what_their_session_did_not_report() {
+        let (e, mut rx) = engine();
+        let imap_fail = |at: i64, session: &str, attempts: Option<u32>| {
+            let mut a = auth(at, "gina", "192.0.2.30", Outcome::Fail);
+            a.protocol = Some(Protocol::Imap);
+            a.session = Some(session.into());
+            a.attempts = attempts;
+            a
+        };
+        // auth_verbose = yes: two attempt lines, then the summary of two.
+        e.observe(&imap_fail(0, "s1", None));
+        e.observe(&imap_fail(1, "s1", None));
+        assert!(!e.observe(&imap_fail(2, "s1", Some(2))).counted);
+        assert_eq!(e.account_report("gina", t(3))["failed_logins"]["count"], 2);
+        // auth_verbose = no: only the summary, which counts all its attempts.
+        assert!(e.observe(&imap_fail(4, "s2", Some(3))).counted);
+        assert_eq!(drain(&mut rx).len(), 1, "2 + 3 failures hold the account");
+    }
+
+    #[test]
+    fn exim_arrivals_of_one_session_are_one_login() {
+        let (e, _rx) = engine();
+        for i in 0..5 {
+            e.observe(&auth(i * 60, "hank", "192.0.2.40", Outcome::Ok));
+        }
+        assert_eq!(e.account_report("hank", t(400))["totals"]["logins_ok"], 1);
+    }
+
+    #[test]
     fn a_temporary_failure_is_not_a_wrong_password() {
         let (e, _rx) = engine();
         for i in 0..10 {

@@ -205,9 +205,11 @@ impl Follower {
         let tz = TimeZone::system();
         let poll = Duration::from_secs(self.source.poll_secs);
         loop {
-            // When stopping, this is one last look, so nothing already written is left.
+            // Read the flag first: a batch that starts after `stop` is the last look, so
+            // nothing written before `stop` is left behind.
+            let stopping = self.stopping.load(Ordering::SeqCst);
             self.batch(&mut tailer, &file, &tz);
-            if self.stopping.load(Ordering::SeqCst) {
+            if stopping {
                 return;
             }
             let _ = rx.recv_timeout(poll);

@@ -317,6 +317,19 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol as written in events and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Submission => "submission",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Sieve => "sieve",
+            Protocol::Lmtp => "lmtp",
+            Protocol::Local => "local",
+        }
+    }
+
     /// The protocol of a Dovecot service name (`imap`, `pop3-login`, ...).
     pub fn from_service(service: &[u8]) -> Option<Protocol> {
         let base = service.strip_suffix(b"-login").unwrap_or(service);

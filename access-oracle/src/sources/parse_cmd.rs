@@ -11,20 +11,16 @@
 //! Times without an offset are in the system's time zone.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use comfy_table::Table;
-use flate2::read::MultiGzDecoder;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::{DeadLetterWriter, Format, LineContext, ParseStats, Parsed, parse_line};
-
-/// The longest line read, in bytes; the rest of a longer line is skipped.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+use super::{DeadLetterWriter, Format, ParseStats, Parsed, reader};
 
 /// What `parse` was asked to do.
 #[derive(Debug, Clone)]
@@ -113,82 +109,29 @@ fn parse_file(
     out: &mut dyn Write,
     mut dead: Option<&mut DeadLetterWriter<File>>,
 ) -> anyhow::Result<ParseStats> {
-    let stdin = path == Path::new("-");
-    let (reader, mtime): (Box<dyn Read>, Option<Timestamp>) = if stdin {
-        (Box::new(io::stdin().lock()), None)
-    } else {
-        let file = File::open(path)?;
-        let mtime = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| Timestamp::try_from(t).ok());
-        (Box::new(file), mtime)
-    };
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn BufRead> = if gz {
-        Box::new(BufReader::with_capacity(
-            1 << 16,
-            MultiGzDecoder::new(reader),
-        ))
-    } else {
-        Box::new(reader)
-    };
-    let reference = opts.reference.or(mtime).unwrap_or_else(Timestamp::now);
-    let mut ctx = LineContext::new(&path.display().to_string(), opts.tz.clone(), reference);
-    let mut stats = ParseStats::default();
-    let mut line = Vec::with_capacity(1024);
-    let mut offset = 0u64;
-    loop {
-        line.clear();
-        let n = read_line(&mut reader, &mut line)?;
-        if n == 0 {
-            break;
-        }
-        ctx.offset = offset;
-        offset += n as u64;
-        let parsed = parse_line(opts.format, &line, &ctx);
-        stats.record(&parsed);
-        match &parsed {
-            Parsed::DeadLetter(reason) => {
-                if let Some(dead) = dead.as_deref_mut() {
-                    dead.write(reason, &ctx, &line)?;
+    reader::each_line(
+        path,
+        opts.format,
+        &opts.tz,
+        opts.reference,
+        |parsed, ctx, line| {
+            match parsed {
+                Parsed::DeadLetter(reason) => {
+                    if let Some(dead) = dead.as_deref_mut() {
+                        dead.write(reason, ctx, line)?;
+                    }
+                }
+                _ if opts.stats => {}
+                _ => {
+                    for event in parsed.events() {
+                        serde_json::to_writer(&mut *out, event)?;
+                        out.write_all(b"\n")?;
+                    }
                 }
             }
-            _ if opts.stats => {}
-            _ => {
-                for event in parsed.events() {
-                    serde_json::to_writer(&mut *out, event)?;
-                    out.write_all(b"\n")?;
-                }
-            }
-        }
-    }
-    Ok(stats)
-}
-
-/// Reads one line into `buf` (at most [`MAX_LINE_BYTES`] of it kept); returns the bytes
-/// consumed including the newline, 0 at the end.
-fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
-    // `read_until` finds the newline with std's memchr; `take` bounds the line.
-    let limit = (MAX_LINE_BYTES - buf.len().min(MAX_LINE_BYTES)) as u64;
-    let mut consumed = reader.take(limit).read_until(b'\n', buf)?;
-    if consumed as u64 == limit && buf.last() != Some(&b'\n') {
-        // An overlong line: skip the rest of it.
-        let mut scratch = Vec::new();
-        loop {
-            scratch.clear();
-            let n = reader
-                .take(MAX_LINE_BYTES as u64)
-                .read_until(b'\n', &mut scratch)?;
-            consumed += n;
-            if n == 0 || scratch.last() == Some(&b'\n') {
-                break;
-            }
-        }
-    }
-    Ok(consumed)
+            Ok(())
+        },
+    )
 }
 
 /// The `--stats` table: one column per file (when there are several) and the total.
@@ -226,29 +169,4 @@ fn stats_table(per_file: &[(String, ParseStats)], totals: &ParseStats) -> Table 
         });
     }
     table
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_lines_are_cut_and_offsets_count_every_byte() {
-        let mut data = vec![b'x'; MAX_LINE_BYTES + 10];
-        data.extend_from_slice(b"\nshort\nlast");
-        let mut reader = &data[..];
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_line(&mut reader, &mut buf).unwrap(),
-            MAX_LINE_BYTES + 11
-        );
-        assert_eq!(buf.len(), MAX_LINE_BYTES);
-        buf.clear();
-        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 6);
-        assert_eq!(buf, b"short\n");
-        buf.clear();
-        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 4);
-        buf.clear();
-        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 0);
-    }
 }

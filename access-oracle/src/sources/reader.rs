@@ -100,3 +100,28 @@ pub fn each_line(
     }
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_and_offsets_count_every_byte() {
+        let mut data = vec![b'x'; MAX_LINE_BYTES + 10];
+        data.extend_from_slice(b"\nshort\nlast");
+        let mut reader = &data[..];
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut reader, &mut buf).unwrap(),
+            MAX_LINE_BYTES + 11
+        );
+        assert_eq!(buf.len(), MAX_LINE_BYTES);
+        buf.clear();
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 6);
+        assert_eq!(buf, b"short\n");
+        buf.clear();
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 4);
+        buf.clear();
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), 0);
+    }
+}

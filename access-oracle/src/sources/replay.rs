@@ -107,7 +107,8 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
                 ip: ev.ip,
                 protocol: ev
                     .protocol
-                    .map_or_else(|| "smtp".to_string(), |p| format!("{p:?}").to_lowercase()),
+                    .map_or("smtp", super::Protocol::as_str)
+                    .to_string(),
                 message,
             });
         }
