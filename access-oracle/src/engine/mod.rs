@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::protocol::{Command, Outcome, Reply};
 use crate::rules::recipient_ceiling::CeilingDecision;
 use crate::rules::{RulesConfig, Trip};
-use crate::state::{Entry, Hold, Origin, Secs, State};
+use crate::state::{Account, Entry, Hold, Origin, Secs, State};
 pub use observe::Observed;
 pub use stats::Stats;
 
@@ -138,50 +138,38 @@ impl Engine {
                 },
                 now,
             ),
-            Command::Mail(m) => {
-                let mut acct = self.state.account_mut(&self.account_key(&m.user));
-                acct.last_seen = secs;
-                acct.live_submission_at = Some(secs);
-                match acct.active_hold(secs) {
-                    Some(h) => {
-                        let reply = Reply::Defer(h.message.to_string());
-                        acct.totals.refused += 1;
-                        reply
-                    }
-                    None => {
-                        acct.totals.messages += 1;
-                        Reply::Accept
-                    }
-                }
-            }
+            Command::Mail(m) => self.submission(&m.user, secs, |acct| {
+                acct.totals.messages += 1;
+            }),
             Command::Rcpt(r) => self.rcpt(&r.user, r.ip, now),
-            Command::Data(d) => {
-                let mut acct = self.state.account_mut(&self.account_key(&d.user));
-                acct.last_seen = secs;
-                acct.live_submission_at = Some(secs);
-                match acct.active_hold(secs) {
-                    Some(h) => {
-                        let reply = Reply::Defer(h.message.to_string());
-                        acct.totals.refused += 1;
-                        reply
-                    }
-                    None => {
-                        acct.timeline.push(Entry::Sent {
-                            time: secs,
-                            msgid: d.msgid.as_deref().map(Arc::from),
-                            rcpts: d.rcpts.unwrap_or(0),
-                            ip: d.ip,
-                            origin: Origin::Live,
-                        });
-                        Reply::Accept
-                    }
-                }
-            }
+            Command::Data(d) => self.submission(&d.user, secs, |acct| {
+                acct.timeline.push(Entry::Sent {
+                    time: secs,
+                    msgid: d.msgid.as_deref().map(Arc::from),
+                    rcpts: d.rcpts.unwrap_or(0),
+                    ip: d.ip,
+                    origin: Origin::Live,
+                });
+            }),
             // Nothing blocks whole connections yet (lists and spraying blocks will).
             Command::Connect(_) => Reply::Accept,
         };
         self.stats.reply(&reply);
         reply
+    }
+
+    /// MAIL and DATA of an account: deferred while it is held, else `accepted` runs.
+    fn submission(&self, user: &str, secs: Secs, accepted: impl FnOnce(&mut Account)) -> Reply {
+        let mut acct = self.state.account_mut(&self.account_key(user));
+        acct.last_seen = secs;
+        acct.live_submission_at = Some(secs);
+        if let Some(h) = acct.active_hold(secs) {
+            let reply = Reply::Defer(h.message.to_string());
+            acct.totals.refused += 1;
+            return reply;
+        }
+        accepted(&mut acct);
+        Reply::Accept
     }
 
     pub(crate) fn attempt(&self, at: &Attempt<'_>, now: Timestamp) -> Reply {

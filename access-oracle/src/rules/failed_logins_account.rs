@@ -4,13 +4,11 @@
 //! wrong password (same keyed hash) repeated counts once, so a stale client does not
 //! lock its owner out. Default: 5 in 5 minutes → hold for 15 minutes.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use super::{Response, Severity, Trip, validate_common};
+use super::{FailureCount, Response, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{Account, Hold, Secs};
+use crate::state::{Account, Secs};
 
 /// `[rules.failed_logins_account]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -74,31 +72,17 @@ impl FailedLoginsAccount {
         now: Secs,
         pwhash: Option<u64>,
     ) -> Option<Trip> {
-        let count = account.auth_failures.record(
-            now,
-            self.window_secs as Secs,
-            pwhash,
-            self.threshold as usize * 4,
-        ) as u64;
-        if !self.enabled || count < self.threshold || account.active_hold(now).is_some() {
-            return None;
-        }
-        let until = now + self.hold_secs as Secs;
-        account.hold = Some(Hold {
-            since: now,
-            until,
-            rule: Self::NAME,
-            message: Arc::from(self.message.as_str()),
-        });
-        Some(Trip {
-            rule: Self::NAME,
-            severity: self.severity,
-            count,
+        FailureCount {
+            name: Self::NAME,
+            enabled: self.enabled,
             threshold: self.threshold,
             window_secs: self.window_secs,
+            response_secs: self.hold_secs,
+            severity: self.severity,
+            message: &self.message,
             response: Response::HoldAccount,
-            expires: until,
-        })
+        }
+        .record(&mut account.auth_failures, &mut account.hold, now, pwhash)
     }
 }
 

@@ -4,13 +4,11 @@
 //! A failure is identified by (account, password hash): one client retrying the same
 //! wrong password counts once. Default: 20 in 10 minutes → defer AUTH for 1 hour.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use super::{Response, Severity, Trip, validate_common};
+use super::{FailureCount, Response, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{Hold, IpRecord, Secs};
+use crate::state::{IpRecord, Secs};
 
 /// `[rules.failed_logins_ip]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -67,32 +65,17 @@ impl FailedLoginsIp {
     /// Records a failed login from the address; `key` identifies the (account, password
     /// hash) pair, `None` when there is no hash to deduplicate by.
     pub fn on_failure(&self, record: &mut IpRecord, now: Secs, key: Option<u64>) -> Option<Trip> {
-        let count = record.auth_failures.record(
-            now,
-            self.window_secs as Secs,
-            key,
-            self.threshold as usize * 4,
-        ) as u64;
-        let blocked = record.auth_block.as_ref().is_some_and(|b| b.active(now));
-        if !self.enabled || count < self.threshold || blocked {
-            return None;
-        }
-        let until = now + self.block_secs as Secs;
-        record.auth_block = Some(Hold {
-            since: now,
-            until,
-            rule: Self::NAME,
-            message: Arc::from(self.message.as_str()),
-        });
-        Some(Trip {
-            rule: Self::NAME,
-            severity: self.severity,
-            count,
+        FailureCount {
+            name: Self::NAME,
+            enabled: self.enabled,
             threshold: self.threshold,
             window_secs: self.window_secs,
+            response_secs: self.block_secs,
+            severity: self.severity,
+            message: &self.message,
             response: Response::DeferIpAuth,
-            expires: until,
-        })
+        }
+        .record(&mut record.auth_failures, &mut record.auth_block, now, key)
     }
 }
 

@@ -10,7 +10,9 @@ pub mod recipient_ceiling;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
-use crate::state::Secs;
+use std::sync::Arc;
+
+use crate::state::{DedupWindow, Hold, Secs};
 
 pub use failed_logins_account::FailedLoginsAccount;
 pub use failed_logins_ip::FailedLoginsIp;
@@ -105,6 +107,57 @@ impl RulesConfig {
         self.failed_logins_account.validate(problems);
         self.failed_logins_ip.validate(problems);
         self.recipient_ceiling.validate(problems);
+    }
+}
+
+/// The shared core of the failed-login rules: count a failure in a window and, when the
+/// threshold is reached and nothing is in force in `slot`, put a hold (or block) there.
+pub(crate) struct FailureCount<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) enabled: bool,
+    pub(crate) threshold: u64,
+    pub(crate) window_secs: u64,
+    pub(crate) response_secs: u64,
+    pub(crate) severity: Severity,
+    pub(crate) message: &'a str,
+    pub(crate) response: Response,
+}
+
+impl FailureCount<'_> {
+    /// Records one failure (`key` identifies repeats that count once) at `now`.
+    pub(crate) fn record(
+        &self,
+        window: &mut DedupWindow,
+        slot: &mut Option<Hold>,
+        now: Secs,
+        key: Option<u64>,
+    ) -> Option<Trip> {
+        let count = window.record(
+            now,
+            self.window_secs as Secs,
+            key,
+            self.threshold as usize * 4,
+        ) as u64;
+        let in_force = slot.as_ref().is_some_and(|h| h.active(now));
+        if !self.enabled || count < self.threshold || in_force {
+            return None;
+        }
+        let until = now + self.response_secs as Secs;
+        *slot = Some(Hold {
+            since: now,
+            until,
+            rule: self.name,
+            message: Arc::from(self.message),
+        });
+        Some(Trip {
+            rule: self.name,
+            severity: self.severity,
+            count,
+            threshold: self.threshold,
+            window_secs: self.window_secs,
+            response: self.response,
+            expires: until,
+        })
     }
 }
 
