@@ -86,6 +86,13 @@ impl Exim {
         }
     }
 
+    /// The same command line on another configuration file (e.g. a variant of the
+    /// shipped one written into the world), keeping every macro.
+    pub fn with_config(mut self, config: &Path) -> Exim {
+        self.config = config.to_path_buf();
+        self
+    }
+
     /// Adds the macros that select `via`: `ACCESS_LIB` (the built library) for
     /// [`Via::Dlfunc`], `ACCESS_USE_READSOCKET` for [`Via::Readsocket`].
     fn via(self, via: Via) -> Exim {
@@ -502,8 +509,9 @@ impl Drop for EximDaemon {
     }
 }
 
-/// A loopback TCP port that was free a moment ago.
-fn free_port() -> u16 {
+/// A loopback TCP port that was free a moment ago (a parallel test may take it before
+/// the caller binds it: retry on failure).
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

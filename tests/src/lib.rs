@@ -1,8 +1,10 @@
-//! End-to-end test harness for exim-access: real Exim, the real oracle, the shipped
-//! configuration.
+//! End-to-end test harness for exim-access: real Exim, real Dovecot, the real oracle,
+//! the shipped configuration.
 //!
-//! The integration tests in `tests/tests/exim.rs` use this library; it holds everything
-//! they share, so each test reads as a scenario.
+//! The integration tests in `tests/tests/exim.rs` (verdicts through Exim) and
+//! `tests/tests/logs.rs` (the logs real Exim and Dovecot write, parsed and followed by
+//! the oracle) use this library; it holds everything they share, so each test reads as
+//! a scenario.
 //!
 //! | module | what it is |
 //! |---|---|
@@ -12,11 +14,15 @@
 //! | [`exim`] | `exim -C <shipped config> -D...` runs: `-bh` sessions (whole or line by line) and a loopback daemon |
 //! | [`debian`] | Debian's split configuration generated with the shipped `exim-config/debian/` files |
 //! | [`swaks`] | the swaks client against that daemon |
+//! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports |
+//! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
+//! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
 //! | [`process`] | running a child with input, captured output and a deadline |
 //!
-//! Prerequisites: run as root (Exim accepts `-C` with `-D` from root, and the spool
-//! must be handed to `Debian-exim`), Exim 4.96 heavy and swaks installed, and the
+//! Prerequisites: run as root (Exim accepts `-C` with `-D` from root, the spool must be
+//! handed to `Debian-exim`, Dovecot's master starts as root), Exim 4.96 heavy, swaks,
+//! `dovecot-imapd` and `dovecot-pop3d` installed (`scripts/setup-debian`), and the
 //! workspace binaries built:
 //!
 //! ```text
@@ -24,20 +30,29 @@
 //! cargo test -p exim-access-e2e
 //! ```
 //!
-//! Tests are independent: each has its own [`World`], oracle, sockets and daemon port,
-//! so they run in parallel. `E2E_KEEP=1` keeps each test's directory for inspection.
+//! Tests are independent: each has its own [`World`], oracle, sockets, daemon port and
+//! Dovecot (directories and ports), so they run in parallel. `E2E_KEEP=1` keeps each
+//! test's directory for inspection.
 
 pub mod debian;
+pub mod dovecot;
 pub mod exim;
+pub mod imap;
 pub mod oracle;
+pub mod parse;
 pub mod paths;
+pub mod pop3;
 pub mod process;
 pub mod smtp;
 pub mod swaks;
 pub mod world;
 
+pub use dovecot::Dovecot;
 pub use exim::{Exim, EximDaemon, LiveSession, Session, Via};
+pub use imap::{Imap, ImapResponse};
 pub use oracle::{Oracle, SilentOracle, stale_socket};
+pub use parse::ParsedLog;
+pub use pop3::Pop3;
 pub use smtp::{Dialogue, Reply};
 pub use swaks::{Swaks, SwaksRun};
 pub use world::{PASSWORD, PASSWORD_HASH, World};

@@ -18,6 +18,7 @@
 //! | library | `ACCESS_DLFUNC_LIB` | the newer of `<target>/{release,debug}/libexim_access.so` |
 //! | Exim | `EXIM_BIN` | `exim` on `PATH` |
 //! | swaks | `SWAKS_BIN` | `swaks` on `PATH` |
+//! | Dovecot | `DOVECOT_BIN` | `dovecot` on `PATH`, then `/usr/sbin` |
 //!
 //! `<target>` is `CARGO_TARGET_DIR` when set, else the directory three levels above the
 //! running test binary (`<target>/<profile>/deps/exim-...`), else `<workspace>/target`.
@@ -190,4 +191,9 @@ pub fn exim_bin() -> PathBuf {
 /// The swaks SMTP test client.
 pub fn swaks_bin() -> PathBuf {
     program("SWAKS_BIN", "swaks", "swaks")
+}
+
+/// The Dovecot master binary (`dovecot -F -c FILE`).
+pub fn dovecot_bin() -> PathBuf {
+    program("DOVECOT_BIN", "dovecot", "dovecot-imapd and dovecot-pop3d")
 }

@@ -26,7 +26,7 @@ use crate::protocol::{Command, Outcome, Reply};
 use crate::rules::recipient_ceiling::CeilingDecision;
 use crate::rules::{RulesConfig, Trip};
 use crate::state::{Account, Entry, Hold, Origin, Secs, State};
-pub use observe::Observed;
+pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
 
 /// The engine: state, rules and the alert queue, shared by every connection.
@@ -243,17 +243,13 @@ impl Engine {
                 reply = Reply::Defer(b.message.to_string());
             }
         }
-        if reply != Reply::Accept {
+        // A log event is a record of what already happened: nobody refused it.
+        if reply != Reply::Accept && at.origin == Origin::Live {
             self.state.account_mut(&user).totals.refused += 1;
         }
+        let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
         for (trip, _) in &trips {
-            self.raise(Alert::from_trip(
-                trip,
-                now,
-                Some(&user),
-                at.ip,
-                Some(at.protocol),
-            ));
+            self.raise(Alert::from_trip(trip, now, Some(&user), at.ip, protocol));
         }
         reply
     }

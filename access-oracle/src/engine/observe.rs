@@ -121,6 +121,14 @@ impl Engine {
             return Observed::default();
         }
         let key = self.account_key(user);
+        // Dovecot's auth process does not name the service; the session's summary or
+        // login line does: name it on the entries of that session.
+        if let (Some(session), Some(protocol)) = (ev.session.as_deref(), ev.protocol)
+            && let Some(mut acct) = self.state.tracked_account_mut(&key)
+        {
+            acct.timeline
+                .name_session_protocol(session, protocol.as_str());
+        }
         // Dovecot logs each failed attempt (auth process) and then a summary of the
         // session (login process, with `attempts`): count the summary only for the
         // attempts its session's own lines did not already report.
@@ -280,6 +288,12 @@ impl Engine {
     }
 }
 
+/// The event's protocol; [`UNKNOWN_PROTOCOL`] for Dovecot's auth-process lines, which
+/// do not say (the session's later lines do).
 fn protocol_name(ev: &LogEvent) -> &'static str {
-    ev.protocol.map_or("smtp", crate::sources::Protocol::as_str)
+    ev.protocol
+        .map_or(UNKNOWN_PROTOCOL, crate::sources::Protocol::as_str)
 }
+
+/// The protocol of a log line that does not name one.
+pub const UNKNOWN_PROTOCOL: &str = "unknown";

@@ -295,11 +295,24 @@ mod log_events {
             a.attempts = attempts;
             a
         };
-        // auth_verbose = yes: two attempt lines, then the summary of two.
-        e.observe(&imap_fail(0, "s1", None));
-        e.observe(&imap_fail(1, "s1", None));
+        // auth_verbose = yes: two attempt lines (the auth process names no service),
+        // then the login process's summary of two.
+        let mut attempt = imap_fail(0, "s1", None);
+        attempt.protocol = None;
+        e.observe(&attempt);
+        attempt.time = t(1);
+        e.observe(&attempt);
         assert!(!e.observe(&imap_fail(2, "s1", Some(2))).counted);
-        assert_eq!(e.account_report("gina", t(3))["failed_logins"]["count"], 2);
+        let report = e.account_report("gina", t(3));
+        assert_eq!(report["failed_logins"]["count"], 2);
+        assert_eq!(report["totals"]["refused"], 0);
+        let protocols: Vec<_> = report["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["protocol"].clone())
+            .collect();
+        assert_eq!(protocols, ["imap", "imap"], "named from the summary");
         // auth_verbose = no: only the summary, which counts all its attempts.
         assert!(e.observe(&imap_fail(4, "s2", Some(3))).counted);
         assert_eq!(drain(&mut rx).len(), 1, "2 + 3 failures hold the account");

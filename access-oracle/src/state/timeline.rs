@@ -154,6 +154,22 @@ impl Timeline {
         false
     }
 
+    /// Names the protocol of a session's login entries logged without one.
+    pub fn name_session_protocol(&mut self, session: &str, protocol: &'static str) {
+        for e in self.entries.iter_mut() {
+            if let Entry::Login {
+                session: Some(s),
+                protocol: p,
+                ..
+            } = e
+                && &**s == session
+                && &**p == crate::engine::UNKNOWN_PROTOCOL
+            {
+                *p = Arc::from(protocol);
+            }
+        }
+    }
+
     /// The entries, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
