@@ -1,0 +1,155 @@
+//! The bodies of the fuzz targets, as plain functions of the input bytes.
+//!
+//! Each `fuzz_targets/NAME.rs` only hands libFuzzer's input to the function `NAME` here.
+//! Keeping the bodies in a library lets `cargo test` run the committed seeds through them
+//! on the stable toolchain (`tests/seeds.rs`), where libFuzzer's instrumentation is not
+//! available. A body panics when a property fails; libFuzzer reports the panic as a
+//! crash and saves the input under `fuzz/artifacts/NAME/`.
+//!
+//! * [`protocol_line`]: the Exim socket's request line (tokenizer and per-verb checks).
+//! * [`exim_log`]: Exim mainlog and paniclog lines, alone and through the per-line format
+//!   guess.
+//! * [`dovecot_log`]: Dovecot log lines.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::LazyLock;
+
+use access_oracle::protocol::{self, ProtocolError, Reply};
+use access_oracle::sources::{Format, LineContext, ParseStats, parse_line};
+use access_wire::{Pair, Request};
+use jiff::tz::TimeZone;
+
+/// A target's body: one input, a panic when a property fails.
+pub type Body = fn(&[u8]);
+
+/// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
+pub const TARGETS: [(&str, Body); 3] = [
+    ("protocol_line", protocol_line),
+    ("exim_log", exim_log),
+    ("dovecot_log", dovecot_log),
+];
+
+/// One request line from a client of the Exim socket.
+///
+/// Properties: no panic; a line the tokenizer refuses is refused by the protocol with
+/// the same error; a tokenized request, its values re-encoded with
+/// [`access_wire::encode_value`], tokenizes to the same request (the same holds for the
+/// library's packed `+` pairs); an error is answered on exactly one line.
+pub fn protocol_line(data: &[u8]) {
+    let command = protocol::parse_line(data);
+    match access_wire::parse_request(data) {
+        Ok(request) => reencodes_to_itself(&request),
+        Err(e) => assert_eq!(command, Err(ProtocolError::Wire(e))),
+    }
+    if let Err(e) = command {
+        answered_on_one_line(Reply::Error(e.to_string()));
+    }
+    let packed = std::str::from_utf8(data).map(access_wire::parse_pairs);
+    if let Ok(Ok(pairs)) = packed {
+        let line = encode_pairs(String::new(), &pairs);
+        match access_wire::parse_pairs(&line) {
+            Ok(again) => assert_eq!(again, pairs, "packed pairs re-encoded as {line:?}"),
+            Err(e) => panic!("packed pairs re-encoded as {line:?} do not parse: {e}"),
+        }
+    }
+}
+
+/// Re-encodes `request` with [`access_wire::encode_value`] and checks it reads back the same.
+fn reencodes_to_itself(request: &Request<'_>) {
+    let line = encode_pairs(request.verb.to_string(), &request.pairs);
+    match access_wire::parse_request(line.as_bytes()) {
+        Ok(again) => assert_eq!(&again, request, "request re-encoded as {line:?}"),
+        Err(e) => panic!("request re-encoded as {line:?} does not parse: {e}"),
+    }
+}
+
+/// `out` followed by ` key=value` for each pair, each value encoded.
+fn encode_pairs(mut out: String, pairs: &[Pair<'_>]) -> String {
+    for (key, value) in pairs {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(key);
+        out.push('=');
+        access_wire::encode_value(&mut out, value);
+    }
+    out
+}
+
+/// Checks that `reply` is written as one line: a newline at the end and no other control
+/// byte, so that a client never reads half of it as the next reply.
+fn answered_on_one_line(reply: Reply) {
+    let mut out = Vec::new();
+    reply.write_line(&mut out);
+    let (last, text) = out.split_last().expect("a reply is never empty");
+    assert_eq!(*last, b'\n', "reply {out:?} does not end with a newline");
+    assert!(
+        !text.iter().any(u8::is_ascii_control),
+        "reply {out:?} has a control byte before its newline"
+    );
+}
+
+/// The contexts log lines are parsed in: the fixtures' (UTC, a reference after them), a
+/// zone with daylight saving time and a reference just after a new year (syslog lines
+/// without a year, local times in a gap or a fold), and a paniclog.
+struct Contexts {
+    mainlog: LineContext,
+    local: LineContext,
+    paniclog: LineContext,
+}
+
+static CONTEXTS: LazyLock<Contexts> = LazyLock::new(|| {
+    let cet = TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").expect("a valid POSIX time zone");
+    let context = |file: &str, tz: TimeZone, reference: &str| {
+        LineContext::new(file, tz, reference.parse().expect("a valid reference time"))
+    };
+    Contexts {
+        mainlog: context("fuzz/mainlog", TimeZone::UTC, "2026-12-01T00:00:00Z"),
+        local: context("fuzz/mail.log", cet, "2027-12-31T23:30:00Z"),
+        paniclog: context("fuzz/paniclog", TimeZone::UTC, "2026-12-01T00:00:00Z"),
+    }
+});
+
+/// Exim log lines, in every context, read as Exim's and through the per-line guess.
+///
+/// Properties (of every line, split at newlines as the log reader does): no panic; every
+/// event points at its line's file and offset and serializes to JSON as
+/// `access-oracle parse` prints it; the result can be counted.
+pub fn exim_log(data: &[u8]) {
+    let c = &*CONTEXTS;
+    for line in data.split(|&b| b == b'\n') {
+        for ctx in [&c.mainlog, &c.local, &c.paniclog] {
+            parses_soundly(Format::Exim, line, ctx);
+        }
+        for ctx in [&c.mainlog, &c.local] {
+            parses_soundly(Format::Auto, line, ctx);
+        }
+    }
+}
+
+/// Dovecot log lines, with the same properties as [`exim_log`].
+pub fn dovecot_log(data: &[u8]) {
+    let c = &*CONTEXTS;
+    for line in data.split(|&b| b == b'\n') {
+        for ctx in [&c.mainlog, &c.local] {
+            parses_soundly(Format::Dovecot, line, ctx);
+        }
+    }
+}
+
+/// Parses `line` and checks what came out.
+fn parses_soundly(format: Format, line: &[u8], ctx: &LineContext) {
+    let parsed = parse_line(format, line, ctx);
+    for event in parsed.events() {
+        assert_eq!(event.file, ctx.file, "event from another file: {event:?}");
+        assert_eq!(
+            event.offset, ctx.offset,
+            "event from another line: {event:?}"
+        );
+        if let Err(e) = serde_json::to_string(event) {
+            panic!("event {event:?} does not serialize: {e}");
+        }
+    }
+    ParseStats::default().record(&parsed);
+}

@@ -1,0 +1,216 @@
+//! The committed seeds, and every line of the parser fixtures, through the fuzz target
+//! bodies: the targets' properties checked on the stable toolchain, without libFuzzer.
+//!
+//! `seeds/<target>/` is made here: the protocol lines listed below, and the lines of
+//! `access-oracle/tests/fixtures/` one per file (one of each shape, at most
+//! [`MAX_SEEDS`]). After the fixtures change, rewrite it and review the diff:
+//!
+//! ```sh
+//! UPDATE_SEEDS=1 cargo test --manifest-path fuzz/Cargo.toml
+//! ```
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use exim_access_fuzz::{Body, TARGETS};
+
+/// The most seed files a target gets: a starting corpus, not a test suite.
+const MAX_SEEDS: usize = 200;
+
+/// Request lines for `protocol_line`: every verb with all its keys, quoting and escapes,
+/// and each way a line can be refused.
+const PROTOCOL_LINES: &[&[u8]] = &[
+    b"ping",
+    b"PING",
+    b"  ping \t \r",
+    b"ping\r\n",
+    b"auth user=alice ip=203.0.113.7 result=fail mech=PLAIN pwhash=0a13",
+    b"auth user=\"a b\\\"c\" ip=203.0.113.7 result=ok",
+    b"auth user=alice ip=192.0.2.1 result=ok mech=LOGIN authenticator=login_server port=587 local_port=587 helo=\"client.example.test\" tls=TLS1.3:TLS_AES_256_GCM_SHA384:256",
+    b"auth user=alice ip=[2001:db8::1] result=fail pwhash=ffffffffffffffff",
+    b"auth user=alice ip=::ffff:192.0.2.1 result=fail pwhash=fffffffffffffffff",
+    b"auth user=alice result=ok",
+    b"auth user= ip=192.0.2.1 result=ok",
+    b"auth user=alice ip=192.0.2.1 result=maybe",
+    b"auth user=\xc3\xbcn\xc3\xafc\xc3\xb6d\xc3\xa9 ip=192.0.2.1 result=ok",
+    b"mail user=alice ip=192.0.2.1 sender=alice@example.org size=1024",
+    b"mail user=a ip=192.0.2.1 size=-1",
+    b"mail user=a ip=192.0.2.1 future=1 size=10",
+    b"mail user=a ip=192.0.2.1 size=18446744073709551616",
+    b"rcpt user=bob ip=192.0.2.1 rcpt=\"a b@example.org\" sender=",
+    b"rcpt user=a ip= rcpt=b@example.org",
+    b"rcpt user=\"a\\\"b\\\\c\\nd\\re\tf\" ip=192.0.2.1 rcpt=x@example.org",
+    b"data user=alice ip=192.0.2.1 rcpts=3 size=100 msgid=1xXAPn-0007UM-2H",
+    b"connect ip=2001:db8::1 helo=mail.example.org port=25 local_port=25",
+    b"connect ip=not-an-ip",
+    b"login user=alice ip=198.51.100.4 result=fail protocol=imap session=NFy0605hqpB/AAAB mech=PLAIN pwhash=0a13",
+    b"login user=alice ip=198.51.100.4 result=ok protocol=pop3",
+    b"frob x=1",
+    b"au+th user=a",
+    b"auth user",
+    b"auth =x",
+    b"auth user=a\"b",
+    b"auth user=\"abc",
+    b"auth user=\"a\\qb\"",
+    b"auth user=\"a\\\tb\"",
+    b"auth user=\"a\0b\"",
+    b"auth user=\"a\"b",
+    b"auth user=a user=b",
+    b"auth user=\xff",
+    b"helo=\"a b\" tls=TLS1.3",
+];
+
+fn fuzz_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> PathBuf {
+    fuzz_dir().join("../access-oracle/tests/fixtures")
+}
+
+/// The seeds of `target` as (file name, contents), made from the lists and fixtures.
+fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    if target == "protocol_line" {
+        let mut seeds: Vec<(String, Vec<u8>)> = PROTOCOL_LINES
+            .iter()
+            .enumerate()
+            .map(|(i, line)| (format!("line-{i:02}"), line.to_vec()))
+            .collect();
+        // Past the per-field limits: a user name that gets shortened, an address refused.
+        let long_user = format!(
+            "auth user={} ip=192.0.2.1 result=fail",
+            "\u{e9}".repeat(150)
+        );
+        let long_rcpt = format!("rcpt user=a ip=192.0.2.1 rcpt={}@x", "r".repeat(1100));
+        seeds.push(("long-user".into(), long_user.into_bytes()));
+        seeds.push(("long-rcpt".into(), long_rcpt.into_bytes()));
+        return seeds;
+    }
+    let dovecot = target == "dovecot_log";
+    let mut seeds = Vec::new();
+    let mut shapes = BTreeSet::new();
+    for (name, data) in fixture_logs() {
+        let wanted = match name.split_once('/') {
+            Some(("dovecot", _)) => dovecot,
+            Some(("exim", _)) => !dovecot,
+            Some(("edge", file)) => file.starts_with("dovecot-") == dovecot || file == "tai64n.log",
+            _ => false,
+        };
+        if !wanted {
+            continue;
+        }
+        let stem = name.replace('/', "-");
+        let stem = stem.strip_suffix(".log").unwrap_or(&stem);
+        for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            // One line per shape: the same line with other numbers teaches the fuzzer
+            // nothing new.
+            let shape: Vec<u8> = line
+                .iter()
+                .map(|&b| if b.is_ascii_digit() { b'0' } else { b })
+                .collect();
+            if !line.is_empty() && shapes.insert(shape) {
+                seeds.push((format!("{stem}-{:03}", i + 1), line.to_vec()));
+            }
+        }
+    }
+    // Still too many: keep an even spread over the fixtures.
+    if seeds.len() > MAX_SEEDS {
+        let n = seeds.len();
+        seeds = (0..MAX_SEEDS)
+            .map(|k| seeds[k * n / MAX_SEEDS].clone())
+            .collect();
+    }
+    seeds
+}
+
+/// Every fixture log, as (name relative to `fixtures/`, contents), sorted by name.
+fn fixture_logs() -> Vec<(String, Vec<u8>)> {
+    let mut logs = Vec::new();
+    for dir in ["exim", "dovecot", "edge"] {
+        for entry in fs::read_dir(fixtures().join(dir)).expect("the fixtures are readable") {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".golden.jsonl") {
+                logs.push((format!("{dir}/{name}"), fs::read(&path).unwrap()));
+            }
+        }
+    }
+    logs.sort();
+    logs
+}
+
+/// The committed seeds of `target`, as (path, contents).
+fn committed_seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = fuzz_dir().join("seeds").join(target);
+    let mut seeds: Vec<_> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let data = fs::read(&path).unwrap();
+            (path, data)
+        })
+        .collect();
+    seeds.sort();
+    seeds
+}
+
+/// Replaces `seeds/<target>/` with `seeds`.
+fn write_seeds(target: &str, seeds: &[(String, Vec<u8>)]) {
+    let dir = fuzz_dir().join("seeds").join(target);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).unwrap();
+    }
+    fs::create_dir_all(&dir).unwrap();
+    for (name, data) in seeds {
+        fs::write(dir.join(name), data).unwrap();
+    }
+}
+
+#[test]
+fn seeds_pass_every_target() {
+    let update = std::env::var_os("UPDATE_SEEDS").is_some_and(|v| v == "1");
+    for (target, body) in TARGETS {
+        if update {
+            write_seeds(target, &made_seeds(target));
+        }
+        let seeds = committed_seeds(target);
+        assert!(
+            !seeds.is_empty() && seeds.len() <= MAX_SEEDS,
+            "seeds/{target} has {} files (1 to {MAX_SEEDS} expected)",
+            seeds.len()
+        );
+        for (path, data) in seeds {
+            run(body, &data, &path);
+        }
+    }
+}
+
+#[test]
+fn fixture_lines_pass_the_log_targets() {
+    for (name, data) in fixture_logs() {
+        for line in data.split(|&b| b == b'\n') {
+            for (target, body) in TARGETS.into_iter().filter(|(t, _)| *t != "protocol_line") {
+                run(body, line, Path::new(&format!("{name} ({target})")));
+            }
+        }
+    }
+}
+
+#[test]
+fn protocol_lines_pass_the_protocol_target() {
+    for (name, data) in made_seeds("protocol_line") {
+        run(exim_access_fuzz::protocol_line, &data, Path::new(&name));
+    }
+}
+
+/// Runs one input through a body, naming the input if it panics.
+fn run(body: Body, data: &[u8], from: &Path) {
+    if std::panic::catch_unwind(|| body(data)).is_err() {
+        panic!(
+            "{} failed on {:?}",
+            from.display(),
+            String::from_utf8_lossy(data)
+        );
+    }
+}
