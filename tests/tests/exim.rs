@@ -655,3 +655,69 @@ fn debian_split_configuration_uses_the_same_snippets() {
     );
     assert_eq!(relay.reply("RCPT").code, 550, "{}", relay.transcript());
 }
+
+/// An oracle stand-in that answers each verb from a script, to drive the shipped ACL
+/// snippets through the replies today's rules never give (`deny`, `error`): the thing
+/// under test is the real Exim on the shipped configuration, not the oracle.
+fn scripted_oracle(path: &Path, answer: fn(&str) -> String) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let reply = answer(line.split(' ').next().unwrap_or(""));
+                    if writer.write_all(format!("{reply}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    })
+}
+
+/// `deny <text>` gives a 5xx with that text, `error <what>` is logged and the command
+/// proceeds, in both the dlfunc and the readsocket snippets.
+#[test]
+fn deny_and_error_replies_through_the_shipped_snippets() {
+    let world = World::new(&["alice"]);
+    let socket = world.oracle_dir().join("scripted.sock");
+    let _oracle = scripted_oracle(&socket, |verb| match verb.trim() {
+        "rcpt" => "deny no such mailbox here, sorry".into(),
+        "mail" => "error mail: something the oracle did not like".into(),
+        _ => "accept".into(),
+    });
+    for via in [Via::Dlfunc, Via::Readsocket] {
+        let exim = Exim::new(&world, via, &socket);
+        let session = exim.bh(CLIENT_IP, &submission("alice", PASSWORD, 1).quit());
+        session.assert_exim_healthy();
+        assert_eq!(
+            session.reply("AUTH").code,
+            235,
+            "{via:?}:\n{}",
+            session.transcript()
+        );
+        assert_eq!(
+            session.reply("MAIL").code,
+            250,
+            "{via:?}:\n{}",
+            session.transcript()
+        );
+        let rcpt = session.reply("RCPT");
+        assert_eq!(rcpt.code, 550, "{via:?}:\n{}", session.transcript());
+        assert_eq!(rcpt.text(), "no such mailbox here, sorry", "{via:?}");
+        assert!(
+            session.log().contains(
+                "access-oracle: error (ignored): mail: something the oracle did not like"
+            ),
+            "{via:?}:\n{}",
+            session.log()
+        );
+    }
+}
