@@ -84,19 +84,31 @@ pub fn each_line(
     let reference = reference.or(mtime).unwrap_or_else(Timestamp::now);
     let mut ctx = LineContext::new(&path.display().to_string(), tz.clone(), reference);
     let mut stats = ParseStats::default();
-    let mut line = Vec::with_capacity(1024);
+    let mut spanning = Vec::with_capacity(1024);
     let mut offset = 0u64;
     loop {
-        line.clear();
-        let n = read_line(&mut reader, &mut line)?;
-        if n == 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
             break;
         }
         ctx.offset = offset;
+        // A line wholly inside the read buffer is parsed in place, without a copy;
+        // only lines that straddle two reads (or exceed the buffer) are assembled.
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let line = &buf[..=i];
+            let parsed = parse_line(format, line, &ctx);
+            stats.record(&parsed);
+            f(&parsed, &ctx, line)?;
+            offset += line.len() as u64;
+            reader.consume(i + 1);
+            continue;
+        }
+        spanning.clear();
+        let n = read_line(&mut reader, &mut spanning)?;
         offset += n as u64;
-        let parsed = parse_line(format, &line, &ctx);
+        let parsed = parse_line(format, &spanning, &ctx);
         stats.record(&parsed);
-        f(&parsed, &ctx, &line)?;
+        f(&parsed, &ctx, &spanning)?;
     }
     Ok(stats)
 }
