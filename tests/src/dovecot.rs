@@ -159,12 +159,7 @@ impl Dovecot {
         let mut imap_ready = false;
         let mut pop3_ready = false;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = process::reap_if_exited(&mut self.child) {
                 return Err(format!("{command} exited with {status}"));
             }
             imap_ready = imap_ready || greets(self.imap_port, "* OK");

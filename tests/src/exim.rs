@@ -450,12 +450,7 @@ impl EximDaemon {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = process::reap_if_exited(&mut self.child) {
                 return Err(format!("exited with {status}"));
             }
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {

@@ -106,12 +106,7 @@ impl Oracle {
 
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = process::reap_if_exited(&mut self.child) {
                 panic!(
                     "{command} exited with {status} before answering ping; its log:\n{}",
                     self.log_text()

@@ -129,3 +129,11 @@ pub fn wait_until(child: &mut Child, deadline: Instant) -> (ExitStatus, bool) {
         }
     }
 }
+
+/// The exit status of a child that has already exited, taking it out of `child`;
+/// `None` while it runs (or when there is none).
+pub fn reap_if_exited(child: &mut Option<std::process::Child>) -> Option<std::process::ExitStatus> {
+    let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+    *child = None;
+    Some(status)
+}
