@@ -176,7 +176,7 @@ impl Engine {
         let secs = now.as_second();
         let user = self.account_key(at.user);
         let rules = self.rules();
-        let mut trips: Vec<(Trip, bool)> = Vec::new();
+        let mut trips: Vec<Trip> = Vec::new();
         let mut reply = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
@@ -213,7 +213,7 @@ impl Engine {
                         .failed_logins_account
                         .on_failure(&mut acct, secs, at.pwhash)
                     {
-                        trips.push((trip, true));
+                        trips.push(trip);
                     }
                 }
             }
@@ -229,16 +229,17 @@ impl Engine {
                 let mut rec = self.state.ip_mut(ip);
                 rec.last_seen = secs;
                 if reply == Reply::Accept
-                    && let Some(b) = rec.auth_block.as_ref().filter(|b| b.active(secs))
+                    && let Some(b) = rec.active_auth_block(secs)
                 {
                     reply = Reply::Defer(b.message.to_string());
                 }
                 if let Some(trip) = rules.failed_logins_ip.on_failure(&mut rec, secs, key) {
-                    trips.push((trip, false));
+                    trips.push(trip);
                 }
             } else if reply == Reply::Accept
+                // A success creates no record: only read an existing one.
                 && let Some(rec) = self.state.ip(ip)
-                && let Some(b) = rec.auth_block.as_ref().filter(|b| b.active(secs))
+                && let Some(b) = rec.active_auth_block(secs)
             {
                 reply = Reply::Defer(b.message.to_string());
             }
@@ -248,7 +249,7 @@ impl Engine {
             self.state.account_mut(&user).totals.refused += 1;
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
-        for (trip, _) in &trips {
+        for trip in &trips {
             self.raise(Alert::from_trip(trip, now, Some(&user), at.ip, protocol));
         }
         reply

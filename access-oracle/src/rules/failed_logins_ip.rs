@@ -94,8 +94,8 @@ mod tests {
         assert_eq!(trip.response, Response::DeferIpAuth);
         assert_eq!(trip.expires, 119 + 3600);
         assert_eq!(rule.on_failure(&mut r, 120, Some(20)), None);
-        assert!(r.auth_block.as_ref().unwrap().active(3718));
-        assert!(!r.auth_block.as_ref().unwrap().active(3719));
+        assert!(r.active_auth_block(3718).is_some());
+        assert!(r.active_auth_block(3719).is_none());
     }
 
     #[test]

@@ -103,6 +103,13 @@ pub struct IpRecord {
     pub last_seen: Secs,
 }
 
+impl IpRecord {
+    /// The authentication block in force at `now`.
+    pub fn active_auth_block(&self, now: Secs) -> Option<&Hold> {
+        self.auth_block.as_ref().filter(|b| b.active(now))
+    }
+}
+
 /// All live state.
 #[derive(Debug)]
 pub struct State {
@@ -180,12 +187,7 @@ impl State {
         let mut v: Vec<_> = self
             .ips
             .iter()
-            .filter_map(|e| {
-                e.auth_block
-                    .as_ref()
-                    .filter(|b| b.active(now))
-                    .map(|b| (*e.key(), b.clone()))
-            })
+            .filter_map(|e| e.active_auth_block(now).map(|b| (*e.key(), b.clone())))
             .collect();
         v.sort_by_key(|x| x.0);
         v
@@ -198,9 +200,8 @@ impl State {
         let before = self.accounts.len() + self.ips.len();
         self.accounts
             .retain(|_, a| a.last_seen > now - idle_secs || a.active_hold(now).is_some());
-        self.ips.retain(|_, r| {
-            r.last_seen > now - idle_secs || r.auth_block.as_ref().is_some_and(|b| b.active(now))
-        });
+        self.ips
+            .retain(|_, r| r.last_seen > now - idle_secs || r.active_auth_block(now).is_some());
         let excess = self.accounts.len().saturating_sub(max_accounts);
         if excess > 0 {
             let mut idle: Vec<(Secs, Box<str>)> = self

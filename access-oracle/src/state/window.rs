@@ -45,11 +45,6 @@ impl DedupWindow {
         self.entries.clear();
     }
 
-    /// Whether nothing is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn prune(&mut self, now: Secs, window_secs: Secs) {
         while let Some(&(t, _)) = self.entries.front() {
             if t > now - window_secs {
