@@ -53,30 +53,43 @@ impl Alert {
         let until = human_secs(trip.expires.saturating_sub(now.as_second()).max(0) as u64);
         let who = account.unwrap_or("-");
         let from = ip.map(|ip| format!(" from {ip}")).unwrap_or_default();
-        let summary = match trip.response {
-            Response::HoldAccount => format!(
+        let summary = match (&trip.summary, trip.response) {
+            (Some(s), Response::Alert | Response::Refuse) => s.clone(),
+            (Some(s), Response::HoldAccount) => format!("{s}; account held for {until}"),
+            (Some(s), Response::DenyAccount) => format!("{s}; account refused for {until}"),
+            (Some(s), Response::BlockIp) => format!("{s}; address blocked for {until}"),
+            (Some(s), Response::DeferIpAuth) => {
+                format!("{s}; authentication from the address deferred for {until}")
+            }
+            (Some(s), Response::ThrottleRcpt) => {
+                format!("{s}; further recipients deferred for {until}")
+            }
+            (None, Response::HoldAccount | Response::DenyAccount) => format!(
                 "account {who} held for {until} after {} failed logins in {window}{from}",
                 trip.count
             ),
-            Response::DeferIpAuth => format!(
+            (None, Response::DeferIpAuth | Response::BlockIp) => format!(
                 "authentication{from} deferred for {until} after {} failed logins in {window} (last account {who})",
                 trip.count
             ),
-            Response::ThrottleRcpt => format!(
+            (None, Response::ThrottleRcpt | Response::Alert | Response::Refuse) => format!(
                 "account {who} reached {} recipients in {window}{from}; further recipients deferred for up to {until}",
                 trip.count
             ),
         };
         let counted = match trip.response {
-            Response::HoldAccount | Response::DeferIpAuth => "failed_logins",
             Response::ThrottleRcpt => "recipients",
+            _ => "failed_logins",
         };
-        Alert {
-            counts: serde_json::json!({
+        let counts = trip.details.clone().unwrap_or_else(|| {
+            serde_json::json!({
                 counted: trip.count,
                 "threshold": trip.threshold,
                 "window_secs": trip.window_secs,
-            }),
+            })
+        });
+        Alert {
+            counts,
             time: now,
             rule: trip.rule,
             severity: trip.severity,
@@ -91,6 +104,13 @@ impl Alert {
             summary,
         }
     }
+}
+
+/// A time in seconds as RFC 3339 (empty when out of range).
+pub fn rfc3339(secs: i64) -> String {
+    Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// `90` → `90 s`, `300` → `5 min`, `3600` → `1 h`, `5400` → `90 min`.
@@ -116,6 +136,9 @@ mod tests {
             window_secs: 300,
             response: Response::HoldAccount,
             expires: 1_800_000_900,
+            message: None,
+            summary: None,
+            details: None,
         };
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let a = Alert::from_trip(

@@ -7,7 +7,9 @@
 //! * [`protocol`]: the line protocol, one file per verb, built on `access-wire`.
 //! * [`engine`]: request + `now` → verdict; applies [`rules`] to [`state`].
 //! * [`rules`]: one file per rule, each a config struct plus a pure function of state.
-//! * [`state`]: per-account and per-IP windows, holds and blocks.
+//! * [`state`]: per-account and per-IP windows, holds and blocks; per-account baselines.
+//! * [`enrich`]: what is known about an address or account from outside: GeoIP/ASN,
+//!   block and allow lists, the disabled-accounts file.
 //! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod enrich;
 pub mod protocol;
 pub mod rules;
 pub mod server;

@@ -12,6 +12,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
 use crate::sources::follow::SourceConfig;
+use crate::state::baseline::BaselineConfig;
 pub use raw::RawConfig;
 use raw::RawMode;
 
@@ -115,6 +116,8 @@ pub struct Config {
     pub idle_secs: u64,
     /// The rules.
     pub rules: RulesConfig,
+    /// How accounts learn.
+    pub baselines: BaselineConfig,
     /// Log files to follow.
     pub sources: Vec<SourceConfig>,
     /// The config as written, for `ctl status` and reloads.
@@ -269,14 +272,7 @@ impl Config {
         if raw.accounts.max_tracked == 0 {
             p.add("accounts.max_tracked must be at least 1");
         }
-        let longest_window = [
-            raw.rules.failed_logins_account.window_secs,
-            raw.rules.failed_logins_ip.window_secs,
-            raw.rules.recipient_ceiling.window_secs,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+        let longest_window = raw.rules.longest_window_secs();
         if raw.accounts.idle_secs < longest_window {
             p.add(format!(
                 "accounts.idle_secs ({}) must be at least the longest rule window ({longest_window})",
@@ -284,6 +280,15 @@ impl Config {
             ));
         }
         raw.rules.validate(&mut p);
+        if raw.rules.recipient_ceiling.window_secs > 0
+            && raw.rules.outbound_spike.window_secs > raw.rules.recipient_ceiling.window_secs
+        {
+            p.add(format!(
+                "[rules.outbound_spike] window_secs ({}) must not exceed [rules.recipient_ceiling] window_secs ({}): recipients are remembered for the ceiling's window",
+                raw.rules.outbound_spike.window_secs, raw.rules.recipient_ceiling.window_secs
+            ));
+        }
+        raw.baselines.validate(&mut p);
         for (i, source) in raw.sources.iter().enumerate() {
             source.validate(i, &mut p);
             if raw.sources[..i].iter().any(|o| o.path == source.path) {
@@ -313,6 +318,7 @@ impl Config {
             max_tracked_accounts: raw.accounts.max_tracked,
             idle_secs: raw.accounts.idle_secs,
             rules: raw.rules.clone(),
+            baselines: raw.baselines.clone(),
             sources: raw.sources.clone(),
             raw,
         })

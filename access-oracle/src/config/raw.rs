@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::RulesConfig;
 use crate::sources::follow::SourceConfig;
+use crate::state::baseline::BaselineConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -22,6 +23,8 @@ pub struct RawConfig {
     pub accounts: RawAccounts,
     /// The rules.
     pub rules: RulesConfig,
+    /// How accounts learn what is normal for them.
+    pub baselines: BaselineConfig,
     /// Log files to follow (`[[sources]]`).
     pub sources: Vec<SourceConfig>,
 }

@@ -22,16 +22,22 @@ use tokio::sync::mpsc;
 
 use crate::alert::Alert;
 use crate::config::Config;
+use crate::enrich::disabled::{Disabled, DisabledAccounts};
+use crate::enrich::{GeoInfo, GeoIp, IpLists};
 use crate::protocol::{Command, Outcome, Reply};
+use crate::rules::disabled_credentials::Refusal;
 use crate::rules::recipient_ceiling::CeilingDecision;
-use crate::rules::{RulesConfig, Trip};
-use crate::state::{Account, Entry, Hold, Origin, Secs, State};
+use crate::rules::{Response, RulesConfig, Trip};
+use crate::state::baseline::BaselineConfig;
+use crate::state::{Account, Entry, Hold, Origin, Secs, State, strengthen};
 pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
 
 /// The engine: state, rules and the alert queue, shared by every connection.
 pub struct Engine {
     rules: RwLock<Arc<RulesConfig>>,
+    baseline_config: RwLock<Arc<BaselineConfig>>,
+    enrichment: RwLock<Arc<Enrichment>>,
     case_sensitive: bool,
     state: State,
     alerts: mpsc::Sender<Arc<Alert>>,
@@ -46,6 +52,27 @@ pub struct Engine {
     sessions: dashmap::DashMap<Box<str>, (u32, Secs)>,
 }
 
+/// What the engine knows from outside: GeoIP/ASN, address lists, disabled accounts.
+/// Each part reloads itself; the set is replaced whole when the config names other files.
+pub struct Enrichment {
+    /// GeoIP and ASN databases.
+    pub geoip: Arc<GeoIp>,
+    /// Block and allow lists.
+    pub lists: Arc<IpLists>,
+    /// The disabled-accounts file.
+    pub disabled: Arc<DisabledAccounts>,
+}
+
+impl Default for Enrichment {
+    fn default() -> Self {
+        Enrichment {
+            geoip: Arc::new(GeoIp::empty()),
+            lists: Arc::new(IpLists::empty()),
+            disabled: Arc::new(DisabledAccounts::empty()),
+        }
+    }
+}
+
 /// A login attempt, from SMTP AUTH or another protocol, live or from a log.
 pub(crate) struct Attempt<'a> {
     pub(crate) user: &'a str,
@@ -55,6 +82,46 @@ pub(crate) struct Attempt<'a> {
     pub(crate) protocol: &'a str,
     pub(crate) session: Option<&'a str>,
     pub(crate) origin: Origin,
+    /// The client's name (HELO, IMAP ID), for the baseline.
+    pub(crate) client: Option<&'a str>,
+    /// The caller says the account is disabled.
+    pub(crate) disabled: bool,
+}
+
+/// The reply for a hold or block in force.
+fn hold_reply(h: &Hold) -> Reply {
+    if h.deny {
+        Reply::Deny(h.message.to_string())
+    } else {
+        Reply::Defer(h.message.to_string())
+    }
+}
+
+fn refusal_reply(r: Refusal) -> Reply {
+    if r.deny {
+        Reply::Deny(r.message)
+    } else {
+        Reply::Defer(r.message)
+    }
+}
+
+/// The stronger of two verdicts: deny over defer over accept (the first among equals).
+fn stronger(a: Reply, b: Reply) -> Reply {
+    let rank = |r: &Reply| match r {
+        Reply::Deny(_) => 3,
+        Reply::Defer(_) => 2,
+        Reply::Error(_) => 1,
+        _ => 0,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
+}
+
+/// Recipients counted by [`Engine::count_rcpts`].
+#[derive(Default)]
+struct Counted {
+    accepted: u64,
+    deferred: u64,
+    trips: Vec<Trip>,
 }
 
 /// How many live login attempts an account remembers for matching their log lines.
@@ -66,6 +133,8 @@ impl Engine {
         let (tx, rx) = mpsc::channel(config.alert_queue_capacity);
         let engine = Engine {
             rules: RwLock::new(Arc::new(config.rules.clone())),
+            baseline_config: RwLock::new(Arc::new(config.baselines.clone())),
+            enrichment: RwLock::new(Arc::new(Enrichment::default())),
             case_sensitive: config.case_sensitive_accounts,
             state: State::default(),
             alerts: tx,
@@ -87,6 +156,35 @@ impl Engine {
     /// Replaces the rules (on reload); state is kept.
     pub fn set_rules(&self, rules: RulesConfig) {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    /// How baselines learn.
+    pub fn baseline_config(&self) -> Arc<BaselineConfig> {
+        self.baseline_config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the baseline settings (on reload).
+    pub fn set_baseline_config(&self, config: BaselineConfig) {
+        *self
+            .baseline_config
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The enrichment in use.
+    pub fn enrichment(&self) -> Arc<Enrichment> {
+        self.enrichment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the enrichment (at start, and on reload when files changed).
+    pub fn set_enrichment(&self, enrichment: Enrichment) {
+        *self.enrichment.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(enrichment);
     }
 
     /// The live state, for the admin socket and the sweeper.
@@ -123,6 +221,8 @@ impl Engine {
                     protocol: "smtp",
                     session: None,
                     origin: Origin::Live,
+                    client: a.helo.as_deref(),
+                    disabled: a.disabled,
                 },
                 now,
             ),
@@ -135,6 +235,8 @@ impl Engine {
                     protocol: &l.protocol,
                     session: l.session.as_deref(),
                     origin: Origin::Live,
+                    client: l.client.as_deref(),
+                    disabled: l.disabled,
                 },
                 now,
             ),
@@ -151,8 +253,7 @@ impl Engine {
                     origin: Origin::Live,
                 });
             }),
-            // Nothing blocks whole connections yet (lists and spraying blocks will).
-            Command::Connect(_) => Reply::Accept,
+            Command::Connect(c) => self.connect(c.ip, now),
         };
         self.stats.reply(&reply);
         reply
@@ -160,30 +261,149 @@ impl Engine {
 
     /// MAIL and DATA of an account: deferred while it is held, else `accepted` runs.
     fn submission(&self, user: &str, secs: Secs, accepted: impl FnOnce(&mut Account)) -> Reply {
-        let mut acct = self.state.account_mut(&self.account_key(user));
+        let key = self.account_key(user);
+        let refused = self.disabled_refusal(&key, secs);
+        let mut acct = self.state.account_mut(&key);
         acct.last_seen = secs;
         acct.live_submission_at = Some(secs);
-        if let Some(h) = acct.active_hold(secs) {
-            let reply = Reply::Defer(h.message.to_string());
-            acct.totals.refused += 1;
-            return reply;
+        let reply = match (refused, acct.active_hold(secs)) {
+            (Some(r), _) => refusal_reply(r),
+            (None, Some(h)) => hold_reply(h),
+            (None, None) => {
+                accepted(&mut acct);
+                return Reply::Accept;
+            }
+        };
+        acct.totals.refused += 1;
+        reply
+    }
+
+    /// The refusal for an account the accounts file lists as disabled (its attempts raise
+    /// the alert; MAIL and RCPT after an accepted AUTH are refused quietly).
+    fn disabled_refusal(&self, key: &str, secs: Secs) -> Option<Refusal> {
+        let rules = self.rules();
+        let rule = &rules.disabled_credentials;
+        if !rule.enabled {
+            return None;
         }
-        accepted(&mut acct);
-        Reply::Accept
+        self.enrichment().disabled.check(key, secs)?;
+        crate::rules::disabled_credentials::refusal(rule.response, &rule.message)
+    }
+
+    /// An unauthenticated connection from `ip`: refused while the address is blocked
+    /// (`block_ip`) or on a block list (rule `bad_ip`), unless it is allow-listed.
+    fn connect(&self, ip: Option<IpAddr>, now: Timestamp) -> Reply {
+        let Some(ip) = ip else {
+            return Reply::Accept;
+        };
+        let secs = now.as_second();
+        let enrich = self.enrichment();
+        if enrich.lists.allowed(ip) {
+            return Reply::Accept;
+        }
+        let mut reply = match self.state.ip(ip) {
+            Some(rec) => match rec.active_auth_block(secs) {
+                Some(b) if b.deny => hold_reply(b),
+                _ => Reply::Accept,
+            },
+            None => Reply::Accept,
+        };
+        if let Some(hit) = enrich.lists.blocked(ip) {
+            let rules = self.rules();
+            let (refusal, trip) = {
+                let mut rec = self.state.ip_mut(ip);
+                rec.last_seen = rec.last_seen.max(secs);
+                rules
+                    .bad_ip
+                    .check(&hit, &mut rec.listed_alerted_at, ip, "connection", secs)
+            };
+            if let Some(r) = refusal {
+                reply = stronger(reply, refusal_reply(r));
+            }
+            if let Some(trip) = trip {
+                self.raise(Alert::from_trip(&trip, now, None, Some(ip), Some("smtp")));
+            }
+        }
+        reply
+    }
+
+    /// Applies the response of a rule that fired (rules that apply their own, the
+    /// failed-login ones, carry no message and are skipped).
+    fn apply(&self, trip: &Trip, user: Option<&str>, ip: Option<IpAddr>, now: Secs) {
+        let Some(message) = trip.message.clone() else {
+            return;
+        };
+        let hold = |deny| Hold {
+            since: now,
+            until: trip.expires,
+            rule: trip.rule,
+            message: message.clone(),
+            deny,
+        };
+        match trip.response {
+            Response::HoldAccount | Response::DenyAccount => {
+                if let Some(user) = user {
+                    let deny = trip.response == Response::DenyAccount;
+                    strengthen(&mut self.state.account_mut(user).hold, hold(deny), now);
+                }
+            }
+            Response::BlockIp | Response::DeferIpAuth => {
+                if let Some(ip) = ip
+                    && !self.enrichment().lists.allowed(ip)
+                {
+                    let deny = trip.response == Response::BlockIp;
+                    let mut rec = self.state.ip_mut(ip);
+                    rec.last_seen = rec.last_seen.max(now);
+                    strengthen(&mut rec.auth_block, hold(deny), now);
+                }
+            }
+            Response::ThrottleRcpt => {
+                if let Some(user) = user {
+                    strengthen(&mut self.state.account_mut(user).throttle, hold(false), now);
+                }
+            }
+            Response::Alert | Response::Refuse => {}
+        }
     }
 
     pub(crate) fn attempt(&self, at: &Attempt<'_>, now: Timestamp) -> Reply {
         let secs = now.as_second();
         let user = self.account_key(at.user);
         let rules = self.rules();
+        let enrich = self.enrichment();
+        // An allow-listed address (an office NAT, the webmail host) is exempt from the
+        // address rules, and says nothing about where the user is.
+        let allowed = at.ip.is_some_and(|ip| enrich.lists.allowed(ip));
+        let disabled = if at.disabled {
+            Some(Disabled::Flagged)
+        } else {
+            enrich.disabled.check(&user, secs)
+        };
+        let geo = match at.ip {
+            Some(ip) if at.result == Outcome::Ok && !allowed => enrich.geoip.lookup(ip),
+            _ => GeoInfo::default(),
+        };
         let mut trips: Vec<Trip> = Vec::new();
         let mut reply = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
-            let reply = match acct.active_hold(secs) {
-                Some(h) => Reply::Defer(h.message.to_string()),
+            let mut reply = match acct.active_hold(secs) {
+                Some(h) => hold_reply(h),
                 None => Reply::Accept,
             };
+            if let Some(why) = disabled {
+                let (refusal, trip) = rules.disabled_credentials.check(
+                    why,
+                    &mut acct.disabled_alerted_at,
+                    &user,
+                    at.protocol,
+                    secs,
+                );
+                if let Some(r) = refusal {
+                    reply = stronger(reply, refusal_reply(r));
+                }
+                trips.extend(trip);
+            }
             let protocol: Arc<str> = Arc::from(at.protocol);
             acct.timeline.push(Entry::Login {
                 time: secs,
@@ -206,6 +426,9 @@ impl Engine {
                 Outcome::Ok => {
                     acct.totals.logins_ok += 1;
                     acct.last_login = Some((secs, at.ip, protocol));
+                    if !allowed {
+                        self.learn_login(&user, at, &geo, secs, &rules, &mut trips);
+                    }
                 }
                 Outcome::Fail => {
                     acct.totals.logins_failed += 1;
@@ -219,29 +442,54 @@ impl Engine {
             }
             reply
         };
-        if let Some(ip) = at.ip {
+        if let Some(ip) = at.ip
+            && !allowed
+        {
             if at.result == Outcome::Fail {
                 let key = at.pwhash.map(|h| {
                     let mut hasher = DefaultHasher::new();
                     (&*user, h).hash(&mut hasher);
                     hasher.finish()
                 });
+                let account_hash = {
+                    let mut hasher = DefaultHasher::new();
+                    (&*user).hash(&mut hasher);
+                    hasher.finish()
+                };
                 let mut rec = self.state.ip_mut(ip);
                 rec.last_seen = secs;
-                if reply == Reply::Accept
-                    && let Some(b) = rec.active_auth_block(secs)
-                {
-                    reply = Reply::Defer(b.message.to_string());
+                if let Some(b) = rec.active_auth_block(secs) {
+                    reply = stronger(reply, hold_reply(b));
                 }
                 if let Some(trip) = rules.failed_logins_ip.on_failure(&mut rec, secs, key) {
                     trips.push(trip);
                 }
-            } else if reply == Reply::Accept
+                if let Some(trip) =
+                    rules
+                        .password_spraying
+                        .on_failure(&mut rec, ip, account_hash, secs)
+                {
+                    trips.push(trip);
+                }
+            } else if let Some(rec) = self.state.ip(ip)
                 // A success creates no record: only read an existing one.
-                && let Some(rec) = self.state.ip(ip)
                 && let Some(b) = rec.active_auth_block(secs)
             {
-                reply = Reply::Defer(b.message.to_string());
+                reply = stronger(reply, hold_reply(b));
+            }
+            if let Some(hit) = enrich.lists.blocked(ip) {
+                let (refusal, trip) = {
+                    let mut rec = self.state.ip_mut(ip);
+                    rec.last_seen = rec.last_seen.max(secs);
+                    let what = format!("{} login to {user}", at.protocol);
+                    rules
+                        .bad_ip
+                        .check(&hit, &mut rec.listed_alerted_at, ip, &what, secs)
+                };
+                if let Some(r) = refusal {
+                    reply = stronger(reply, refusal_reply(r));
+                }
+                trips.extend(trip);
             }
         }
         // A log event is a record of what already happened: nobody refused it.
@@ -250,41 +498,121 @@ impl Engine {
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
         for trip in &trips {
+            self.apply(trip, Some(&user), at.ip, secs);
             self.raise(Alert::from_trip(trip, now, Some(&user), at.ip, protocol));
         }
         reply
+    }
+
+    /// A successful login: the baseline rules look at it, then the baseline learns it.
+    fn learn_login(
+        &self,
+        user: &str,
+        at: &Attempt<'_>,
+        geo: &GeoInfo,
+        secs: Secs,
+        rules: &RulesConfig,
+        trips: &mut Vec<Trip>,
+    ) {
+        let config = self.baseline_config();
+        let mut b = self.state.baseline_mut(user, secs);
+        if let Some(ip) = at.ip {
+            let travel = rules
+                .impossible_travel
+                .check(b.last_place.as_ref(), ip, geo, user, secs);
+            let distant = match travel {
+                Some(_) => None,
+                None => rules
+                    .distant_logins
+                    .check(b.last_place.as_ref(), ip, geo, user, secs),
+            };
+            trips.extend(travel);
+            trips.extend(distant);
+            trips.extend(rules.new_country.check(&b, &config, geo, user, secs));
+            trips.extend(rules.new_asn.check(&b, &config, geo, user, secs));
+        }
+        b.learn_login(secs, at.ip, geo, at.client);
     }
 
     fn rcpt(&self, user: &str, ip: Option<IpAddr>, now: Timestamp) -> Reply {
         let secs = now.as_second();
         let user = self.account_key(user);
         let rules = self.rules();
-        let (reply, trip) = {
+        let refused = self.disabled_refusal(&user, secs);
+        let (reply, trips) = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
             acct.live_submission_at = Some(secs);
-            if let Some(h) = acct.active_hold(secs) {
-                let reply = Reply::Defer(h.message.to_string());
+            let refusal = match (refused, acct.active_hold(secs), acct.throttle.as_ref()) {
+                (Some(r), _, _) => Some(refusal_reply(r)),
+                (None, Some(h), _) => Some(hold_reply(h)),
+                (None, None, Some(t)) if t.active(secs) => Some(hold_reply(t)),
+                _ => None,
+            };
+            if let Some(reply) = refusal {
                 acct.totals.rcpts_refused += 1;
                 acct.totals.refused += 1;
                 return reply;
             }
-            match rules.recipient_ceiling.on_rcpt(&mut acct, secs) {
-                CeilingDecision::Accept(trip) => {
+            let counted = self.count_rcpts(&mut acct, &user, 1, secs, &rules);
+            if counted.deferred > 0 {
+                acct.totals.refused += 1;
+                (
+                    Reply::Defer(rules.recipient_ceiling.message.clone()),
+                    counted.trips,
+                )
+            } else {
+                (Reply::Accept, counted.trips)
+            }
+        };
+        for trip in &trips {
+            self.apply(trip, Some(&user), ip, secs);
+            self.raise(Alert::from_trip(trip, now, Some(&user), ip, Some("smtp")));
+        }
+        reply
+    }
+
+    /// Counts `n` recipients of an account against the ceiling, its baseline and the
+    /// outbound-spike rule. The caller applies and raises the trips after releasing the
+    /// account.
+    fn count_rcpts(
+        &self,
+        acct: &mut Account,
+        user: &str,
+        n: u64,
+        secs: Secs,
+        rules: &RulesConfig,
+    ) -> Counted {
+        let mut counted = Counted::default();
+        for _ in 0..n {
+            match rules.recipient_ceiling.on_rcpt(acct, secs) {
+                CeilingDecision::Accept(t) => {
                     acct.totals.rcpts_accepted += 1;
-                    (Reply::Accept, trip)
+                    counted.accepted += 1;
+                    counted.trips.extend(t);
                 }
                 CeilingDecision::Defer { .. } => {
                     acct.totals.rcpts_refused += 1;
-                    acct.totals.refused += 1;
-                    (Reply::Defer(rules.recipient_ceiling.message.clone()), None)
+                    counted.deferred += 1;
                 }
             }
-        };
-        if let Some(trip) = trip {
-            self.raise(Alert::from_trip(&trip, now, Some(&user), ip, Some("smtp")));
         }
-        reply
+        if counted.accepted > 0 {
+            let config = self.baseline_config();
+            let mut b = self.state.baseline_mut(user, secs);
+            let spike = &rules.outbound_spike;
+            let in_window = acct.rcpts.count_since(secs - spike.window_secs as Secs) as u64;
+            counted.trips.extend(spike.check(
+                &b,
+                &config,
+                in_window,
+                &mut acct.spike_alerted_at,
+                user,
+                secs,
+            ));
+            b.learn_rcpts(secs, counted.accepted.min(u64::from(u32::MAX)) as u32);
+        }
+        counted
     }
 
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.

@@ -27,7 +27,6 @@
 use std::sync::Arc;
 
 use crate::protocol::{Outcome, Reply};
-use crate::rules::recipient_ceiling::CeilingDecision;
 use crate::sources::{EventKind, LogEvent};
 use crate::state::{Entry, Origin, Secs};
 
@@ -189,6 +188,8 @@ impl Engine {
             protocol: protocol_name(ev),
             session: ev.session.as_deref(),
             origin: Origin::Log,
+            client: ev.helo.as_deref(),
+            disabled: false,
         };
         let mut verdict = self.attempt(&attempt, ev.time);
         for _ in 1..repeat {
@@ -216,8 +217,8 @@ impl Engine {
         if let Some(msgid) = ev.msgid.as_deref() {
             self.messages.insert(msgid.into(), (Box::from(&*key), secs));
         }
-        let mut trip = None;
-        let mut deferred = 0;
+        let trips;
+        let deferred;
         {
             let mut acct = self.state.account_mut(&key);
             acct.last_seen = acct.last_seen.max(secs);
@@ -261,19 +262,14 @@ impl Engine {
                 ip: ev.ip,
                 origin: Origin::Log,
             });
-            for _ in 0..rcpts {
-                match ceiling.on_rcpt(&mut acct, secs) {
-                    CeilingDecision::Accept(t) => {
-                        acct.totals.rcpts_accepted += 1;
-                        trip = trip.or(t);
-                    }
-                    CeilingDecision::Defer { .. } => deferred += 1,
-                }
-            }
+            let counted = self.count_rcpts(&mut acct, &key, rcpts, secs, &rules);
+            deferred = counted.deferred;
+            trips = counted.trips;
         }
-        if let Some(trip) = trip {
+        for trip in &trips {
+            self.apply(trip, Some(&key), ev.ip, secs);
             self.raise(Alert::from_trip(
-                &trip,
+                trip,
                 ev.time,
                 Some(&key),
                 ev.ip,

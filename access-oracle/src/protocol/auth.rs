@@ -1,4 +1,4 @@
-//! `auth user=U ip=IP result=ok|fail [mech= authenticator= port= helo= tls= pwhash=]`
+//! `auth user=U ip=IP result=ok|fail [mech= authenticator= port= helo= tls= pwhash= disabled=]`
 //!
 //! An SMTP AUTH attempt and its local outcome, sent from a `plaintext` authenticator's
 //! `server_condition` (through the library's `auth` function) or from an ACL.
@@ -28,6 +28,8 @@ pub struct Auth {
     pub tls: Option<String>,
     /// Keyed, truncated hash of the password (Dovecot's format), to count repeats once.
     pub pwhash: Option<u64>,
+    /// `disabled=1`: Exim knows the account is disabled (e.g. from its user database).
+    pub disabled: bool,
 }
 
 impl Auth {
@@ -42,6 +44,7 @@ impl Auth {
             helo: f.text("helo")?,
             tls: f.text("tls")?,
             pwhash: f.pwhash()?,
+            disabled: f.flag("disabled")?,
         })
     }
 }

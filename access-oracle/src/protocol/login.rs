@@ -1,4 +1,4 @@
-//! `login user=U ip=IP result=ok|fail protocol=P [session= mech=]`
+//! `login user=U ip=IP result=ok|fail protocol=P [session= mech= pwhash= client= disabled=]`
 //!
 //! A login at another service (IMAP, POP3, ...): it shares the account's counters with
 //! SMTP AUTH, so failures add up across protocols and a hold applies to all of them.
@@ -24,6 +24,10 @@ pub struct Login {
     pub mech: Option<String>,
     /// Keyed, truncated hash of the password, to count repeats once.
     pub pwhash: Option<u64>,
+    /// The client's name (IMAP ID name, ...), for the account's baseline.
+    pub client: Option<String>,
+    /// `disabled=1`: the caller knows the account is disabled.
+    pub disabled: bool,
 }
 
 impl Login {
@@ -36,6 +40,8 @@ impl Login {
             session: f.text("session")?,
             mech: f.text("mech")?,
             pwhash: f.pwhash()?,
+            client: f.text("client")?,
+            disabled: f.flag("disabled")?,
         })
     }
 }

@@ -228,6 +228,15 @@ impl Fields<'_, '_> {
         }
     }
 
+    /// An optional flag: `1`, `yes` or `true` set it; `0`, `no`, `false` or empty do not.
+    fn flag(&self, key: &'static str) -> Result<bool, ProtocolError> {
+        match self.request.get(key) {
+            None | Some("" | "0" | "no" | "false") => Ok(false),
+            Some("1" | "yes" | "true") => Ok(true),
+            Some(v) => Err(self.invalid(key, format!("expected 1 or 0, got {:?}", short(v)))),
+        }
+    }
+
     /// The required `result` key of `auth` and `login`.
     fn outcome(&self) -> Result<Outcome, ProtocolError> {
         let raw = self.required_text("result")?;

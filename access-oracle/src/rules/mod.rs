@@ -3,9 +3,18 @@
 //! `now`, which returns a [`Trip`] when it fires. The engine turns trips into responses
 //! and alerts; a trip never changes the verdict of the request that caused it.
 
+pub mod bad_ip;
+pub mod disabled_credentials;
+pub mod distant_logins;
 pub mod failed_logins_account;
 pub mod failed_logins_ip;
+pub mod impossible_travel;
+pub mod new_asn;
+pub mod new_country;
+pub mod outbound_spike;
+pub mod password_spraying;
 pub mod recipient_ceiling;
+pub mod response;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +26,7 @@ use crate::state::{DedupWindow, Hold, Secs};
 pub use failed_logins_account::FailedLoginsAccount;
 pub use failed_logins_ip::FailedLoginsIp;
 pub use recipient_ceiling::RecipientCeiling;
+pub use response::{Action, Scope};
 
 /// How bad an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -51,21 +61,34 @@ impl Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
+    /// Nothing but the alert.
+    Alert,
     /// The account's AUTH, MAIL, RCPT and DATA are deferred until the hold ends.
     HoldAccount,
+    /// The account's AUTH, MAIL, RCPT and DATA are denied until the hold ends.
+    DenyAccount,
     /// Authentication from the address is deferred until the block ends.
     DeferIpAuth,
+    /// Connections and authentication from the address are denied until the block ends.
+    BlockIp,
     /// The account's further recipients are deferred until its rate is under the ceiling.
     ThrottleRcpt,
+    /// The request itself was refused (a disabled account, a listed address): the
+    /// refusal lasts as long as the listing.
+    Refuse,
 }
 
 impl Response {
     /// The response as written in alerts.
     pub fn as_str(self) -> &'static str {
         match self {
+            Response::Alert => "alert",
             Response::HoldAccount => "hold_account",
+            Response::DenyAccount => "deny_account",
             Response::DeferIpAuth => "defer_ip_auth",
+            Response::BlockIp => "block_ip",
             Response::ThrottleRcpt => "throttle_rcpt",
+            Response::Refuse => "refuse",
         }
     }
 }
@@ -87,6 +110,13 @@ pub struct Trip {
     pub response: Response,
     /// When the response ends.
     pub expires: Secs,
+    /// The text clients see while the response is in force (rules whose response the
+    /// engine applies; the failed-login rules apply their own).
+    pub message: Option<Arc<str>>,
+    /// The alert's one-line summary, when the rule writes its own.
+    pub summary: Option<String>,
+    /// What the rule saw, named (the alert's `counts`), when the rule gives it.
+    pub details: Option<serde_json::Value>,
 }
 
 /// Every rule's settings: the `[rules.*]` tables.
@@ -99,6 +129,22 @@ pub struct RulesConfig {
     pub failed_logins_ip: FailedLoginsIp,
     /// Recipients per account per window.
     pub recipient_ceiling: RecipientCeiling,
+    /// One address failing on many distinct accounts.
+    pub password_spraying: password_spraying::PasswordSpraying,
+    /// A successful login from a country the account has not used.
+    pub new_country: new_country::NewCountry,
+    /// A successful login from an ASN the account has not used.
+    pub new_asn: new_asn::NewAsn,
+    /// Two successful logins too far apart for the time between them.
+    pub impossible_travel: impossible_travel::ImpossibleTravel,
+    /// Two successful logins far apart within a short time.
+    pub distant_logins: distant_logins::DistantLogins,
+    /// Recipients per hour far above the account's own average.
+    pub outbound_spike: outbound_spike::OutboundSpike,
+    /// Any attempt on a disabled or expired account.
+    pub disabled_credentials: disabled_credentials::DisabledCredentials,
+    /// A source address on a block list.
+    pub bad_ip: bad_ip::BadIp,
 }
 
 impl RulesConfig {
@@ -107,6 +153,28 @@ impl RulesConfig {
         self.failed_logins_account.validate(problems);
         self.failed_logins_ip.validate(problems);
         self.recipient_ceiling.validate(problems);
+        self.password_spraying.validate(problems);
+        self.new_country.validate(problems);
+        self.new_asn.validate(problems);
+        self.impossible_travel.validate(problems);
+        self.distant_logins.validate(problems);
+        self.outbound_spike.validate(problems);
+        self.disabled_credentials.validate(problems);
+        self.bad_ip.validate(problems);
+    }
+
+    /// The longest window any rule counts in, in seconds.
+    pub fn longest_window_secs(&self) -> u64 {
+        [
+            self.failed_logins_account.window_secs,
+            self.failed_logins_ip.window_secs,
+            self.recipient_ceiling.window_secs,
+            self.password_spraying.window_secs,
+            self.outbound_spike.window_secs,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
     }
 }
 
@@ -148,6 +216,7 @@ impl FailureCount<'_> {
             until,
             rule: self.name,
             message: Arc::from(self.message),
+            deny: false,
         });
         Some(Trip {
             rule: self.name,
@@ -157,6 +226,9 @@ impl FailureCount<'_> {
             window_secs: self.window_secs,
             response: self.response,
             expires: until,
+            message: None,
+            summary: None,
+            details: None,
         })
     }
 }

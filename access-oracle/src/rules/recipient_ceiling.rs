@@ -92,6 +92,9 @@ impl RecipientCeiling {
             window_secs: self.window_secs,
             response: Response::ThrottleRcpt,
             expires,
+            message: None,
+            summary: None,
+            details: None,
         }))
     }
 }

@@ -116,12 +116,15 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         while let Ok(alert) = alerts.try_recv() {
             let who = |a: &Alert| a.account.clone().unwrap_or_default();
             match alert.response {
-                Response::HoldAccount => *report.held.entry(who(&alert)).or_default() += 1,
+                Response::HoldAccount | Response::DenyAccount => {
+                    *report.held.entry(who(&alert)).or_default() += 1
+                }
                 Response::ThrottleRcpt => *report.throttled.entry(who(&alert)).or_default() += 1,
-                Response::DeferIpAuth => {
+                Response::DeferIpAuth | Response::BlockIp => {
                     let ip = alert.ip.map(|ip| ip.to_string()).unwrap_or_default();
                     *report.blocked.entry(ip).or_default() += 1
                 }
+                Response::Alert | Response::Refuse => {}
             }
             report.alerts.push(alert);
         }

@@ -5,6 +5,8 @@
 //! accounts never wait on each other. The maps are capped: [`State::sweep`] drops idle
 //! entries and, above the cap, the least recently seen ones that hold nothing.
 
+pub mod baseline;
+pub mod distinct;
 pub mod timeline;
 pub mod window;
 
@@ -18,6 +20,8 @@ use serde::Serialize;
 
 use crate::protocol::Outcome;
 
+pub use baseline::Baseline;
+pub use distinct::DistinctWindow;
 pub use timeline::{Entry, Origin, Timeline};
 pub use window::{CountWindow, DedupWindow, Secs};
 
@@ -32,12 +36,25 @@ pub struct Hold {
     pub rule: &'static str,
     /// The text the client sees.
     pub message: Arc<str>,
+    /// Permanent failures (deny) rather than temporary ones (defer).
+    pub deny: bool,
 }
 
 impl Hold {
     /// Whether the hold is in force at `now`.
     pub fn active(&self, now: Secs) -> bool {
         now < self.until
+    }
+}
+
+/// Puts `new` in `slot` unless what is there is in force and at least as strong (a deny
+/// beats a defer; between equals, the later end wins).
+pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {
+    let keep = slot.as_ref().is_some_and(|old| {
+        old.active(now) && (old.deny > new.deny || (old.deny == new.deny && old.until >= new.until))
+    });
+    if !keep {
+        *slot = Some(new);
     }
 }
 
@@ -66,6 +83,12 @@ pub struct Account {
     /// When the live path last saw the account submit (MAIL, RCPT, DATA): while it does,
     /// recipients are counted live and the log's arrivals do not count them again.
     pub live_submission_at: Option<Secs>,
+    /// Further recipients deferred until then (outbound spike).
+    pub throttle: Option<Hold>,
+    /// When the outbound-spike rule last fired.
+    pub spike_alerted_at: Option<Secs>,
+    /// When an attempt on the (disabled) account last raised an alert.
+    pub disabled_alerted_at: Option<Secs>,
 }
 
 impl Account {
@@ -99,6 +122,10 @@ pub struct IpRecord {
     pub auth_failures: DedupWindow,
     /// The block on authentication from this address, if any.
     pub auth_block: Option<Hold>,
+    /// Distinct accounts that failed from this address (password spraying).
+    pub accounts_failed: DistinctWindow,
+    /// When a request from this (listed) address last raised an alert.
+    pub listed_alerted_at: Option<Secs>,
     /// Last activity.
     pub last_seen: Secs,
 }
@@ -115,6 +142,7 @@ impl IpRecord {
 pub struct State {
     accounts: DashMap<Box<str>, Account>,
     ips: DashMap<IpAddr, IpRecord>,
+    baselines: DashMap<Box<str>, Baseline>,
 }
 
 impl Default for State {
@@ -122,11 +150,62 @@ impl Default for State {
         State {
             accounts: DashMap::with_shard_amount(64),
             ips: DashMap::with_shard_amount(64),
+            baselines: DashMap::with_shard_amount(64),
         }
     }
 }
 
 impl State {
+    /// The account's baseline, created at `now` when first needed. Lock order: take it
+    /// after the account's record, never before.
+    pub fn baseline_mut(&self, user: &str, now: Secs) -> RefMut<'_, Box<str>, Baseline> {
+        if let Some(r) = self.baselines.get_mut(user) {
+            return r;
+        }
+        self.baselines
+            .entry(user.into())
+            .or_insert_with(|| Baseline::new(now))
+    }
+
+    /// The account's baseline, if any.
+    pub fn baseline(
+        &self,
+        user: &str,
+    ) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Baseline>> {
+        self.baselines.get(user)
+    }
+
+    /// Every baseline, for snapshots.
+    pub fn baselines(&self) -> &DashMap<Box<str>, Baseline> {
+        &self.baselines
+    }
+
+    /// How many baselines are kept.
+    pub fn baseline_count(&self) -> usize {
+        self.baselines.len()
+    }
+
+    /// Forgets baselines unused for `retention_secs`, then the least recently used above
+    /// `max`. Returns how many were dropped.
+    pub fn sweep_baselines(&self, now: Secs, retention_secs: Secs, max: usize) -> usize {
+        let before = self.baselines.len();
+        self.baselines
+            .retain(|_, b| b.last_seen > now - retention_secs);
+        let excess = self.baselines.len().saturating_sub(max);
+        if excess > 0 {
+            let mut old: Vec<(Secs, Box<str>)> = self
+                .baselines
+                .iter()
+                .map(|b| (b.last_seen, b.key().clone()))
+                .collect();
+            old.sort_unstable();
+            for (_, key) in old.into_iter().take(excess) {
+                self.baselines.remove(&key);
+            }
+        }
+        before - self.baselines.len()
+    }
+
     /// The account's record, created when first seen. Hold the guard briefly: it locks
     /// the account's shard.
     pub fn account_mut(&self, user: &str) -> RefMut<'_, Box<str>, Account> {
@@ -229,6 +308,7 @@ mod tests {
             until,
             rule: "test",
             message: "held".into(),
+            deny: false,
         }
     }
 

@@ -87,6 +87,11 @@ impl CountWindow {
         self.times.is_empty()
     }
 
+    /// How many recorded times are after `since`.
+    pub fn count_since(&self, since: Secs) -> usize {
+        self.times.len() - self.times.partition_point(|&t| t <= since)
+    }
+
     /// When the count will drop below `limit` again, if it is at or above it now.
     pub fn below_limit_at(&self, limit: usize, window_secs: Secs) -> Option<Secs> {
         let len = self.times.len();

@@ -1,0 +1,106 @@
+//! Known-bad address: the source is on a configured block list (`[lists] block`, e.g.
+//! Spamhaus DROP). Connections (`connect`) and logins from it are refused while it is
+//! listed (`defer` by default, or `deny`; `alert` lets them through), unless the address
+//! is on an allow list; one alert per address every `realert_secs`.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::disabled_credentials::{Refusal, refusal, validate_listing};
+use super::response::Action;
+use super::{Response, Severity, Trip};
+use crate::config::Problems;
+use crate::enrich::ListHit;
+use crate::state::Secs;
+
+/// `[rules.bad_ip]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BadIp {
+    /// Whether the rule runs.
+    pub enabled: bool,
+    /// The alert's severity.
+    pub severity: Severity,
+    /// What a listed address gets: `defer` (default), `deny`, or `alert`.
+    pub response: Action,
+    /// What the client sees.
+    pub message: String,
+    /// A new alert for the same address at most this often, in seconds.
+    pub realert_secs: u64,
+}
+
+impl Default for BadIp {
+    fn default() -> Self {
+        BadIp {
+            enabled: true,
+            severity: Severity::High,
+            response: Action::Defer,
+            message: "your address is on a block list".into(),
+            realert_secs: 3600,
+        }
+    }
+}
+
+impl BadIp {
+    /// The rule's name in config and alerts.
+    pub const NAME: &'static str = "bad_ip";
+
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        validate_listing(
+            problems,
+            Self::NAME,
+            self.response,
+            &self.message,
+            self.realert_secs,
+        );
+    }
+
+    /// A request from a listed address at `now`: the refusal and, at most once per
+    /// period, the alert.
+    pub fn check(
+        &self,
+        hit: &ListHit,
+        alerted_at: &mut Option<Secs>,
+        ip: IpAddr,
+        what: &str,
+        now: Secs,
+    ) -> (Option<Refusal>, Option<Trip>) {
+        if !self.enabled {
+            return (None, None);
+        }
+        let refusal = refusal(self.response, &self.message);
+        if alerted_at.is_some_and(|t| now - t < self.realert_secs as Secs) {
+            return (refusal, None);
+        }
+        *alerted_at = Some(now);
+        let comment = hit
+            .comment
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        let trip = Trip {
+            rule: Self::NAME,
+            severity: self.severity,
+            count: 1,
+            threshold: 1,
+            window_secs: 0,
+            response: if refusal.is_some() {
+                Response::Refuse
+            } else {
+                Response::Alert
+            },
+            expires: now,
+            message: Some(self.message.as_str().into()),
+            summary: Some(format!(
+                "{what} from {ip}, listed in {} as {}{comment}",
+                hit.list, hit.network
+            )),
+            details: Some(
+                json!({ "list": &*hit.list, "network": hit.network.to_string(), "comment": hit.comment.as_deref() }),
+            ),
+        };
+        (refusal, Some(trip))
+    }
+}

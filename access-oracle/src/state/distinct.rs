@@ -1,0 +1,123 @@
+//! Distinct keys seen in a sliding window: exact while few (a small vector of key and
+//! last-seen time), a HyperLogLog sketch beyond ([`EXACT_CAP`] keys), so an address
+//! spraying a million accounts costs a few KiB, not a million entries.
+//!
+//! The sketch cannot forget single keys, so beyond the cap the window becomes two
+//! tumbling periods of the window's length: the estimate covers the current period and
+//! the previous one (between one and two windows). By then the address is far over any
+//! sensible threshold; only the order of magnitude matters.
+
+use cardinality_estimator::CardinalityEstimator;
+
+use super::Secs;
+
+/// Keys counted exactly before switching to the sketch.
+pub const EXACT_CAP: usize = 64;
+
+/// Distinct keys in a window.
+#[derive(Debug, Default)]
+pub struct DistinctWindow {
+    exact: Vec<(u64, Secs)>,
+    sketch: Option<Box<Sketch>>,
+}
+
+#[derive(Debug)]
+struct Sketch {
+    period: i64,
+    current: CardinalityEstimator<u64>,
+    previous: CardinalityEstimator<u64>,
+}
+
+impl DistinctWindow {
+    /// Records `key` at `now` and returns the distinct keys in the window.
+    pub fn record(&mut self, now: Secs, window_secs: Secs, key: u64) -> u64 {
+        let window = window_secs.max(1);
+        if let Some(s) = self.sketch.as_deref_mut() {
+            let period = now.div_euclid(window);
+            if period == s.period + 1 {
+                s.previous = std::mem::take(&mut s.current);
+            } else if period > s.period + 1 {
+                s.previous = CardinalityEstimator::new();
+                s.current = CardinalityEstimator::new();
+            }
+            s.period = s.period.max(period);
+            s.current.insert(&key);
+            return self.count();
+        }
+        self.exact.retain(|&(_, t)| t > now - window);
+        match self.exact.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = e.1.max(now),
+            None => self.exact.push((key, now)),
+        }
+        if self.exact.len() > EXACT_CAP {
+            let mut current = CardinalityEstimator::new();
+            for (k, _) in self.exact.drain(..) {
+                current.insert(&k);
+            }
+            self.exact.shrink_to_fit();
+            self.sketch = Some(Box::new(Sketch {
+                period: now.div_euclid(window),
+                current,
+                previous: CardinalityEstimator::new(),
+            }));
+        }
+        self.count()
+    }
+
+    /// Distinct keys recorded (in the window, as of the last record).
+    pub fn count(&self) -> u64 {
+        match self.sketch.as_deref() {
+            Some(s) => {
+                let mut both = s.current.clone();
+                both.merge(&s.previous);
+                both.estimate() as u64
+            }
+            None => self.exact.len() as u64,
+        }
+    }
+
+    /// Whether the count is an estimate.
+    pub fn is_estimate(&self) -> bool {
+        self.sketch.is_some()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        *self = DistinctWindow::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_while_small() {
+        let mut w = DistinctWindow::default();
+        for k in 0..10 {
+            w.record(0, 600, k);
+            w.record(if k < 5 { 0 } else { 100 }, 600, k);
+        }
+        assert_eq!(w.count(), 10);
+        assert!(!w.is_estimate());
+        assert_eq!(
+            w.record(601, 600, 99),
+            6,
+            "keys last seen at 0 left the window"
+        );
+    }
+
+    #[test]
+    fn estimates_large_sprays_closely() {
+        let mut w = DistinctWindow::default();
+        let mut last = 0;
+        for k in 0..10_000u64 {
+            last = w.record(100, 600, k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        assert!(w.is_estimate());
+        let err = (last as f64 - 10_000.0).abs() / 10_000.0;
+        assert!(err < 0.05, "estimate {last}");
+        // Two periods later the sketch starts over.
+        assert!(w.record(100 + 1300, 600, 1) <= 2);
+    }
+}
