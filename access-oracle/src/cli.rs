@@ -113,6 +113,10 @@ pub enum CtlRequest {
     Account {
         /// The account.
         user: String,
+        /// Explain what is normal for the account (countries, networks, hours, sending)
+        /// and since when, instead of its live state.
+        #[arg(long)]
+        baseline: bool,
     },
     /// The most recent alerts.
     Alerts {
@@ -138,7 +142,10 @@ impl CtlRequest {
         use crate::admin::AdminRequest as R;
         match self {
             CtlRequest::Status => R::Status,
-            CtlRequest::Account { user } => R::Account { user: user.clone() },
+            CtlRequest::Account { user, baseline } => R::Account {
+                user: user.clone(),
+                baseline: *baseline,
+            },
             CtlRequest::Alerts { limit } => R::Alerts { limit: *limit },
             CtlRequest::Release { user } => R::Release { user: user.clone() },
             CtlRequest::Unblock { ip } => R::Unblock { ip: *ip },

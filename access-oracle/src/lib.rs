@@ -24,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod enrich;
+pub mod persist;
 pub mod protocol;
 pub mod rules;
 pub mod server;

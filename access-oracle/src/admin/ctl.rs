@@ -38,7 +38,10 @@ pub fn call(socket: &Path, req: &AdminRequest) -> anyhow::Result<Value> {
 pub fn render(req: &AdminRequest, data: &Value) -> String {
     match req {
         AdminRequest::Status => render_status(data),
-        AdminRequest::Account { .. } => render_account(data),
+        AdminRequest::Account {
+            baseline: false, ..
+        } => render_account(data),
+        AdminRequest::Account { baseline: true, .. } => render_baseline(data),
         AdminRequest::Alerts { .. } => render_alerts(data),
         AdminRequest::Release { user } => match (&data["released"], &data["hold"]) {
             (Value::Bool(true), Value::Object(h)) => format!(
@@ -154,6 +157,104 @@ fn render_status(d: &Value) -> String {
         out.push_str(&t.to_string());
     }
     out
+}
+
+fn render_baseline(d: &Value) -> String {
+    let account = text(&d["account"]);
+    if d["known"] != Value::Bool(true) {
+        return format!("{account}: no baseline yet (no successful login or sending seen)");
+    }
+    let mut t = table();
+    t.set_header(["baseline", &account]);
+    let learning = if d["learning"] == Value::Bool(true) {
+        format!(
+            "yes, until at least {} and {} logins (new-country and new-ASN alerts wait)",
+            text(&d["learning_until"]),
+            text(&d["learning_logins"])
+        )
+    } else {
+        "no: learnt".to_string()
+    };
+    t.add_row([
+        "known since".to_string(),
+        format!(
+            "{} ({} successful logins; last {})",
+            text(&d["since"]),
+            text(&d["logins"]),
+            text(&d["last_seen"])
+        ),
+    ]);
+    t.add_row(["learning".to_string(), learning]);
+    let seen = |list: &Value, name: &str| -> String {
+        let items: Vec<String> = list
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{} ({} logins, {} .. {})",
+                            text(&e[name]),
+                            text(&e["logins"]),
+                            text(&e["first"]),
+                            text(&e["last"])
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if items.is_empty() {
+            "none".into()
+        } else {
+            items.join("\n")
+        }
+    };
+    t.add_row(["countries".to_string(), seen(&d["countries"], "country")]);
+    t.add_row(["ASNs".to_string(), seen(&d["asns"], "asn")]);
+    t.add_row(["networks".to_string(), seen(&d["networks"], "network")]);
+    t.add_row(["clients".to_string(), seen(&d["clients"], "client")]);
+    let hours: Vec<String> = d["active_hours_utc"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    t.add_row([
+        "active hours (UTC)".to_string(),
+        if hours.is_empty() {
+            "none".into()
+        } else {
+            hours.join(" ")
+        },
+    ]);
+    let s = &d["sending"];
+    t.add_row([
+        "sending".to_string(),
+        format!(
+            "{} recipients per active hour on average over {} hours (peak {}); spike above {}{}",
+            text(&s["hourly_average"]),
+            text(&s["hours"]),
+            text(&s["peak"]),
+            text(&s["spike_threshold"]),
+            if s["learnt"] == Value::Bool(true) {
+                ""
+            } else {
+                " once learnt"
+            }
+        ),
+    ]);
+    if let Value::Object(p) = &d["last_place"] {
+        t.add_row([
+            "last located login".to_string(),
+            format!(
+                "{} from {} ({}, {}, {} +/- {} km)",
+                text(&p["time"]),
+                text(&p["ip"]),
+                text(&p["country"]),
+                text(&p["lat"]),
+                text(&p["lon"]),
+                text(&p["accuracy_km"])
+            ),
+        ]);
+    }
+    t.to_string()
 }
 
 fn render_account(d: &Value) -> String {

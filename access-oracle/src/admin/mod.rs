@@ -1,6 +1,7 @@
 //! The admin protocol: one JSON object per line each way over the admin socket.
 //!
-//! Request: `{"cmd":"status"}`, `{"cmd":"account","user":"alice"}`,
+//! Request: `{"cmd":"status"}`, `{"cmd":"account","user":"alice"}` (add
+//! `"baseline":true` for what is normal for the account),
 //! `{"cmd":"alerts","limit":50}`, `{"cmd":"release","user":"alice"}`,
 //! `{"cmd":"unblock","ip":"192.0.2.7"}`. Response: `{"ok":true,"data":{...}}` or
 //! `{"ok":false,"error":"..."}`. Roles come from the peer's Unix credentials: an admin
@@ -22,6 +23,9 @@ pub enum AdminRequest {
     Account {
         /// The account.
         user: String,
+        /// Explain the account's baseline instead of its live state.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        baseline: bool,
     },
     /// The most recent alerts.
     Alerts {

@@ -681,6 +681,56 @@ impl Engine {
         })
     }
 
+    /// What is normal for an account and since when, as shown by `ctl account --baseline`.
+    pub fn baseline_report(&self, user: &str, now: Timestamp) -> Value {
+        let secs = now.as_second();
+        let key = self.account_key(user);
+        let Some(b) = self.state.baseline(&key) else {
+            return json!({ "account": key, "known": false });
+        };
+        let config = self.baseline_config();
+        let rules = self.rules();
+        fn seen<K>(
+            list: &[crate::state::baseline::Seen<K>],
+            name: &str,
+            show: impl Fn(&K) -> Value,
+        ) -> Vec<Value> {
+            let mut v: Vec<&crate::state::baseline::Seen<K>> = list.iter().collect();
+            v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last.cmp(&a.last)));
+            v.into_iter()
+                .map(|s| json!({ name: show(&s.key), "first": ts(s.first), "last": ts(s.last), "logins": s.count }))
+                .collect()
+        }
+        json!({
+            "account": key,
+            "known": true,
+            "since": ts(b.first_seen),
+            "last_seen": ts(b.last_seen),
+            "logins": b.logins,
+            "learning": b.learning(&config, secs),
+            "learning_until": ts(b.first_seen + config.learning_secs as Secs),
+            "learning_logins": config.learning_logins,
+            "countries": seen(&b.countries, "country", |c| json!(c.to_string())),
+            "asns": seen(&b.asns, "asn", |a| json!(format!("AS{a}"))),
+            "networks": seen(&b.networks, "network", |n| json!(n.to_string())),
+            "clients": seen(&b.clients, "client", |c| json!(&**c)),
+            "logins_by_hour_utc": b.hours,
+            "active_hours_utc": (0..24).filter(|h| b.hours[*h] > 0).collect::<Vec<_>>(),
+            "sending": {
+                "hourly_average": (f64::from(b.send.average) * 10.0).round() / 10.0,
+                "hours": b.send.hours,
+                "peak": b.send.peak,
+                "this_hour": b.send.count,
+                "learnt": b.send_learnt(&config, secs),
+                "spike_threshold": rules.outbound_spike.threshold(&b),
+            },
+            "last_place": b.last_place.as_ref().map(|p| json!({
+                "time": ts(p.time), "ip": p.ip, "country": p.country.map(|c| c.to_string()),
+                "lat": p.lat, "lon": p.lon, "accuracy_km": p.accuracy_km, "asn": p.asn,
+            })),
+        })
+    }
+
     /// Releases an account: ends its hold and forgets its failures and recipient count,
     /// so it does not trip again on old events. Returns what was cleared.
     pub fn release(&self, user: &str, now: Timestamp) -> Value {
@@ -690,8 +740,9 @@ impl Engine {
         };
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
         acct.auth_failures.clear();
-        let throttled = !acct.rcpts.is_empty();
+        let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
         acct.rcpts.clear();
+        acct.throttle = None;
         json!({
             "account": key,
             "released": true,

@@ -406,3 +406,256 @@ mod log_events {
         assert!(timeline[2]["logout"].is_string());
     }
 }
+
+fn engine_with(raw: &str) -> (Engine, mpsc::Receiver<Arc<Alert>>) {
+    let raw: RawConfig = toml::from_str(raw).unwrap();
+    let config = Config::from_raw(raw).unwrap();
+    Engine::new(&config, t(0))
+}
+
+#[test]
+fn spraying_blocks_the_address_from_the_next_request() {
+    let (e, mut rx) = engine();
+    for i in 0..10 {
+        let line = format!("auth user=user{i} ip=203.0.113.66 result=fail");
+        assert_eq!(ask(&e, &line, i), "accept", "attempt {i} keeps its outcome");
+    }
+    let alerts = drain(&mut rx);
+    let spray: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.rule == "password_spraying")
+        .collect();
+    assert_eq!(spray.len(), 1, "{alerts:?}");
+    assert_eq!(spray[0].response, Response::BlockIp);
+    assert_eq!(spray[0].counts["accounts"], 10);
+    assert!(
+        spray[0].summary.starts_with("203.0.113.66 failed to log in to 10 distinct accounts in 10 min; address blocked for 1 h"),
+        "{}",
+        spray[0].summary
+    );
+    let next = ask(&e, "auth user=someone ip=203.0.113.66 result=ok", 20);
+    assert!(
+        next.starts_with("deny too many authentication failures"),
+        "{next}"
+    );
+    assert!(ask(&e, "connect ip=203.0.113.66", 21).starts_with("deny "));
+    assert_eq!(ask(&e, "connect ip=203.0.113.67", 21), "accept");
+    assert_eq!(
+        ask(&e, "auth user=user1 ip=192.0.2.1 result=ok", 22),
+        "accept",
+        "the accounts are not held"
+    );
+    let report = e.unblock("203.0.113.66".parse().unwrap(), t(30));
+    assert_eq!(report["unblocked"], true);
+    assert_eq!(ask(&e, "connect ip=203.0.113.66", 31), "accept");
+}
+
+#[test]
+fn nine_accounts_are_not_spraying() {
+    let (e, mut rx) = engine();
+    for i in 0..9 {
+        ask(
+            &e,
+            &format!("auth user=user{i} ip=203.0.113.66 result=fail"),
+            i,
+        );
+    }
+    assert!(drain(&mut rx).iter().all(|a| a.rule != "password_spraying"));
+    assert_eq!(ask(&e, "connect ip=203.0.113.66", 20), "accept");
+}
+
+#[test]
+fn a_flagged_disabled_account_is_denied_with_a_critical_alert() {
+    let (e, mut rx) = engine();
+    let r = ask(&e, "auth user=olduser ip=192.0.2.5 result=ok disabled=1", 0);
+    assert_eq!(r, "deny this account is disabled");
+    let alerts = drain(&mut rx);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule, "disabled_credentials");
+    assert_eq!(alerts[0].severity, crate::rules::Severity::Critical);
+    assert_eq!(alerts[0].response, Response::Refuse);
+    // Again within the hour: denied, no second alert.
+    assert!(
+        ask(
+            &e,
+            "auth user=olduser ip=192.0.2.5 result=fail disabled=1",
+            60
+        )
+        .starts_with("deny ")
+    );
+    assert!(drain(&mut rx).is_empty());
+    // Without the flag (and without an accounts file) the account is not disabled.
+    assert_eq!(
+        ask(&e, "auth user=olduser ip=192.0.2.5 result=ok", 120),
+        "accept"
+    );
+}
+
+#[test]
+fn the_accounts_file_disables_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disabled");
+    std::fs::write(&file, "Gone\ntemp 2027-01-15T08:10:00Z\n").unwrap();
+    let (e, mut rx) = engine();
+    e.set_enrichment(Enrichment {
+        disabled: Arc::new(DisabledAccounts::open(&file, true).unwrap()),
+        ..Enrichment::default()
+    });
+    assert!(ask(&e, "auth user=GONE ip=192.0.2.5 result=fail", 0).starts_with("deny "));
+    assert!(
+        ask(&e, "mail user=gone ip=192.0.2.5", 1).starts_with("deny "),
+        "MAIL too"
+    );
+    // t(0) is 2027-01-15T08:00:00Z: temp expires 10 minutes later.
+    assert_eq!(
+        ask(&e, "auth user=temp ip=192.0.2.5 result=ok", 0),
+        "accept"
+    );
+    assert!(ask(&e, "auth user=temp ip=192.0.2.5 result=ok", 600).starts_with("deny "));
+    let alerts = drain(&mut rx);
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(
+        alerts[1]
+            .summary
+            .contains("expired since 2027-01-15T08:10:00Z"),
+        "{}",
+        alerts[1].summary
+    );
+}
+
+#[test]
+fn outbound_spike_throttles_against_the_accounts_own_average() {
+    let (e, mut rx) = engine_with(
+        "[baselines]\nlearning_secs = 0\nlearning_send_hours = 3\n[rules.recipient_ceiling]\nlimit = 1000\n",
+    );
+    // Three hours of 20 recipients each: average 20, threshold max(60, 100) = 100.
+    for h in 0..3 {
+        for r in 0..20 {
+            assert_eq!(
+                ask(
+                    &e,
+                    "rcpt user=carol ip=192.0.2.9 rcpt=x@example.org",
+                    h * 3600 + r
+                ),
+                "accept"
+            );
+        }
+    }
+    let start = 3 * 3600 + 10;
+    for r in 0..101 {
+        assert_eq!(
+            ask(
+                &e,
+                "rcpt user=carol ip=192.0.2.9 rcpt=x@example.org",
+                start + r
+            ),
+            "accept",
+            "rcpt {r}"
+        );
+    }
+    let alerts = drain(&mut rx);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule, "outbound_spike");
+    assert_eq!(alerts[0].counts["recipients"], 101);
+    assert_eq!(alerts[0].counts["threshold"], 100);
+    let next = ask(
+        &e,
+        "rcpt user=carol ip=192.0.2.9 rcpt=x@example.org",
+        start + 200,
+    );
+    assert!(next.starts_with("defer unusual sending volume"), "{next}");
+    assert_eq!(
+        ask(&e, "auth user=carol ip=192.0.2.9 result=ok", start + 201),
+        "accept",
+        "not held: throttled"
+    );
+    assert_eq!(
+        e.release("carol", t(start + 300))["cleared_recipient_count"],
+        true
+    );
+    assert_eq!(
+        ask(
+            &e,
+            "rcpt user=carol ip=192.0.2.9 rcpt=x@example.org",
+            start + 301
+        ),
+        "accept"
+    );
+}
+
+#[test]
+fn a_quiet_account_learning_to_send_is_not_a_spike() {
+    let (e, mut rx) = engine();
+    for r in 0..150 {
+        ask(&e, "rcpt user=dave ip=192.0.2.9 rcpt=x@example.org", r);
+    }
+    assert!(drain(&mut rx).is_empty(), "still learning its sending rate");
+}
+
+#[test]
+fn responses_configured_per_rule_apply_from_the_next_request() {
+    let (e, mut rx) = engine_with(
+        "[rules.password_spraying]\naccounts = 3\nresponse = \"defer\"\nresponse_secs = 60\nmessage = \"slow down\"\n",
+    );
+    for i in 0..3 {
+        ask(
+            &e,
+            &format!("auth user=u{i} ip=203.0.113.70 result=fail"),
+            i,
+        );
+    }
+    let a = drain(&mut rx);
+    assert!(
+        a.iter()
+            .any(|a| a.rule == "password_spraying" && a.response == Response::DeferIpAuth)
+    );
+    assert_eq!(
+        ask(&e, "auth user=u9 ip=203.0.113.70 result=fail", 5),
+        "defer slow down"
+    );
+    assert_eq!(
+        ask(&e, "connect ip=203.0.113.70", 5),
+        "accept",
+        "a defer block is for AUTH only"
+    );
+    assert_eq!(
+        ask(&e, "auth user=u9 ip=203.0.113.70 result=fail", 70),
+        "accept",
+        "expired"
+    );
+}
+
+#[test]
+fn baselines_learn_logins_and_sending_and_explain_them() {
+    let (e, _rx) = engine();
+    ask(
+        &e,
+        "auth user=Erin ip=192.0.2.44 result=ok helo=laptop.example",
+        0,
+    );
+    ask(
+        &e,
+        "login user=erin ip=192.0.2.45 result=ok protocol=imap client=Thunderbird",
+        3600,
+    );
+    ask(&e, "rcpt user=erin ip=192.0.2.44 rcpt=x@example.org", 3700);
+    let r = e.baseline_report("erin", t(4000));
+    assert_eq!(r["known"], true);
+    assert_eq!(r["logins"], 2);
+    assert_eq!(r["learning"], true);
+    assert_eq!(r["networks"][0]["network"], "192.0.2.0/24");
+    assert_eq!(r["networks"][0]["logins"], 2);
+    let clients: Vec<_> = r["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        clients.contains(&"laptop.example".to_string())
+            && clients.contains(&"Thunderbird".to_string())
+    );
+    assert_eq!(r["active_hours_utc"], json!([8, 9]));
+    assert_eq!(r["sending"]["this_hour"], 1);
+    assert_eq!(e.baseline_report("nobody", t(0))["known"], false);
+}

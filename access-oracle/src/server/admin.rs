@@ -137,7 +137,14 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
                 "counters": engine.stats.snapshot(),
             })
         }
-        AdminRequest::Account { user } => engine.account_report(user, now),
+        AdminRequest::Account {
+            user,
+            baseline: false,
+        } => engine.account_report(user, now),
+        AdminRequest::Account {
+            user,
+            baseline: true,
+        } => engine.baseline_report(user, now),
         AdminRequest::Alerts { limit } => json!(engine.recent_alerts(*limit)),
         AdminRequest::Release { user } => engine.release(user, now),
         AdminRequest::Unblock { ip } => engine.unblock(*ip, now),

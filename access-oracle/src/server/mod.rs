@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod exim;
+pub mod housekeeping;
 pub mod unix;
 
 use std::path::PathBuf;
@@ -21,9 +22,6 @@ use tokio::sync::watch;
 use crate::config::{self, Config, Overrides};
 use crate::engine::Engine;
 use crate::sinks;
-
-/// How often idle accounts and addresses are forgotten.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Where the running config came from, for reloads.
 #[derive(Debug, Clone)]
@@ -69,6 +67,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
         .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
+    engine.set_enrichment(enrichment(&config)?);
+    housekeeping::restore(&engine, &config.state_dir);
     let engine = Arc::new(engine);
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
@@ -93,10 +93,18 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         &config.state_dir,
     )
     .context("cannot start the log sources")?;
-    let sweeper = tokio::spawn(sweep(
+    let sweeper = tokio::spawn(housekeeping::run(
         engine.clone(),
-        config.idle_secs,
-        config.max_tracked_accounts,
+        housekeeping::Upkeep {
+            idle_secs: config.idle_secs,
+            max_accounts: config.max_tracked_accounts,
+            state_dir: config.state_dir.clone(),
+        },
+        shutdown_rx.clone(),
+    ));
+    let accounts_watch = tokio::spawn(housekeeping::watch_accounts_file(
+        engine.clone(),
+        Duration::from_secs(config.rules.disabled_credentials.reload_check_secs),
         shutdown_rx.clone(),
     ));
     tracing::info!(
@@ -111,12 +119,14 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let task_engine = engine.clone();
     let max = config.max_connections;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let state_dir = config.state_dir.clone();
     let task = tokio::spawn(async move {
         let mut shutdown_rx = shutdown_rx;
         let _ = shutdown_rx.changed().await;
         let slots = exim_task.await.context("exim listener failed")?;
         let _ = admin_task.await;
         let _ = sweeper.await;
+        let _ = accounts_watch.await;
         // Log followers read what is already written, then stop.
         let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
@@ -133,6 +143,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         }
         let _ = sink_stop_tx.send(true);
         sink_task.await.context("alert sink failed")?;
+        housekeeping::write_snapshot(task_engine.clone(), state_dir).await;
         drop((exim_file, admin_file));
         tracing::info!("access-oracle stopped");
         Ok(())
@@ -175,6 +186,16 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
                     "socket, state, alert file or source settings changed: they take effect at the next restart"
                 );
             }
+            // SIGHUP also rereads the GeoIP databases, lists and the accounts file; a
+            // file that cannot be used keeps the running set.
+            match enrichment(&new) {
+                Ok(e) => running.engine.set_enrichment(e),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "reload: keeping the running GeoIP databases, lists and accounts file"
+                ),
+            }
+            running.engine.set_baseline_config(new.baselines);
             running.engine.set_rules(new.rules);
             tracing::info!(config = %source.describe(), "configuration reloaded");
         }
@@ -182,23 +203,15 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
     }
 }
 
-async fn sweep(
-    engine: Arc<Engine>,
-    idle_secs: u64,
-    max_accounts: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let dropped = engine.sweep(Timestamp::now(), idle_secs, max_accounts);
-                if dropped > 0 {
-                    tracing::debug!(dropped, "forgot idle accounts and addresses");
-                }
-            }
-            _ = shutdown.changed() => break,
-        }
+/// Builds the enrichment the config names; a configured file that cannot be used stops
+/// the start with the reason.
+pub fn enrichment(config: &Config) -> anyhow::Result<crate::engine::Enrichment> {
+    let mut e = crate::engine::Enrichment::default();
+    if let Some(path) = &config.rules.disabled_credentials.file {
+        e.disabled = Arc::new(
+            crate::enrich::disabled::DisabledAccounts::open(path, !config.case_sensitive_accounts)
+                .context("[rules.disabled_credentials] file")?,
+        );
     }
+    Ok(e)
 }
