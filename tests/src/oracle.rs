@@ -159,6 +159,12 @@ impl Oracle {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Stops the oracle and starts it again on the same config and state directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     /// Stops the oracle (SIGTERM, SIGKILL after a grace period); a no-op when stopped.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -698,7 +698,7 @@ impl Engine {
             let mut v: Vec<&crate::state::baseline::Seen<K>> = list.iter().collect();
             v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last.cmp(&a.last)));
             v.into_iter()
-                .map(|s| json!({ name: show(&s.key), "first": ts(s.first), "last": ts(s.last), "logins": s.count }))
+                .map(|s| json!({ name: show(&s.key), "first": ts(s.first_secs()), "last": ts(s.last_secs()), "logins": s.count }))
                 .collect()
         }
         json!({

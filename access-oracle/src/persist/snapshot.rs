@@ -148,7 +148,7 @@ pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotErr
             })
     };
     for b in state.baselines().iter() {
-        put(&mut out, &RecordRef::Baseline(b.key(), b.value()))?;
+        put(&mut out, &RecordRef::Baseline(b.key(), &**b.value()))?;
         counts.baselines += 1;
     }
     for (user, hold) in state.active_holds(now) {
@@ -204,7 +204,7 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
         rest = tail;
         match record {
             Record::Baseline(user, b) => {
-                state.baselines().insert(user.into(), b);
+                state.baselines().insert(user.into(), Box::new(b));
                 counts.baselines += 1;
             }
             Record::Hold(user, h) => {

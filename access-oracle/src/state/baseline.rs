@@ -82,17 +82,35 @@ impl BaselineConfig {
     }
 }
 
-/// Something seen in an account's logins, with when and how often.
+/// Something seen in an account's logins, with when and how often. Times are Unix
+/// seconds in 32 bits (until 2106): a million baselines hold many of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen<K> {
     /// What was seen.
     pub key: K,
     /// First time.
-    pub first: Secs,
+    pub first: u32,
     /// Last time.
-    pub last: Secs,
+    pub last: u32,
     /// How many successful logins.
     pub count: u32,
+}
+
+/// A time as 32-bit Unix seconds (clamped).
+fn secs32(t: Secs) -> u32 {
+    t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+impl<K> Seen<K> {
+    /// First time, as seconds.
+    pub fn first_secs(&self) -> Secs {
+        Secs::from(self.first)
+    }
+
+    /// Last time, as seconds.
+    pub fn last_secs(&self) -> Secs {
+        Secs::from(self.last)
+    }
 }
 
 /// A network an address belongs to: its /24 (IPv4) or /48 (IPv6), packed in 64 bits.
@@ -203,8 +221,9 @@ pub struct Baseline {
     pub networks: Vec<Seen<Network>>,
     /// Client names (HELO, IMAP ID).
     pub clients: Vec<Seen<Box<str>>>,
-    /// Successful logins per hour of the day (UTC).
-    pub hours: [u16; 24],
+    /// Successful logins per hour of the day (UTC), relative: when one hour reaches 255
+    /// every hour is halved, so the shape of the day is kept.
+    pub hours: [u8; 24],
     /// Sending rate.
     pub send: SendRate,
     /// The last successful login from a located address.
@@ -213,6 +232,7 @@ pub struct Baseline {
 
 /// Adds `key` to a capped list, or refreshes it; returns whether it was new.
 fn remember<K: PartialEq>(list: &mut Vec<Seen<K>>, key: K, now: Secs, cap: usize) -> bool {
+    let now = secs32(now);
     if let Some(s) = list.iter_mut().find(|s| s.key == key) {
         s.last = s.last.max(now);
         s.count = s.count.saturating_add(1);
@@ -233,6 +253,8 @@ fn remember<K: PartialEq>(list: &mut Vec<Seen<K>>, key: K, now: Secs, cap: usize
         last: now,
         count: 1,
     });
+    // New keys are rare and a million lists add up: keep each exactly its size.
+    list.shrink_to_fit();
     true
 }
 
@@ -282,7 +304,12 @@ impl Baseline {
         self.last_seen = self.last_seen.max(now);
         self.logins = self.logins.saturating_add(1);
         let hour = (now.rem_euclid(86_400) / 3600) as usize;
-        self.hours[hour] = self.hours[hour].saturating_add(1);
+        if self.hours[hour] == u8::MAX {
+            for h in &mut self.hours {
+                *h /= 2;
+            }
+        }
+        self.hours[hour] += 1;
         if let Some(c) = geo.country {
             remember(&mut self.countries, c, now, MAX_COUNTRIES);
         }
@@ -359,6 +386,16 @@ mod tests {
         assert_eq!(b.networks[0].key.to_string(), "192.0.2.0/24");
         assert_eq!(&*b.clients[0].key, "laptop.example");
         assert_eq!(b.last_place.as_ref().unwrap().time, 3600 * 5 + 20);
+    }
+
+    #[test]
+    fn hours_keep_their_shape_when_full() {
+        let mut b = Baseline::new(0);
+        for i in 0..300 {
+            b.learn_login(3600 * 9 + i, None, &GeoInfo::default(), None);
+        }
+        b.learn_login(3600 * 17, None, &GeoInfo::default(), None);
+        assert!(b.hours[9] > 100 && b.hours[17] == 1, "{:?}", b.hours);
     }
 
     #[test]

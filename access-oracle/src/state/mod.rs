@@ -142,7 +142,7 @@ impl IpRecord {
 pub struct State {
     accounts: DashMap<Box<str>, Account>,
     ips: DashMap<IpAddr, IpRecord>,
-    baselines: DashMap<Box<str>, Baseline>,
+    baselines: DashMap<Box<str>, Box<Baseline>>,
 }
 
 impl Default for State {
@@ -158,25 +158,25 @@ impl Default for State {
 impl State {
     /// The account's baseline, created at `now` when first needed. Lock order: take it
     /// after the account's record, never before.
-    pub fn baseline_mut(&self, user: &str, now: Secs) -> RefMut<'_, Box<str>, Baseline> {
+    pub fn baseline_mut(&self, user: &str, now: Secs) -> RefMut<'_, Box<str>, Box<Baseline>> {
         if let Some(r) = self.baselines.get_mut(user) {
             return r;
         }
         self.baselines
             .entry(user.into())
-            .or_insert_with(|| Baseline::new(now))
+            .or_insert_with(|| Box::new(Baseline::new(now)))
     }
 
     /// The account's baseline, if any.
     pub fn baseline(
         &self,
         user: &str,
-    ) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Baseline>> {
+    ) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Box<Baseline>>> {
         self.baselines.get(user)
     }
 
     /// Every baseline, for snapshots.
-    pub fn baselines(&self) -> &DashMap<Box<str>, Baseline> {
+    pub fn baselines(&self) -> &DashMap<Box<str>, Box<Baseline>> {
         &self.baselines
     }
 

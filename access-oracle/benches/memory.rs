@@ -1,0 +1,129 @@
+//! Memory per account: 1,000,000 synthetic accounts carrying baselines, counted by a
+//! global allocator that tracks live heap bytes (exact, unlike RSS).
+//!
+//! Two states are measured, because the oracle keeps two maps:
+//! * **idle** (the target, DESIGN section 6: <= 1 KiB per idle account): an account
+//!   not seen for more than `[accounts] idle_secs` has left the live map; what remains
+//!   is its baseline (countries, ASNs, networks, a client, hours, sending average, last
+//!   located login) in the baseline map;
+//! * **recently active**: the same accounts also in the live map, each with one login
+//!   in its timeline and one recipient in its window (what an account costs during the
+//!   day it was active).
+//!
+//! Run: `cargo bench -p access-oracle --bench memory` (prints a table; results in
+//! `docs/PERFORMANCE.md`). `ACCOUNTS=N` changes the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use access_oracle::config::{Config, RawConfig};
+use access_oracle::engine::Engine;
+use access_oracle::enrich::{CountryCode, GeoInfo, Location};
+use access_oracle::protocol::parse_line;
+use jiff::Timestamp;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: ptr came from System.alloc with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: as for realloc.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// A typical account's place: two countries' worth of variety over time.
+fn geo(i: usize, k: usize) -> GeoInfo {
+    let (c, lat, lon) = if k % 2 == 0 {
+        (*b"DE", 52.52, 13.405)
+    } else {
+        (*b"AT", 48.2, 16.37)
+    };
+    GeoInfo {
+        country: Some(CountryCode(c)),
+        city: None,
+        location: Some(Location {
+            lat,
+            lon,
+            accuracy_radius_km: Some(20),
+        }),
+        asn: Some(64500 + (i % 7 + k) as u32),
+        as_org: None,
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let config = Config::from_raw(RawConfig::default()).expect("defaults");
+    let start = Timestamp::from_second(1_800_000_000).unwrap();
+    let (engine, _alerts) = Engine::new(&config, start);
+    let before = live();
+    // Baselines only: four logins from two networks and two countries, a client name,
+    // recipients in three hours.
+    for i in 0..n {
+        let user = format!("user{i:07}@example.org");
+        let mut b = engine.state().baseline_mut(&user, 1_800_000_000);
+        for k in 0..4 {
+            let ip = std::net::IpAddr::from([192, 0, (i % 200) as u8, (k * 60) as u8]);
+            b.learn_login(
+                1_800_000_000 + (k as i64) * 3600,
+                Some(ip),
+                &geo(i, k),
+                Some("laptop.example"),
+            );
+            b.learn_rcpts(1_800_000_000 + (k as i64) * 3600, 5);
+        }
+    }
+    let idle = (live() - before) as f64 / n as f64;
+    // The same accounts recently active: one login and one recipient each, live.
+    let before_live = live();
+    for i in 0..n {
+        let user = format!("user{i:07}@example.org");
+        for line in [
+            format!("auth user={user} ip=192.0.2.1 result=ok"),
+            format!("rcpt user={user} ip=192.0.2.1 rcpt=x@example.net"),
+        ] {
+            let cmd = parse_line(line.as_bytes()).expect("valid");
+            engine.handle(&cmd, start);
+        }
+    }
+    let active = (live() - before_live) as f64 / n as f64;
+    println!("accounts                         {n}");
+    println!("idle (baseline only)             {idle:.0} bytes per account");
+    println!("recently active (live entry)     {active:.0} bytes per account on top");
+    println!(
+        "recently active, total           {:.0} bytes per account",
+        idle + active
+    );
+    println!(
+        "baselines {} / live accounts {}",
+        engine.state().baseline_count(),
+        engine.state().account_count()
+    );
+}
