@@ -8,6 +8,7 @@
 //! * [`engine`]: request + `now` → verdict; applies [`rules`] to [`state`].
 //! * [`rules`]: one file per rule, each a config struct plus a pure function of state.
 //! * [`state`]: per-account and per-IP windows, holds and blocks.
+//! * [`enrich`]: GeoIP / ASN from `.mmdb` files, CIDR block and allow lists, reverse DNS.
 //! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod enrich;
 pub mod protocol;
 pub mod rules;
 pub mod server;
