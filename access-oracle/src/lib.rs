@@ -8,8 +8,9 @@
 //! * [`engine`]: request + `now` → verdict; applies [`rules`] to [`state`].
 //! * [`rules`]: one file per rule, each a config struct plus a pure function of state.
 //! * [`state`]: per-account and per-IP windows, holds and blocks; per-account baselines.
-//! * [`enrich`]: what is known about an address or account from outside: GeoIP/ASN,
-//!   block and allow lists, the disabled-accounts file.
+//! * [`enrich`]: what is known about an address or account from outside: GeoIP/ASN from
+//!   `.mmdb` files, CIDR block and allow lists, reverse DNS, the disabled-accounts file.
+//! * [`persist`]: the state snapshot (baselines, holds, blocks) across restarts.
 //! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.

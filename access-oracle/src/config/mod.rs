@@ -289,6 +289,9 @@ impl Config {
             ));
         }
         raw.baselines.validate(&mut p);
+        raw.geoip.validate(&mut p);
+        raw.lists.validate(&mut p);
+        raw.rdns.validate(&mut p);
         for (i, source) in raw.sources.iter().enumerate() {
             source.validate(i, &mut p);
             if raw.sources[..i].iter().any(|o| o.path == source.path) {

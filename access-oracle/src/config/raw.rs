@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::enrich::{GeoIpConfig, ListsConfig, RdnsConfig};
 use crate::rules::RulesConfig;
 use crate::sources::follow::SourceConfig;
 use crate::state::baseline::BaselineConfig;
@@ -25,6 +26,12 @@ pub struct RawConfig {
     pub rules: RulesConfig,
     /// How accounts learn what is normal for them.
     pub baselines: BaselineConfig,
+    /// GeoIP / ASN databases (`.mmdb`).
+    pub geoip: GeoIpConfig,
+    /// CIDR block and allow lists.
+    pub lists: ListsConfig,
+    /// Reverse DNS (off by default).
+    pub rdns: RdnsConfig,
     /// Log files to follow (`[[sources]]`).
     pub sources: Vec<SourceConfig>,
 }

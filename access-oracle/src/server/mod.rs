@@ -69,6 +69,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
     engine.set_enrichment(enrichment(&config)?);
     housekeeping::restore(&engine, &config.state_dir);
+    report_inactive_rules(&engine);
     let engine = Arc::new(engine);
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
@@ -102,6 +103,15 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         },
         shutdown_rx.clone(),
     ));
+    let enrich = engine.enrichment();
+    let geoip_watch = tokio::spawn(crate::enrich::geoip::watch(
+        enrich.geoip.clone(),
+        shutdown_rx.clone(),
+    ));
+    let lists_watch = tokio::spawn(crate::enrich::lists::watch(
+        enrich.lists.clone(),
+        shutdown_rx.clone(),
+    ));
     let accounts_watch = tokio::spawn(housekeeping::watch_accounts_file(
         engine.clone(),
         Duration::from_secs(config.rules.disabled_credentials.reload_check_secs),
@@ -127,6 +137,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         let _ = admin_task.await;
         let _ = sweeper.await;
         let _ = accounts_watch.await;
+        let _ = geoip_watch.await;
+        let _ = lists_watch.await;
         // Log followers read what is already written, then stop.
         let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
@@ -203,10 +215,40 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
     }
 }
 
+/// Says at start which rules cannot work with the GeoIP databases loaded, and why.
+pub fn report_inactive_rules(engine: &Engine) {
+    let caps = engine.enrichment().geoip.capabilities();
+    let rules = engine.rules();
+    let mut inactive = Vec::new();
+    if !caps.country && rules.new_country.enabled {
+        inactive.push("new_country (no City or Country database: [geoip] city_db)");
+    }
+    if !caps.asn && rules.new_asn.enabled {
+        inactive.push("new_asn (no ASN database: [geoip] asn_db)");
+    }
+    if !caps.coordinates && rules.impossible_travel.enabled {
+        inactive
+            .push("impossible_travel (no coordinates: [geoip] city_db must be a City database)");
+    }
+    if !caps.coordinates && rules.distant_logins.enabled {
+        inactive.push("distant_logins (no coordinates: [geoip] city_db must be a City database)");
+    }
+    if inactive.is_empty() {
+        tracing::info!("every enabled rule has the data it needs");
+    } else {
+        for rule in inactive {
+            tracing::warn!(rule, "rule inactive");
+        }
+    }
+}
+
 /// Builds the enrichment the config names; a configured file that cannot be used stops
 /// the start with the reason.
 pub fn enrichment(config: &Config) -> anyhow::Result<crate::engine::Enrichment> {
     let mut e = crate::engine::Enrichment::default();
+    let raw = &config.raw;
+    e.geoip = Arc::new(crate::enrich::GeoIp::open(&raw.geoip).context("[geoip]")?);
+    e.lists = Arc::new(crate::enrich::IpLists::open(&raw.lists).context("[lists]")?);
     if let Some(path) = &config.rules.disabled_credentials.file {
         e.disabled = Arc::new(
             crate::enrich::disabled::DisabledAccounts::open(path, !config.case_sensitive_accounts)
