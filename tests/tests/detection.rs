@@ -88,7 +88,7 @@ fn baseline(oracle: &Oracle, user: &str) -> Value {
 fn past_arrival(user: &str, ip: &str, ago: Duration, n: usize) -> String {
     let when = jiff::Zoned::now() - jiff::SignedDuration::try_from(ago).unwrap();
     format!(
-        "{} 1tPast{n:x}-000001-AB <= {user}@example.org H=(pc) [{ip}]:40000 P=esmtpsa A=plain_server:{user} S=1234 id=past{n}@example.org for bob@example.net\n",
+        "{} 1tQx{n:02}-000001-AB <= {user}@example.org H=(pc) [{ip}]:40000 P=esmtpsa A=plain_server:{user} S=1234 id=past{n}@example.org for bob@example.net\n",
         when.strftime("%Y-%m-%d %H:%M:%S")
     )
 }
