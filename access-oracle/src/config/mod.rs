@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
+use crate::server::policy::config::PolicyConfig;
 use crate::sources::follow::SourceConfig;
 pub use raw::RawConfig;
 use raw::RawMode;
@@ -117,6 +118,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Log files to follow.
     pub sources: Vec<SourceConfig>,
+    /// Dovecot's auth policy endpoint.
+    pub policy: PolicyConfig,
     /// The config as written, for `ctl status` and reloads.
     pub raw: RawConfig,
 }
@@ -293,6 +296,7 @@ impl Config {
                 ));
             }
         }
+        raw.policy.validate(&mut p, &raw.rules);
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {
             return Err(p);
         };
@@ -314,6 +318,7 @@ impl Config {
             idle_secs: raw.accounts.idle_secs,
             rules: raw.rules.clone(),
             sources: raw.sources.clone(),
+            policy: raw.policy.clone(),
             raw,
         })
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::RulesConfig;
+use crate::server::policy::config::PolicyConfig;
 use crate::sources::follow::SourceConfig;
 
 /// The whole file.
@@ -24,6 +25,8 @@ pub struct RawConfig {
     pub rules: RulesConfig,
     /// Log files to follow (`[[sources]]`).
     pub sources: Vec<SourceConfig>,
+    /// Dovecot's auth policy endpoint (`[policy]`); off unless `listen` is set.
+    pub policy: PolicyConfig,
 }
 
 /// A socket file mode, as `"0660"` or `0o660`.
