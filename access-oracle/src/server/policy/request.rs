@@ -287,9 +287,14 @@ impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
 mod tests {
     use super::*;
 
-    /// What Dovecot 2.3.19 sent on `report` with the shipped snippet's attributes (keys
-    /// sorted, all attribute values strings).
-    const REPORT: &[u8] = br#"{"device_id":"","local":"127.0.0.1","login":"alice","mech":"PLAIN","protocol":"imap","pwhash":"0a13","remote":"198.51.100.7","rport":"40712","session_id":"NFy0605hqpB/AAAB","success":false,"policy_reject":false,"tls":false}"#;
+    /// What Dovecot 2.3.19.1 sent on `report` with the shipped snippet's attributes
+    /// (copied from its `auth_debug` log in an end-to-end run: keys sorted, attribute
+    /// values all strings, `success`, `policy_reject` and `tls` booleans).
+    const REPORT: &[u8] = br#"{"device_id":"","local":"127.0.0.1","login":"alice","mech":"PLAIN","protocol":"imap","pwhash":"082e","remote":"198.51.100.7","rport":"40000","session_id":"d5pzw1BhQJzGM2QH","success":false,"policy_reject":false,"tls":false}"#;
+
+    /// What it sent on `allow` for Exim's dovecot authenticator: no local address, port
+    /// 0, no session.
+    const SMTP_ALLOW: &[u8] = br#"{"device_id":"","local":"","login":"alice","mech":"PLAIN","protocol":"smtp","pwhash":"0974","remote":"203.0.113.9","rport":"0","session_id":"","tls":false}"#;
 
     #[test]
     fn reads_dovecots_report() {
@@ -297,16 +302,22 @@ mod tests {
         assert_eq!(r.login.as_deref(), Some("alice"));
         assert_eq!(r.remote, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(r.local, Some("127.0.0.1".parse().unwrap()));
-        assert_eq!(r.rport, Some(40712));
+        assert_eq!(r.rport, Some(40000));
         assert_eq!(r.protocol.as_deref(), Some("imap"));
         assert_eq!(r.mech.as_deref(), Some("plain"));
-        assert_eq!(r.pwhash, Some(0x0a13));
-        assert_eq!(r.session_id.as_deref(), Some("NFy0605hqpB/AAAB"));
+        assert_eq!(r.pwhash, Some(0x082e));
+        assert_eq!(r.session_id.as_deref(), Some("d5pzw1BhQJzGM2QH"));
         assert_eq!(r.device_id, None, "empty means absent");
         assert_eq!(r.tls, Some(false));
         assert_eq!(r.success, Some(false));
         assert_eq!(r.policy_reject, Some(false));
         assert_eq!(r.fail_type, None);
+        let smtp = parse(SMTP_ALLOW).unwrap();
+        assert_eq!(smtp.protocol.as_deref(), Some("smtp"));
+        assert_eq!(smtp.local, None);
+        assert_eq!(smtp.rport, Some(0));
+        assert_eq!(smtp.session_id, None);
+        assert_eq!(smtp.success, None);
     }
 
     #[test]
