@@ -17,6 +17,11 @@
 //!   2 s delay, doubled per address;
 //! * the `mail_log` plugin: saves, expunges and mailbox changes are logged.
 //!
+//! [`Dovecot::start_with`] can add the shipped snippets of `exim-config/dovecot/conf.d/`
+//! ([`DovecotSetup`]): `95-access-oracle.conf` (the auth policy, with only its URL and
+//! the path of its private key include replaced) and `96-exim-auth-client.conf` (the
+//! socket Exim's `driver = dovecot` authenticators connect to, [`Dovecot::exim_auth_socket`]).
+//!
 //! Accounts live in a `passwd-file` (`{SHA512-CRYPT}` of
 //! [`PASSWORD`](crate::PASSWORD)), their mail in `<world>/dovecot/mail/USER/Maildir`,
 //! owned by `nobody` (the mail processes run as the account's uid, which may not be
@@ -31,6 +36,9 @@
 //!   mail/USER/             nobody:nogroup
 //!   dovecot.log            log_path and info_log_path
 //!   dovecot.out            the master's stdout and stderr
+//!   95-access-oracle.conf  the shipped policy snippet, URL and include path replaced
+//!   access-oracle-api-key.conf   0600, `auth_policy_server_api_header = X-API-Key: ...`
+//!   96-exim-auth-client.conf     the shipped snippet, as it is
 //! ```
 
 use std::fmt::Write as _;
@@ -62,12 +70,38 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The user that owns the mailboxes (the mail processes run as it).
 const MAIL_USER: &str = "nobody";
 
+/// The URL in the shipped `95-access-oracle.conf` that a test replaces by its oracle's.
+pub const SHIPPED_POLICY_URL: &str = "http://127.0.0.1:8091/policy";
+
+/// The private include in the shipped `95-access-oracle.conf` that a test replaces by
+/// its own file.
+pub const SHIPPED_API_KEY_INCLUDE: &str = "/etc/dovecot/private/access-oracle-api-key.conf";
+
+/// What to add to the standalone configuration, from `exim-config/dovecot/conf.d/`.
+#[derive(Clone, Debug, Default)]
+pub struct DovecotSetup {
+    /// Ask a policy server: `95-access-oracle.conf` with this URL and API key.
+    pub policy: Option<PolicyServer>,
+    /// Offer Exim's auth socket: `96-exim-auth-client.conf`.
+    pub exim_auth: bool,
+}
+
+/// The policy server Dovecot asks.
+#[derive(Clone, Debug)]
+pub struct PolicyServer {
+    /// `auth_policy_server_url`.
+    pub url: String,
+    /// The key sent as `X-API-Key`.
+    pub api_key: String,
+}
+
 /// A running standalone Dovecot.
 pub struct Dovecot {
     child: Option<Child>,
     dir: PathBuf,
     imap_port: u16,
     pop3_port: u16,
+    includes: Vec<PathBuf>,
 }
 
 impl Dovecot {
@@ -75,6 +109,11 @@ impl Dovecot {
     /// (bounded) until IMAP and POP3 greet. Names must be plain (letters, digits,
     /// `._@+-`): they go into a `passwd-file` and a directory name.
     pub fn start(world: &World, users: &[&str]) -> Dovecot {
+        Dovecot::start_with(world, users, &DovecotSetup::default())
+    }
+
+    /// [`Dovecot::start`] with the shipped snippets `setup` asks for.
+    pub fn start_with(world: &World, users: &[&str], setup: &DovecotSetup) -> Dovecot {
         let dir = world.path("dovecot");
         fs::create_dir(&dir).expect("create the Dovecot directory");
         set_mode(&dir, 0o755);
@@ -114,6 +153,7 @@ impl Dovecot {
         }
         fs::write(dir.join("users"), passwd).expect("write the Dovecot users file");
         set_mode(&dir.join("users"), 0o644);
+        let includes = shipped_snippets(&dir, setup);
 
         let mut last_failure = String::new();
         // A port found free may be taken by a parallel test before Dovecot binds it.
@@ -123,6 +163,7 @@ impl Dovecot {
                 dir: dir.clone(),
                 imap_port: free_port(),
                 pop3_port: free_port(),
+                includes: includes.clone(),
             };
             if dovecot.imap_port == dovecot.pop3_port {
                 continue;
@@ -181,7 +222,7 @@ impl Dovecot {
     fn config_text(&self) -> String {
         let dir = &self.dir;
         let users = dir.join("users");
-        format!(
+        let mut text = format!(
             "# Standalone Dovecot of one exim-access end-to-end test.\n\
              protocols = imap pop3\n\
              base_dir = {run}\n\
@@ -220,7 +261,16 @@ impl Dovecot {
             users = users.display(),
             imap = self.imap_port,
             pop3 = self.pop3_port,
-        )
+        );
+        for include in &self.includes {
+            writeln!(text, "!include {}", include.display()).expect("write to a string");
+        }
+        text
+    }
+
+    /// The socket of `96-exim-auth-client.conf`, for Exim's `ACCESS_DOVECOT_SOCKET`.
+    pub fn exim_auth_socket(&self) -> PathBuf {
+        self.dir.join("run").join("auth-exim")
     }
 
     /// `<world>/dovecot/dovecot.conf`.
@@ -308,6 +358,50 @@ impl Drop for Dovecot {
             eprintln!("--- Dovecot ---\n{}", self.logs());
         }
     }
+}
+
+/// Writes the shipped snippets `setup` asks for into `dir`, returning the files to
+/// include. Only the policy URL and the path of its key include are replaced; the test
+/// fails if the shipped file no longer has them.
+fn shipped_snippets(dir: &Path, setup: &DovecotSetup) -> Vec<PathBuf> {
+    let mut includes = Vec::new();
+    if let Some(policy) = &setup.policy {
+        let shipped = paths::dovecot_config_snippets().join("95-access-oracle.conf");
+        let text = fs::read_to_string(&shipped)
+            .unwrap_or_else(|e| panic!("read {}: {e}", shipped.display()));
+        for needle in [SHIPPED_POLICY_URL, SHIPPED_API_KEY_INCLUDE] {
+            assert!(
+                text.contains(needle),
+                "{} no longer holds {needle:?}: update the harness",
+                shipped.display()
+            );
+        }
+        let key_file = dir.join("access-oracle-api-key.conf");
+        fs::write(
+            &key_file,
+            format!(
+                "auth_policy_server_api_header = X-API-Key: {}\n",
+                policy.api_key
+            ),
+        )
+        .expect("write the API key include");
+        set_mode(&key_file, 0o600);
+        let text = text
+            .replace(SHIPPED_POLICY_URL, &policy.url)
+            .replace(SHIPPED_API_KEY_INCLUDE, &key_file.display().to_string());
+        let copy = dir.join("95-access-oracle.conf");
+        fs::write(&copy, text).expect("write the policy snippet");
+        set_mode(&copy, 0o644);
+        includes.push(copy);
+    }
+    if setup.exim_auth {
+        let shipped = paths::dovecot_config_snippets().join("96-exim-auth-client.conf");
+        let copy = dir.join("96-exim-auth-client.conf");
+        fs::copy(&shipped, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", shipped.display()));
+        set_mode(&copy, 0o644);
+        includes.push(copy);
+    }
+    includes
 }
 
 /// Whether a connection to `port` is greeted with a line starting with `prefix`.

@@ -110,6 +110,14 @@ impl Exim {
         self
     }
 
+    /// SMTP AUTH checked by Dovecot: the shipped `auth_dovecot.conf` instead of
+    /// `auth_plaintext.conf` (`ACCESS_AUTH_DOVECOT`), on Dovecot's auth socket `socket`
+    /// (`ACCESS_DOVECOT_SOCKET`).
+    pub fn dovecot_auth(self, socket: &Path) -> Exim {
+        self.define("ACCESS_AUTH_DOVECOT", "1")
+            .define("ACCESS_DOVECOT_SOCKET", socket)
+    }
+
     /// `ACCESS_ON_ERROR` (`accept` or `defer`), the library's fallback.
     pub fn on_error(self, value: &str) -> Exim {
         self.define("ACCESS_ON_ERROR", value)

@@ -14,7 +14,8 @@
 //! | [`exim`] | `exim -C <shipped config> -D...` runs: `-bh` sessions (whole or line by line) and a loopback daemon |
 //! | [`debian`] | Debian's split configuration generated with the shipped `exim-config/debian/` files |
 //! | [`swaks`] | the swaks client against that daemon |
-//! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports |
+//! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports; optionally the shipped policy and Exim-socket snippets |
+//! | [`http`] | a minimal HTTP/1.1 client for the oracle's Dovecot policy endpoint |
 //! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
@@ -37,6 +38,7 @@
 pub mod debian;
 pub mod dovecot;
 pub mod exim;
+pub mod http;
 pub mod imap;
 pub mod oracle;
 pub mod parse;
@@ -47,10 +49,11 @@ pub mod smtp;
 pub mod swaks;
 pub mod world;
 
-pub use dovecot::Dovecot;
+pub use dovecot::{Dovecot, DovecotSetup, PolicyServer};
 pub use exim::{Exim, EximDaemon, LiveSession, Session, Via};
+pub use http::{HttpClient, HttpResponse};
 pub use imap::{Imap, ImapResponse};
-pub use oracle::{Oracle, SilentOracle, stale_socket};
+pub use oracle::{Oracle, POLICY_API_KEY, POLICY_PATH, SilentOracle, stale_socket};
 pub use parse::ParsedLog;
 pub use pop3::Pop3;
 pub use smtp::{Dialogue, Reply};

@@ -32,6 +32,12 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 /// for open connections is set to 1 s in the test config).
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The API key of [`Oracle::start_with_policy`] (a test may present another).
+pub const POLICY_API_KEY: &str = "e2e-policy-key-5f0c2a9d41b7e386";
+
+/// The URL path of the policy endpoint in the tests (the shipped default).
+pub const POLICY_PATH: &str = "/policy";
+
 /// A running `access-oracle serve`.
 pub struct Oracle {
     child: Option<Child>,
@@ -40,6 +46,7 @@ pub struct Oracle {
     admin_socket: PathBuf,
     state_dir: PathBuf,
     log: PathBuf,
+    policy_port: Option<u16>,
 }
 
 impl Oracle {
@@ -55,6 +62,51 @@ impl Oracle {
     /// (the Exim daemon's SMTP processes run as that user); the admin socket is
     /// `<world>/oracle/admin.sock`; SIGTERM waits at most 1 s for open connections.
     pub fn start_with(world: &World, extra_toml: &str) -> Oracle {
+        let mut oracle = Oracle::configure(world, extra_toml);
+        if let Err(why) = oracle.spawn() {
+            panic!("{why}");
+        }
+        oracle
+    }
+
+    /// Starts an oracle with its Dovecot policy endpoint on a free loopback port: a
+    /// `[policy]` table with `listen`, the key [`POLICY_API_KEY`] in a 0600 file and
+    /// `policy_toml` (more `[policy]` settings), then `extra_toml` as in
+    /// [`Oracle::start_with`].
+    pub fn start_with_policy(world: &World, policy_toml: &str, extra_toml: &str) -> Oracle {
+        let key_file = world.path("policy.key");
+        fs::write(&key_file, format!("{POLICY_API_KEY}\n")).expect("write the policy key");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600))
+                .expect("chmod the policy key");
+        }
+        let mut last_failure = String::new();
+        // A port found free may be taken by a parallel test before the oracle binds it.
+        for _ in 0..5 {
+            let port = crate::exim::free_port();
+            let extra = format!(
+                "[policy]\n\
+                 listen = \"127.0.0.1:{port}\"\n\
+                 api_key_file = {}\n\
+                 {policy_toml}\n\
+                 {extra_toml}\n",
+                toml_string(&key_file),
+            );
+            let mut oracle = Oracle::configure(world, &extra);
+            oracle.policy_port = Some(port);
+            match oracle.spawn() {
+                Ok(()) => return oracle,
+                Err(why) => last_failure = why,
+            }
+            let _ = fs::remove_file(&oracle.exim_socket);
+            let _ = fs::remove_file(&oracle.admin_socket);
+        }
+        panic!("the oracle with a policy endpoint did not start:\n{last_failure}");
+    }
+
+    /// Writes the config file; the process is not started yet.
+    fn configure(world: &World, extra_toml: &str) -> Oracle {
         let exim_socket = world.oracle_dir().join("exim.sock");
         let admin_socket = world.oracle_dir().join("admin.sock");
         let config = world.path("oracle.toml");
@@ -70,20 +122,20 @@ impl Oracle {
             toml_string(&admin_socket),
         );
         fs::write(&config, text).expect("write the oracle config");
-        let mut oracle = Oracle {
+        Oracle {
             child: None,
             config,
             exim_socket,
             admin_socket,
             state_dir: world.state_dir(),
             log: world.path("oracle.log"),
-        };
-        oracle.spawn();
-        oracle
+            policy_port: None,
+        }
     }
 
-    /// Starts the process and waits until it answers `ping`.
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it answers `ping`; `Err` with its log when it
+    /// exits first.
+    fn spawn(&mut self) -> Result<(), String> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,13 +159,13 @@ impl Oracle {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if let Some(status) = process::reap_if_exited(&mut self.child) {
-                panic!(
+                return Err(format!(
                     "{command} exited with {status} before answering ping; its log:\n{}",
                     self.log_text()
-                );
+                ));
             }
             if self.exim_socket.exists() && self.ping() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -123,6 +175,18 @@ impl Oracle {
             );
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The policy endpoint's URL for Dovecot's `auth_policy_server_url`; panics unless
+    /// started by [`Oracle::start_with_policy`].
+    pub fn policy_url(&self) -> String {
+        format!("http://127.0.0.1:{}{POLICY_PATH}", self.policy_port())
+    }
+
+    /// The policy endpoint's port.
+    pub fn policy_port(&self) -> u16 {
+        self.policy_port
+            .expect("the oracle was started without a policy endpoint")
     }
 
     /// The Exim socket (`ACCESS_SOCKET`).

@@ -49,6 +49,11 @@ pub fn exim_config_snippets() -> PathBuf {
     workspace_root().join("exim-config/access")
 }
 
+/// The directory of the shipped Dovecot snippets (`exim-config/dovecot/conf.d`).
+pub fn dovecot_config_snippets() -> PathBuf {
+    workspace_root().join("exim-config/dovecot/conf.d")
+}
+
 /// Cargo's target directory (see the module documentation).
 pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {

@@ -103,6 +103,7 @@ fn render_status(d: &Value) -> String {
     };
     t.add_row(["requests".to_string(), pairs(&c["requests"])]);
     t.add_row(["replies".to_string(), pairs(&c["replies"])]);
+    t.add_row(["dovecot policy".to_string(), pairs(&c["policy"])]);
     for k in [
         "malformed",
         "connections",

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
+use crate::server::policy::config::PolicyConfig;
 use crate::sources::follow::SourceConfig;
 use crate::state::baseline::BaselineConfig;
 pub use raw::RawConfig;
@@ -120,6 +121,8 @@ pub struct Config {
     pub baselines: BaselineConfig,
     /// Log files to follow.
     pub sources: Vec<SourceConfig>,
+    /// Dovecot's auth policy endpoint.
+    pub policy: PolicyConfig,
     /// The config as written, for `ctl status` and reloads.
     pub raw: RawConfig,
 }
@@ -301,6 +304,7 @@ impl Config {
                 ));
             }
         }
+        raw.policy.validate(&mut p, &raw.rules);
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {
             return Err(p);
         };
@@ -323,6 +327,7 @@ impl Config {
             rules: raw.rules.clone(),
             baselines: raw.baselines.clone(),
             sources: raw.sources.clone(),
+            policy: raw.policy.clone(),
             raw,
         })
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrich::{GeoIpConfig, ListsConfig, RdnsConfig};
 use crate::rules::RulesConfig;
+use crate::server::policy::config::PolicyConfig;
 use crate::sources::follow::SourceConfig;
 use crate::state::baseline::BaselineConfig;
 
@@ -34,6 +35,8 @@ pub struct RawConfig {
     pub rdns: RdnsConfig,
     /// Log files to follow (`[[sources]]`).
     pub sources: Vec<SourceConfig>,
+    /// Dovecot's auth policy endpoint (`[policy]`); off unless `listen` is set.
+    pub policy: PolicyConfig,
 }
 
 /// A socket file mode, as `"0660"` or `0o660`.

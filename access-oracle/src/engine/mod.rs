@@ -7,6 +7,7 @@
 //! Alerts go to a bounded queue; the verdict never waits for a sink.
 
 mod observe;
+pub mod policy;
 pub mod stats;
 
 use std::borrow::Cow;

@@ -35,6 +35,8 @@ pub struct Stats {
     pub source_dead_letters: AtomicU64,
     /// Errors reading sources or saving positions.
     pub source_errors: AtomicU64,
+    /// The policy endpoint's counters.
+    pub policy: super::policy::PolicyStats,
 }
 
 const REPLY_KINDS: [&str; 5] = ["accept", "defer", "deny", "error", "pong"];
@@ -82,6 +84,7 @@ impl Stats {
             source_unrecognised: get(&self.source_unrecognised),
             source_dead_letters: get(&self.source_dead_letters),
             source_errors: get(&self.source_errors),
+            policy: self.policy.snapshot(),
         }
     }
 }
@@ -119,4 +122,6 @@ pub struct StatsSnapshot {
     pub source_dead_letters: u64,
     /// Source errors.
     pub source_errors: u64,
+    /// The policy endpoint's counters, by name.
+    pub policy: Vec<(&'static str, u64)>,
 }

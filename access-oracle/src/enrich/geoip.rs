@@ -1507,26 +1507,4 @@ mod tests {
         stop.send(true).unwrap();
         task.await.unwrap();
     }
-
-    /// A real database, e.g. ip-location-db's `geo-whois-asn-country.mmdb` or a GeoLite2
-    /// file: `EXIM_ACCESS_REAL_MMDB=/path cargo test -- --ignored real_database`.
-    #[test]
-    #[ignore = "needs EXIM_ACCESS_REAL_MMDB"]
-    fn real_database() {
-        let path = PathBuf::from(std::env::var("EXIM_ACCESS_REAL_MMDB").unwrap());
-        let started = std::time::Instant::now();
-        let geo = GeoIp::open(&config(Some(&path), None))
-            .or_else(|_| GeoIp::open(&config(None, Some(&path))))
-            .unwrap();
-        eprintln!("opened in {:?}: {}", started.elapsed(), geo.status());
-        for a in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "81.2.69.160",
-            "2a00:1450:4001:82b::200e",
-        ] {
-            eprintln!("{a}: {:?}", geo.lookup(ip(a)));
-        }
-        assert!(!geo.lookup(ip("8.8.8.8")).is_empty());
-    }
 }

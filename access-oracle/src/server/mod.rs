@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod exim;
 pub mod housekeeping;
+pub mod policy;
 pub mod unix;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ impl ConfigSource {
 pub struct Running {
     /// The engine.
     pub engine: Arc<Engine>,
+    /// Where the Dovecot policy endpoint listens, when it is on.
+    pub policy_addr: Option<std::net::SocketAddr>,
+    policy: Option<Arc<policy::Shared>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -75,6 +79,17 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    // Bound before any task starts: a port in use stops the start cleanly.
+    let policy_endpoint = match config.policy.listen {
+        Some(_) => Some(
+            policy::start(&config.policy, engine.clone(), shutdown_rx.clone())
+                .await
+                .context("cannot start the dovecot policy endpoint")?,
+        ),
+        None => None,
+    };
+    let policy_addr = policy_endpoint.as_ref().map(|p| p.addr);
+    let policy_shared = policy_endpoint.as_ref().map(|p| p.shared());
     let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx));
     let exim_task = tokio::spawn(exim::serve(
         exim_listener,
@@ -133,6 +148,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let task = tokio::spawn(async move {
         let mut shutdown_rx = shutdown_rx;
         let _ = shutdown_rx.changed().await;
+        let deadline = tokio::time::Instant::now() + grace;
         let slots = exim_task.await.context("exim listener failed")?;
         let _ = admin_task.await;
         let _ = sweeper.await;
@@ -142,7 +158,15 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         // Log followers read what is already written, then stop.
         let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
-        let waited = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+        let waited = tokio::time::timeout_at(deadline, slots.acquire_many(max as u32)).await;
+        if let Some(endpoint) = policy_endpoint
+            && !endpoint.finish(deadline).await
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace expired with dovecot policy connections still open"
+            );
+        }
         if waited.is_err() {
             tracing::warn!(
                 open_connections = task_engine
@@ -162,6 +186,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     });
     Ok(Running {
         engine,
+        policy_addr,
+        policy: policy_shared,
         shutdown: shutdown_tx,
         task,
     })
@@ -197,6 +223,20 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
                 tracing::warn!(
                     "socket, state, alert file or source settings changed: they take effect at the next restart"
                 );
+            }
+            if new.policy.listen != current.policy.listen
+                || new.policy.path != current.policy.path
+                || new.policy.api_key_header != current.policy.api_key_header
+                || new.policy.api_key != current.policy.api_key
+                || new.policy.api_key_file != current.policy.api_key_file
+                || new.policy.max_connections != current.policy.max_connections
+            {
+                tracing::warn!(
+                    "policy endpoint address, path, key or connection settings changed: they take effect at the next restart"
+                );
+            }
+            if let Some(p) = &running.policy {
+                p.set_settings(new.policy.settings());
             }
             // SIGHUP also rereads the GeoIP databases, lists and the accounts file; a
             // file that cannot be used keeps the running set.

@@ -1,0 +1,393 @@
+//! The JSON body of a Dovecot auth policy request, read tolerantly.
+//!
+//! Dovecot 2.3 sends one compact JSON object whose members come from
+//! `auth_policy_request_attributes` (all strings: `login`, `pwhash`, `remote`,
+//! `device_id`, `protocol`, `session_id` by default; the shipped snippet adds `local`,
+//! `rport` and `mech`), then `success` and `policy_reject` (booleans, `report` only)
+//! and `tls` (boolean). Dovecot 2.4 adds `fail_type` (`credentials`, `account`,
+//! `policy`, `internal`, ...). A site may change the attribute list, so:
+//!
+//! * unknown members are ignored, every member is optional;
+//! * a value may be a string, a number, a boolean or null (`"rport":"4711"` and
+//!   `"rport":4711` both read), an object or array where a plain value belongs is
+//!   treated as absent;
+//! * values that do not make sense (an address that is not one, a `pwhash` that is not
+//!   hex) are treated as absent, not refused;
+//! * only a body that is not a JSON object is refused ([`RequestError`], HTTP 400).
+//!
+//! Lengths are bounded as on the Exim socket: a login name is shortened like the line
+//! protocol's `user` (`protocol::bounded_user`), the protocol and the session id are
+//! cut to [`MAX_PROTOCOL_BYTES`] and [`MAX_SESSION_BYTES`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::protocol::{bounded_user, parse_ip};
+
+/// The longest protocol name kept, in bytes.
+pub const MAX_PROTOCOL_BYTES: usize = 32;
+
+/// The longest session id kept, in bytes.
+pub const MAX_SESSION_BYTES: usize = 128;
+
+/// A policy request's fields, as the engine needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyRequest {
+    /// The login name tried (`login`); `None` when absent or empty.
+    pub login: Option<String>,
+    /// The client's address (`remote`).
+    pub remote: Option<IpAddr>,
+    /// The client's port (`rport`).
+    pub rport: Option<u16>,
+    /// The server's address the client reached (`local`).
+    pub local: Option<IpAddr>,
+    /// The service, lowercase (`protocol`): `imap`, `pop3`, `smtp`, `submission`, ...
+    pub protocol: Option<String>,
+    /// The SASL mechanism (`mech`), if the site sends it.
+    pub mech: Option<String>,
+    /// The keyed password hash (`pwhash`), as a number: up to 16 hex digits; a longer
+    /// hash (no `auth_policy_hash_truncate`) by its first 16.
+    pub pwhash: Option<u64>,
+    /// Dovecot's session id (`session_id`).
+    pub session_id: Option<String>,
+    /// The client's `device_id` (IMAP ID `x-client-id`...), if any.
+    pub device_id: Option<String>,
+    /// Whether the connection is TLS-protected (`tls`).
+    pub tls: Option<bool>,
+    /// `report` only: whether the login succeeded (`success`).
+    pub success: Option<bool>,
+    /// `report` only: whether the policy itself refused it (`policy_reject`).
+    pub policy_reject: Option<bool>,
+    /// Dovecot 2.4's `fail_type`, lowercase.
+    pub fail_type: Option<String>,
+}
+
+/// Why a body is not a policy request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed policy request: {0}")]
+pub struct RequestError(String);
+
+/// Reads a request body.
+pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
+    // serde would also read a struct from an array of its fields, in order.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(RequestError("expected a JSON object".into()));
+    }
+    let raw: Raw<'_> = serde_json::from_slice(body).map_err(|e| RequestError(one_line(&e)))?;
+    Ok(PolicyRequest {
+        login: raw
+            .login
+            .as_ref()
+            .and_then(Loose::text)
+            .filter(|l| !l.is_empty())
+            .map(bounded_user),
+        remote: raw.remote.as_ref().and_then(Loose::ip),
+        rport: raw
+            .rport
+            .as_ref()
+            .and_then(Loose::text)
+            .and_then(|p| p.parse().ok()),
+        local: raw.local.as_ref().and_then(Loose::ip),
+        protocol: raw
+            .protocol
+            .as_ref()
+            .and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
+        mech: raw.mech.as_ref().and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
+        pwhash: raw.pwhash.as_ref().and_then(Loose::text).and_then(pwhash),
+        session_id: raw
+            .session_id
+            .as_ref()
+            .and_then(Loose::text)
+            .filter(|s| !s.is_empty())
+            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+        device_id: raw
+            .device_id
+            .as_ref()
+            .and_then(Loose::text)
+            .filter(|s| !s.is_empty())
+            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+        tls: raw.tls.as_ref().and_then(Loose::flag),
+        success: raw.success.as_ref().and_then(Loose::flag),
+        policy_reject: raw.policy_reject.as_ref().and_then(Loose::flag),
+        fail_type: raw
+            .fail_type
+            .as_ref()
+            .and_then(|f| f.word(MAX_PROTOCOL_BYTES)),
+    })
+}
+
+/// Dovecot's hex `pwhash` as a number (the line protocol's `pwhash=` reads the same
+/// digits the same way).
+fn pwhash(hex: &str) -> Option<u64> {
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(&hex[..hex.len().min(16)], 16).ok()
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A serde error on one line, whatever the input held.
+fn one_line(e: &serde_json::Error) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect()
+}
+
+/// The members the oracle reads; the rest are skipped.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    login: Option<Loose<'a>>,
+    #[serde(borrow)]
+    remote: Option<Loose<'a>>,
+    #[serde(borrow)]
+    rport: Option<Loose<'a>>,
+    #[serde(borrow)]
+    local: Option<Loose<'a>>,
+    #[serde(borrow)]
+    protocol: Option<Loose<'a>>,
+    #[serde(borrow)]
+    mech: Option<Loose<'a>>,
+    #[serde(borrow)]
+    pwhash: Option<Loose<'a>>,
+    #[serde(borrow)]
+    session_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    device_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    tls: Option<Loose<'a>>,
+    #[serde(borrow)]
+    success: Option<Loose<'a>>,
+    #[serde(borrow)]
+    policy_reject: Option<Loose<'a>>,
+    #[serde(borrow)]
+    fail_type: Option<Loose<'a>>,
+}
+
+/// A JSON value read leniently: text (strings and numbers), a boolean, or nothing usable.
+#[derive(Debug, Clone, PartialEq)]
+enum Loose<'a> {
+    Text(Cow<'a, str>),
+    Flag(bool),
+    Nothing,
+}
+
+impl Loose<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Loose::Text(t) => Some(t),
+            Loose::Flag(_) | Loose::Nothing => None,
+        }
+    }
+
+    fn flag(&self) -> Option<bool> {
+        match self {
+            Loose::Flag(b) => Some(*b),
+            Loose::Text(t) => match t.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Some(true),
+                "false" | "no" | "0" => Some(false),
+                _ => None,
+            },
+            Loose::Nothing => None,
+        }
+    }
+
+    fn ip(&self) -> Option<IpAddr> {
+        parse_ip(self.text()?).ok().flatten()
+    }
+
+    /// A short lowercase word: a protocol, a mechanism, a failure type.
+    fn word(&self, max: usize) -> Option<String> {
+        let t = self.text()?.trim();
+        (!t.is_empty()).then(|| cut(t, max).to_ascii_lowercase())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor(std::marker::PhantomData))
+    }
+}
+
+struct LooseVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
+    type Value = Loose<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number, boolean or null")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Flag(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Nothing)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Nothing)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Nothing)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Dovecot 2.3.19.1 sent on `report` with the shipped snippet's attributes
+    /// (copied from its `auth_debug` log in an end-to-end run: keys sorted, attribute
+    /// values all strings, `success`, `policy_reject` and `tls` booleans).
+    const REPORT: &[u8] = br#"{"device_id":"","local":"127.0.0.1","login":"alice","mech":"PLAIN","protocol":"imap","pwhash":"082e","remote":"198.51.100.7","rport":"40000","session_id":"d5pzw1BhQJzGM2QH","success":false,"policy_reject":false,"tls":false}"#;
+
+    /// What it sent on `allow` for Exim's dovecot authenticator: no local address, port
+    /// 0, no session.
+    const SMTP_ALLOW: &[u8] = br#"{"device_id":"","local":"","login":"alice","mech":"PLAIN","protocol":"smtp","pwhash":"0974","remote":"203.0.113.9","rport":"0","session_id":"","tls":false}"#;
+
+    #[test]
+    fn reads_dovecots_report() {
+        let r = parse(REPORT).unwrap();
+        assert_eq!(r.login.as_deref(), Some("alice"));
+        assert_eq!(r.remote, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(r.local, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(r.rport, Some(40000));
+        assert_eq!(r.protocol.as_deref(), Some("imap"));
+        assert_eq!(r.mech.as_deref(), Some("plain"));
+        assert_eq!(r.pwhash, Some(0x082e));
+        assert_eq!(r.session_id.as_deref(), Some("d5pzw1BhQJzGM2QH"));
+        assert_eq!(r.device_id, None, "empty means absent");
+        assert_eq!(r.tls, Some(false));
+        assert_eq!(r.success, Some(false));
+        assert_eq!(r.policy_reject, Some(false));
+        assert_eq!(r.fail_type, None);
+        let smtp = parse(SMTP_ALLOW).unwrap();
+        assert_eq!(smtp.protocol.as_deref(), Some("smtp"));
+        assert_eq!(smtp.local, None);
+        assert_eq!(smtp.rport, Some(0));
+        assert_eq!(smtp.session_id, None);
+        assert_eq!(smtp.success, None);
+    }
+
+    #[test]
+    fn the_default_attributes_and_nothing_else_are_enough() {
+        let r = parse(br#"{"login":"bob","pwhash":"0249","remote":"2001:db8::7","device_id":"","protocol":"pop3","session_id":"x","tls":true}"#).unwrap();
+        assert_eq!(r.remote, Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(r.success, None);
+        assert_eq!(parse(b"{}").unwrap(), PolicyRequest::default());
+    }
+
+    #[test]
+    fn values_of_any_plain_type_are_read_and_others_ignored() {
+        let r = parse(
+            br#"{"login":"c\u00e9line","rport":4711,"success":"true","tls":1,"remote":{"ip":"1.2.3.4"},
+                 "protocol":["imap"],"session_id":null,"unknown":{"deep":[1,2,{"x":null}]},
+                 "fail_type":"Credentials","pwhash":"zz"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.login.as_deref(), Some("céline"));
+        assert_eq!(r.rport, Some(4711));
+        assert_eq!(r.success, Some(true));
+        assert_eq!(r.tls, Some(true), "the number 1");
+        assert_eq!(r.remote, None, "an object is no address");
+        assert_eq!(r.protocol, None, "an array is no protocol");
+        assert_eq!(r.session_id, None);
+        assert_eq!(r.fail_type.as_deref(), Some("credentials"));
+        assert_eq!(r.pwhash, None);
+    }
+
+    #[test]
+    fn nonsense_values_are_absent_not_errors() {
+        let r = parse(br#"{"remote":"not-an-ip","rport":"99999","pwhash":"xyz","protocol":"  "}"#)
+            .unwrap();
+        assert_eq!(r.remote, None);
+        assert_eq!(r.rport, None);
+        assert_eq!(r.pwhash, None);
+        assert_eq!(r.protocol, None);
+    }
+
+    #[test]
+    fn long_hashes_and_names_are_bounded() {
+        let full = "a".repeat(64);
+        let r = parse(
+            format!(
+                r#"{{"pwhash":"{full}","login":"{}","protocol":"{}"}}"#,
+                "u".repeat(1000),
+                "P".repeat(100)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.pwhash, Some(0xaaaa_aaaa_aaaa_aaaa));
+        assert!(r.login.unwrap().len() < 300);
+        assert_eq!(r.protocol.unwrap(), "p".repeat(MAX_PROTOCOL_BYTES));
+    }
+
+    #[test]
+    fn only_non_objects_are_refused_with_a_one_line_reason() {
+        for body in [
+            &b""[..],
+            b"[]",
+            b"\"x\"",
+            b"{\"login\":",
+            b"{\"a\":1}{",
+            b"\xff",
+            b"{\"login\":\"a\",\"login\":\"b\"}",
+        ] {
+            let e = parse(body).unwrap_err().to_string();
+            assert!(e.starts_with("malformed policy request: "), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+    }
+}
