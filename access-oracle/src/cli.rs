@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `ctl`, `parse`, `demo`.
+//! The command line: `serve`, `check-config`, `ctl`, `parse`, `replay`, `ingest`, `demo`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -88,6 +88,32 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The log files (plain or gzip), in any order: events are merged by time.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Backfill past logs into the state (baselines, holds) with the oracle stopped:
+    /// accounts then start with their history instead of learning from scratch.
+    Ingest {
+        /// The config (rules, baselines, GeoIP databases); the embedded defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The state directory (overrides server.state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The log format; `auto` decides per line.
+        #[arg(long, value_enum, default_value_t = crate::sources::Format::Auto)]
+        format: crate::sources::Format,
+        /// Append lines that look relevant but do not parse to this file (default
+        /// `<state_dir>/dead-letters.log`).
+        #[arg(long, value_name = "FILE")]
+        dead_letters: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress on standard error.
+        #[arg(long)]
+        quiet: bool,
         /// The log files (plain or gzip), in any order: events are merged by time.
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -113,6 +113,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 files,
             },
         ),
+        Command::Ingest {
+            config,
+            state_dir,
+            format,
+            dead_letters,
+            json,
+            quiet,
+            files,
+        } => access_oracle::sources::ingest::run_cli(
+            &access_oracle::sources::ingest::IngestOptions {
+                config,
+                state_dir,
+                format,
+                dead_letters,
+                json,
+                progress: !quiet,
+                files,
+            },
+        ),
         Command::Demo { lib, keep } => runtime()?.block_on(demo::run(lib, keep)),
     }
 }

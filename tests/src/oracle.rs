@@ -226,7 +226,9 @@ impl Oracle {
     /// Stops the oracle and starts it again on the same config and state directory.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("restarting the oracle: {e}");
+        }
     }
 
     /// Stops the oracle (SIGTERM, SIGKILL after a grace period); a no-op when stopped.

@@ -454,7 +454,7 @@ impl Engine {
                 });
                 let account_hash = {
                     let mut hasher = DefaultHasher::new();
-                    (&*user).hash(&mut hasher);
+                    (*user).hash(&mut hasher);
                     hasher.finish()
                 };
                 let mut rec = self.state.ip_mut(ip);

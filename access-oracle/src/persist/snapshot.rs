@@ -148,7 +148,7 @@ pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotErr
             })
     };
     for b in state.baselines().iter() {
-        put(&mut out, &RecordRef::Baseline(b.key(), &**b.value()))?;
+        put(&mut out, &RecordRef::Baseline(b.key(), b.value()))?;
         counts.baselines += 1;
     }
     for (user, hold) in state.active_holds(now) {

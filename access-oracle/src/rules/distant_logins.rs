@@ -109,9 +109,7 @@ impl DistantLogins {
         Some(self.settings().trip(
             self.severity,
             now,
-            leg.distance_km as u64,
-            self.min_distance_km as u64,
-            self.window_secs,
+            (leg.distance_km as u64, self.min_distance_km as u64, self.window_secs),
             format!(
                 "account {user} logged in from {to} {} after {from}, {:.0} km away",
                 crate::alert::human_secs(leg.secs.max(0) as u64),

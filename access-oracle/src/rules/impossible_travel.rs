@@ -171,9 +171,11 @@ impl ImpossibleTravel {
         Some(self.settings().trip(
             self.severity,
             now,
-            leg.speed_kmh.min(u64::MAX as f64) as u64,
-            self.max_speed_kmh as u64,
-            leg.secs.max(0) as u64,
+            (
+                leg.speed_kmh.min(u64::MAX as f64) as u64,
+                self.max_speed_kmh as u64,
+                leg.secs.max(0) as u64,
+            ),
             format!(
                 "account {user} logged in from {to} {} after {from}: {:.0} km, {speed}",
                 crate::alert::human_secs(leg.secs.max(0) as u64),

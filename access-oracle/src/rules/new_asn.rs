@@ -80,9 +80,7 @@ impl NewAsn {
         Some(self.settings().trip(
             self.severity,
             now,
-            1,
-            1,
-            0,
+            (1, 1, 0),
             format!(
                 "account {user} logged in from a new network: AS{asn}{org}; known: {}",
                 if known.is_empty() {

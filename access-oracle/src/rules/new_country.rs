@@ -83,9 +83,7 @@ impl NewCountry {
         Some(self.settings().trip(
             self.severity,
             now,
-            1,
-            1,
-            0,
+            (1, 1, 0),
             format!(
                 "account {user} logged in from a new country: {place}; known: {}",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }

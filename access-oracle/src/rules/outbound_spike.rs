@@ -103,9 +103,7 @@ impl OutboundSpike {
         Some(self.settings().trip(
             self.severity,
             now,
-            count,
-            threshold,
-            self.window_secs,
+            (count, threshold, self.window_secs),
             format!(
                 "account {user} sent to {count} recipients in {}, usually {:.0} per hour (limit {threshold})",
                 crate::alert::human_secs(self.window_secs),

@@ -93,9 +93,7 @@ impl PasswordSpraying {
         Some(self.settings().trip(
             self.severity,
             now,
-            count,
-            self.accounts,
-            self.window_secs,
+            (count, self.accounts, self.window_secs),
             format!(
                 "{ip} failed to log in to {count} distinct accounts in {}",
                 crate::alert::human_secs(self.window_secs)

@@ -107,17 +107,16 @@ impl ResponseSettings<'_> {
         );
     }
 
-    /// A trip of this rule at `now`.
+    /// A trip of this rule at `now`; `counted` is (count, threshold, window_secs).
     pub(crate) fn trip(
         &self,
         severity: Severity,
         now: Secs,
-        count: u64,
-        threshold: u64,
-        window_secs: u64,
+        counted: (u64, u64, u64),
         summary: String,
         details: serde_json::Value,
     ) -> Trip {
+        let (count, threshold, window_secs) = counted;
         let response = self.action.resolve(self.scope).unwrap_or(Response::Alert);
         Trip {
             rule: self.table,

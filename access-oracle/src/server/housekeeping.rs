@@ -100,10 +100,10 @@ pub async fn watch_accounts_file(
                 if disabled.path().is_none() {
                     continue;
                 }
-                if let Err(e) = tokio::task::spawn_blocking(move || disabled.reload()).await
-                    .unwrap_or_else(|e| Ok(tracing::error!(error = %e, "accounts file task failed")).map(|_| false))
-                {
-                    tracing::error!(error = %e, "keeping the previous accounts list");
+                match tokio::task::spawn_blocking(move || disabled.reload()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "keeping the previous accounts list"),
+                    Err(e) => tracing::error!(error = %e, "the accounts file task failed"),
                 }
             }
             _ = shutdown.changed() => break,

@@ -20,6 +20,7 @@
 pub mod dovecot_log;
 pub mod exim_log;
 pub mod follow;
+pub mod ingest;
 pub mod parse_cmd;
 pub mod prefix;
 pub mod reader;

@@ -96,6 +96,8 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     report.to = events.last().map(|e| e.time);
     let start = report.from.unwrap_or_else(Timestamp::now);
     let (engine, mut alerts) = Engine::new(&config, start);
+    // The config's GeoIP databases and lists, so the location rules replay too.
+    engine.set_enrichment(crate::server::enrichment(&config)?);
     for ev in &events {
         let observed = engine.observe(ev);
         if ev.kind == EventKind::Auth

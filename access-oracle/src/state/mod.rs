@@ -51,7 +51,8 @@ impl Hold {
 /// beats a defer; between equals, the later end wins).
 pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {
     let keep = slot.as_ref().is_some_and(|old| {
-        old.active(now) && (old.deny > new.deny || (old.deny == new.deny && old.until >= new.until))
+        old.active(now)
+            && ((old.deny && !new.deny) || (old.deny == new.deny && old.until >= new.until))
     });
     if !keep {
         *slot = Some(new);

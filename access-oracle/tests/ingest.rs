@@ -1,0 +1,136 @@
+//! `access-oracle ingest`: past Exim and Dovecot logs (plain and gzip) backfilled into the
+//! persisted state, with GeoIP from test databases; then what the state holds.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::Command;
+
+use access_oracle::persist::snapshot;
+use access_oracle::state::State;
+
+fn exim_arrival(day: u32, hour: u32, n: u32, ip: &str) -> String {
+    format!(
+        "2026-10-{day:02} {hour:02}:10:00 1tQx{n:02}-000001-AB <= alice@example.org H=(laptop) [{ip}]:40000 P=esmtpsa A=plain_server:alice S=1234 id=m{n}@example.org for bob@example.net carol@example.net\n"
+    )
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let city = dir.join("city.mmdb");
+    let asn = dir.join("asn.mmdb");
+    geo_fixtures::write_city_db(&city).unwrap();
+    geo_fixtures::write_asn_db(&asn).unwrap();
+    let path = dir.join("oracle.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nstate_dir = \"{0}/state\"\nexim_socket = \"{0}/exim.sock\"\nadmin_socket = \"{0}/admin.sock\"\n\
+             [geoip]\ncity_db = \"{1}\"\nasn_db = \"{2}\"\n",
+            dir.display(),
+            city.display(),
+            asn.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn ingest(config: &Path, files: &[&Path]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_access-oracle"))
+        .arg("ingest")
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(files)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn past_logs_become_baselines_merged_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    // Exim: a month of sending from Berlin, gzip-compressed, with one line that looks
+    // relevant but is cut off.
+    let mut exim = String::new();
+    for day in 1..=28 {
+        exim.push_str(&exim_arrival(day, 9, day, "192.0.2.10"));
+    }
+    exim.push_str("2026-10-29 09:00:00 plain_server authenticator failed for (x) [nonsense: 535 Incorrect authentication data\n");
+    let exim_gz = dir.path().join("mainlog.1.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&exim_gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(exim.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    // Dovecot: IMAP logins from London in the same month (the reader merges by time).
+    let mut dovecot = String::new();
+    for day in [3, 10, 17] {
+        dovecot.push_str(&format!(
+            "Oct {day:2} 20:00:00 mx1 dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=2001:db8::5, lip=198.51.100.1, mpid=31{day}, TLS, session=<s{day}>\n"
+        ));
+    }
+    let dovecot_log = dir.path().join("dovecot.log");
+    std::fs::write(&dovecot_log, dovecot).unwrap();
+    // syslog lines have no year: the file's time says which.
+    let oct_31 = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_793_404_800);
+    std::fs::File::options()
+        .write(true)
+        .open(&dovecot_log)
+        .unwrap()
+        .set_modified(oct_31)
+        .unwrap();
+
+    let out = ingest(&config, &[&exim_gz, &dovecot_log]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["parsed"]["lines"], 32, "{report}");
+    assert_eq!(report["parsed"]["auth_ok"], 31, "{report}");
+    assert_eq!(report["parsed"]["events"]["arrival"], 28, "{report}");
+    assert_eq!(report["baselines_after"], 1, "{report}");
+    assert_eq!(report["from"], "2026-10-01T09:10:00Z", "{report}");
+    let dead = std::fs::read_to_string(dir.path().join("state/dead-letters.log")).unwrap();
+    assert!(dead.contains("[nonsense: 535"), "{dead}");
+
+    let state = State::default();
+    snapshot::read(&state, &dir.path().join("state"), 1_800_000_000)
+        .unwrap()
+        .expect("a snapshot");
+    let b = state.baseline("alice").expect("alice's baseline");
+    let countries: Vec<String> = b.countries.iter().map(|c| c.key.to_string()).collect();
+    assert_eq!(countries, ["DE", "GB"]);
+    assert_eq!(b.logins, 31, "every login: the Exim ones are a day apart");
+    assert!(b.hours[9] >= 28 && b.hours[20] == 3, "{:?}", b.hours);
+    assert_eq!(b.send.hours, 27, "27 completed sending hours");
+    assert!((b.send.average - 2.0).abs() < 0.01);
+    // Merged by time: the last located login is the last Exim one (Oct 28), not the
+    // last Dovecot one (Oct 17) read after it.
+    assert_eq!(b.last_place.as_ref().unwrap().ip.to_string(), "192.0.2.10");
+
+    // Ingesting again adds to what is there.
+    let again = ingest(&config, &[&dovecot_log]);
+    assert!(again.status.success());
+    let state = State::default();
+    snapshot::read(&state, &dir.path().join("state"), 1_800_000_000).unwrap();
+    assert_eq!(state.baseline("alice").unwrap().logins, 34);
+}
+
+#[test]
+fn refuses_while_the_oracle_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let _live = UnixListener::bind(dir.path().join("admin.sock")).unwrap();
+    let log = dir.path().join("mainlog");
+    std::fs::write(&log, exim_arrival(1, 9, 1, "192.0.2.10")).unwrap();
+    let out = ingest(&config, &[&log]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the oracle is running"), "{err}");
+    assert!(!dir.path().join("state/state.snapshot").exists());
+}
