@@ -2,6 +2,9 @@
 //! `parse_line` alone, and `parse_line` + `Engine::handle` per verb, on a warm state of
 //! [`ACCOUNTS`] accounts (each with a login, recipients and an address behind it).
 //!
+//! The last group adds enrichment: GeoIP City + ASN lookups and the location rules on a
+//! successful AUTH, against the same engine without databases.
+//!
 //! Run: `cargo bench -p access-oracle --bench engine`. Results and their reading are in
 //! `docs/PERFORMANCE.md`. The floor to compare against is in the same run: the tokenizer
 //! alone is the least any request can cost.
@@ -195,10 +198,75 @@ fn check_all_accepted(engine: &Engine, case: &str) {
     );
 }
 
+/// A successful AUTH with enrichment: GeoIP City and ASN lookups (test `.mmdb` files),
+/// the location rules and the baseline learning, against the same without databases.
+fn with_geoip(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (city, asn) = (dir.path().join("city.mmdb"), dir.path().join("asn.mmdb"));
+    geo_fixtures::write_city_db(&city).expect("city db");
+    geo_fixtures::write_asn_db(&asn).expect("asn db");
+    let geoip = access_oracle::enrich::GeoIp::open(&access_oracle::enrich::GeoIpConfig {
+        city_db: Some(city),
+        asn_db: Some(asn),
+        ..Default::default()
+    })
+    .expect("the test databases open");
+    let geo_lines: Vec<Vec<u8>> = (0..ACCOUNTS)
+        .map(|i| {
+            format!(
+                "auth user={} ip=192.0.2.{} result=ok mech=PLAIN helo=client.example.org pwhash=0a3f",
+                user(i),
+                i % 250
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut g = c.benchmark_group(format!("auth ok with enrichment, {ACCOUNTS} accounts"));
+    g.throughput(Throughput::Elements(1));
+    for enriched in [false, true] {
+        let (engine, _alerts, _all, mut n) = warm_engine();
+        if enriched {
+            engine.set_enrichment(access_oracle::engine::Enrichment {
+                geoip: std::sync::Arc::new(
+                    access_oracle::enrich::GeoIp::open(&access_oracle::enrich::GeoIpConfig {
+                        city_db: Some(dir.path().join("city.mmdb")),
+                        asn_db: Some(dir.path().join("asn.mmdb")),
+                        ..Default::default()
+                    })
+                    .expect("open"),
+                ),
+                ..Default::default()
+            });
+        }
+        let name = if enriched {
+            "GeoIP City + ASN"
+        } else {
+            "no databases"
+        };
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let line = &geo_lines[i % ACCOUNTS];
+                i += 1;
+                n += 1;
+                let cmd = parse_line(black_box(line)).expect("valid line");
+                engine.handle(&cmd, clock(n))
+            })
+        });
+        check_all_accepted(&engine, name);
+    }
+    g.finish();
+    // The lookup alone.
+    let ip: std::net::IpAddr = "192.0.2.77".parse().expect("an address");
+    c.bench_function("GeoIp::lookup City + ASN", |b| {
+        b.iter(|| geoip.lookup(black_box(ip)))
+    });
+}
+
 // The macro defines an undocumented `pub fn benches`.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::parsing, super::verbs);
+    criterion::criterion_group!(benches, super::parsing, super::verbs, super::with_geoip);
 }
 
 criterion_main!(group::benches);
