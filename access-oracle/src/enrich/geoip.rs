@@ -605,7 +605,10 @@ impl Slot {
     }
 
     fn reload_locked(&self, state: &mut SlotState) -> Result<ReloadReport, GeoIpError> {
-        let result = self.try_reload(state);
+        // The stamp of what was read, taken before reading: a file refused while being
+        // written has an older stamp than the finished file, so polling tries it again.
+        let mut attempted = None;
+        let result = self.try_reload(state, &mut attempted);
         match &result {
             Ok(ReloadReport {
                 outcome: ReloadOutcome::Unchanged,
@@ -631,7 +634,7 @@ impl Slot {
                 tracing::warn!(path = %self.path.display(), setting = self.role.setting(),
                     error = %e, "geoip database refused; the one in use stays");
                 state.refused = Some(Refusal {
-                    stamp: FileStamp::of(&self.path).ok(),
+                    stamp: attempted,
                     error: e.to_string(),
                     at: Timestamp::now(),
                 });
@@ -640,12 +643,17 @@ impl Slot {
         result
     }
 
-    fn try_reload(&self, state: &mut SlotState) -> Result<ReloadReport, GeoIpError> {
+    fn try_reload(
+        &self,
+        state: &mut SlotState,
+        attempted: &mut Option<FileStamp>,
+    ) -> Result<ReloadReport, GeoIpError> {
         let path = &self.path;
         let (bytes, stamp) = read_with_stamp(path).map_err(|source| GeoIpError::Read {
             path: path.clone(),
             source,
         })?;
+        *attempted = Some(stamp);
         let report = |outcome| ReloadReport {
             path: path.clone(),
             outcome,
