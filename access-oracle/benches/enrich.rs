@@ -5,13 +5,16 @@
 //! * `geoip/*`: [`GeoIp::lookup`] on files written with `geo-fixtures`: the five-network
 //!   fixture, and a synthetic file of [`GEO_NETWORKS`] networks in GeoLite2 City / ASN
 //!   shape, whose search tree is deep like a real one (GeoLite2-City has ~4M networks,
-//!   so real trees are deeper still; the record decoding is the same). Hits decode two
-//!   records and allocate the city and AS names; misses stop in the tree.
+//!   so real trees are deeper still; the record decoding is the same). A hit finds two
+//!   records; over [`PROBES`] addresses they are in the decode cache after the warm-up,
+//!   over [`SPREAD`] addresses (~100k City records) many are decoded. Misses stop in
+//!   the tree.
 //! * `lists/*`: [`IpLists::blocked`] and [`IpLists::allowed`] on a DROP-sized list
 //!   ([`DROP_NETWORKS`], Spamhaus DROP has ~1,500) and a large one ([`BIG_NETWORKS`]),
 //!   for addresses inside a listed network (hit) and outside all (miss).
 //!
-//! Every iteration takes the next of [`PROBES`] precomputed addresses, so the caches see
+//! Every iteration takes the next of [`PROBES`] (or [`SPREAD`]) precomputed addresses, so
+//! the caches see
 //! a spread of addresses, not one.
 
 use std::hint::black_box;
@@ -30,6 +33,9 @@ const DROP_NETWORKS: usize = 1_500;
 const BIG_NETWORKS: usize = 100_000;
 /// Addresses cycled through per benchmark.
 const PROBES: usize = 4096;
+/// Addresses cycled through by the `hit, N addresses` GeoIP case: more distinct records
+/// than the decode cache keeps, so many lookups decode.
+const SPREAD: usize = 262_144;
 
 /// Deterministic pseudo-random numbers (xorshift64).
 struct Rng(u64);
@@ -113,8 +119,9 @@ fn geoip(c: &mut Criterion) {
             network: n,
             country: countries[i % countries.len()],
             city: &names[i % names.len()],
-            latitude: (i % 180) as f64 - 89.5,
-            longitude: (i % 360) as f64 - 179.5,
+            // Nearly every network its own City record, as in a real City file.
+            latitude: (i as f64 * 0.0017) % 178.0 - 89.0,
+            longitude: (i as f64 * 0.0036) % 358.0 - 179.0,
             accuracy_radius_km: 20 + (i % 5) as u16 * 10,
             asn: 64_512 + (i % orgs.len()) as u32,
             as_org: &orgs[i % orgs.len()],
@@ -155,6 +162,14 @@ fn geoip(c: &mut Criterion) {
         &format!("city+asn, {GEO_NETWORKS} networks, hit"),
         &big,
         &big_hits,
+    );
+    let spread: Vec<IpAddr> = (0..SPREAD)
+        .map(|_| inside(&nets[rng.below(nets.len() as u64) as usize], &mut rng))
+        .collect();
+    bench(
+        &format!("city+asn, {GEO_NETWORKS} networks, hit, {SPREAD} addresses"),
+        &big,
+        &spread,
     );
     bench(
         &format!("city+asn, {GEO_NETWORKS} networks, miss"),

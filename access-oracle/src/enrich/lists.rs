@@ -250,7 +250,7 @@ impl IpLists {
                 .file_name()
                 .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy())
                 .into();
-            let parsed = parse_list(&bytes, &name);
+            let parsed = parse_list(&bytes, &path.display().to_string());
             log_bad_lines(&parsed.bad);
             files.push(FileState {
                 kind,
@@ -445,7 +445,7 @@ fn reload_file(f: &mut FileState) -> Result<ListReloadReport, ListError> {
         tracing::debug!(path = %f.path.display(), "list file unchanged");
         return Ok(report(ListReloadOutcome::Unchanged));
     }
-    let parsed = parse_list(&bytes, &f.name);
+    let parsed = parse_list(&bytes, &f.path.display().to_string());
     log_bad_lines(&parsed.bad);
     f.content_hash = content_hash;
     f.bad_lines = parsed.bad.len();
@@ -469,12 +469,12 @@ fn hash(bytes: &[u8]) -> u64 {
 
 fn log_bad_lines(bad: &[String]) {
     for line in bad.iter().take(BAD_LOGGED) {
-        tracing::warn!("{line}; line skipped");
+        tracing::warn!(bad_line = %line, "list line skipped");
     }
     if bad.len() > BAD_LOGGED {
         tracing::warn!(
-            "{} more bad lines skipped in the same file",
-            bad.len() - BAD_LOGGED
+            more = bad.len() - BAD_LOGGED,
+            "more bad lines skipped in the same list file (counted in status)"
         );
     }
 }
@@ -505,7 +505,8 @@ fn build(files: &[FileState]) -> Tables {
     t
 }
 
-/// Parses a list file's content; `name` prefixes each bad line's report.
+/// Parses a list file's content; `name` (the file's path) prefixes each bad line's
+/// report.
 fn parse_list(bytes: &[u8], name: &str) -> ParsedList {
     let mut out = ParsedList::default();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -854,7 +855,10 @@ mod tests {
         assert_eq!(s["files"][0]["bad_lines"], 1);
         assert_eq!(
             s["files"][0]["bad_line_examples"],
-            json!(["block.txt:2: expected one network, got \"bad line here\""])
+            json!([format!(
+                "{}:2: expected one network, got \"bad line here\"",
+                block.display()
+            )])
         );
         assert_eq!(s["files"][0]["reloads"], 1);
 
