@@ -39,7 +39,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use mmdb_writer::Writer;
+use mmdb_writer::{IpVersion, Writer};
 use serde::Serialize;
 
 /// One network and what a GeoLite2 City and ASN database say about it.
@@ -216,8 +216,28 @@ pub fn asn_db_bytes(entries: &[Entry<'_>]) -> io::Result<Vec<u8>> {
 /// A database of any `database_type` in one of the MaxMind shapes, e.g. a
 /// `"DBIP-City-Lite"` file, or a type the reader must refuse.
 pub fn db_bytes(shape: Shape, database_type: &str, entries: &[Entry<'_>]) -> io::Result<Vec<u8>> {
+    write_db(shape, database_type, IpVersion::V6, entries)
+}
+
+/// Like [`db_bytes`], but an IPv4-only database (`ip_version` 4, as some older or
+/// third-party files are): IPv6 entries are left out.
+pub fn db_bytes_ipv4(
+    shape: Shape,
+    database_type: &str,
+    entries: &[Entry<'_>],
+) -> io::Result<Vec<u8>> {
+    write_db(shape, database_type, IpVersion::V4, entries)
+}
+
+fn write_db(
+    shape: Shape,
+    database_type: &str,
+    ip_version: IpVersion,
+    entries: &[Entry<'_>],
+) -> io::Result<Vec<u8>> {
     let mut writer = Writer::builder(database_type)
         .description(&[("en", "exim-access test data (documentation ranges)")])
+        .ip_version(ip_version)
         // A fixed build time: the same entries give the same bytes.
         .build_epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .build();
@@ -228,6 +248,9 @@ pub fn db_bytes(shape: Shape, database_type: &str, entries: &[Entry<'_>]) -> io:
                 format!("bad network {:?}: {err}", e.network),
             )
         })?;
+        if ip_version == IpVersion::V4 && network.addr().is_ipv6() {
+            continue;
+        }
         let result = match shape {
             Shape::City => writer.insert(network, &city_record(e)),
             Shape::Country => writer.insert(network, &country_record(e)),

@@ -12,7 +12,8 @@
 //! waits for lookups and lookups never wait for a file to be read. A file that cannot be
 //! used at start is an error ([`GeoIp::open`]); on reload it is refused and the database
 //! in use stays. A lookup never fails: what cannot be decoded is counted in
-//! [`GeoIp::status`] and answered with what is known.
+//! [`GeoIp::status`] and answered with what is known. Decoded records are cached by
+//! their offset in the file (bounded, per file), since addresses come back.
 //!
 //! What each part of [`GeoInfo`] comes from, with MaxMind's field names:
 //!
@@ -362,16 +363,28 @@ impl Provides {
     }
 }
 
+/// A file's content, shared by its reader and the reload check without a copy.
+#[derive(Clone)]
+struct Bytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// One database in memory.
 struct LoadedDb {
     /// Reads from `bytes` (the same allocation).
-    reader: Reader<Arc<[u8]>>,
+    reader: Reader<Bytes>,
     /// The file's content, to tell an unchanged file on reload.
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
     provides: Provides,
     loaded_at: Timestamp,
     /// Whether a decoding error was logged already (once per loaded file).
     error_logged: AtomicBool,
+    /// Records decoded before.
+    decoded: DecodeCache,
 }
 
 /// A file refused on reload: not retried by polling until its stamp changes.
@@ -566,8 +579,18 @@ impl Slot {
         let role = self.role;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let found = db.reader.lookup(ip)?;
+            let Some(offset) = found.offset() else {
+                return Ok(());
+            };
+            if let Some(known) = db.decoded.get(offset) {
+                known.copy_into(role, info);
+                return Ok(());
+            }
             if let Some(record) = found.decode::<Record<'_>>()? {
-                record.apply(role, info);
+                let mut known = GeoInfo::default();
+                record.apply(role, &mut known);
+                known.copy_into(role, info);
+                db.decoded.put(offset, known);
             }
             Ok::<(), MaxMindDbError>(())
         }));
@@ -605,7 +628,10 @@ impl Slot {
     }
 
     fn reload_locked(&self, state: &mut SlotState) -> Result<ReloadReport, GeoIpError> {
-        let result = self.try_reload(state);
+        // The stamp of what was read, taken before reading: a file refused while being
+        // written has an older stamp than the finished file, so polling tries it again.
+        let mut attempted = None;
+        let result = self.try_reload(state, &mut attempted);
         match &result {
             Ok(ReloadReport {
                 outcome: ReloadOutcome::Unchanged,
@@ -631,7 +657,7 @@ impl Slot {
                 tracing::warn!(path = %self.path.display(), setting = self.role.setting(),
                     error = %e, "geoip database refused; the one in use stays");
                 state.refused = Some(Refusal {
-                    stamp: FileStamp::of(&self.path).ok(),
+                    stamp: attempted,
                     error: e.to_string(),
                     at: Timestamp::now(),
                 });
@@ -640,17 +666,22 @@ impl Slot {
         result
     }
 
-    fn try_reload(&self, state: &mut SlotState) -> Result<ReloadReport, GeoIpError> {
+    fn try_reload(
+        &self,
+        state: &mut SlotState,
+        attempted: &mut Option<FileStamp>,
+    ) -> Result<ReloadReport, GeoIpError> {
         let path = &self.path;
         let (bytes, stamp) = read_with_stamp(path).map_err(|source| GeoIpError::Read {
             path: path.clone(),
             source,
         })?;
+        *attempted = Some(stamp);
         let report = |outcome| ReloadReport {
             path: path.clone(),
             outcome,
         };
-        if *bytes == *self.current().bytes {
+        if bytes == *self.current().bytes.0 {
             state.stamp = stamp;
             state.refused = None;
             return Ok(report(ReloadOutcome::Unchanged));
@@ -679,7 +710,7 @@ impl Slot {
             "loaded_at": db.loaded_at.to_string(),
             "ip_version": m.ip_version,
             "node_count": m.node_count,
-            "size_bytes": db.bytes.len(),
+            "size_bytes": db.bytes.0.len(),
             "lookups": self.lookups.load(Ordering::Relaxed),
             "lookup_errors": self.errors.load(Ordering::Relaxed),
             "reloads": self.reloads.load(Ordering::Relaxed),
@@ -714,7 +745,7 @@ fn probe_addresses() -> impl Iterator<Item = IpAddr> {
 
 /// Builds a database from a file's content and checks that it fits `role`.
 fn load(role: Role, path: &Path, bytes: Vec<u8>) -> Result<LoadedDb, GeoIpError> {
-    let bytes: Arc<[u8]> = bytes.into();
+    let bytes = Bytes(Arc::new(bytes));
     let invalid = |source| GeoIpError::Invalid {
         path: path.to_path_buf(),
         source,
@@ -761,7 +792,48 @@ fn load(role: Role, path: &Path, bytes: Vec<u8>) -> Result<LoadedDb, GeoIpError>
         provides,
         loaded_at: Timestamp::now(),
         error_logged: AtomicBool::new(false),
+        decoded: DecodeCache::default(),
     })
+}
+
+/// Shards of the decoded-record cache (by data offset), to spread lock contention.
+const DECODE_SHARDS: usize = 16;
+/// Records kept per shard; a full shard is emptied (the next lookups refill it).
+const DECODE_PER_SHARD: usize = 4096;
+
+/// Decoded records by their offset in the data section. Many addresses share a record
+/// (a city, an AS) and the same addresses come back (a user's logins, an attacker's
+/// tries), so most lookups skip decoding: a hash lookup replaces walking the record's
+/// maps. At most `DECODE_SHARDS * DECODE_PER_SHARD` records per file; it goes away with
+/// its file on reload.
+#[derive(Default)]
+struct DecodeCache {
+    shards: [Mutex<std::collections::HashMap<usize, GeoInfo>>; DECODE_SHARDS],
+}
+
+impl DecodeCache {
+    fn shard(
+        &self,
+        offset: usize,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, GeoInfo>> {
+        // Records are a few dozen bytes apart: mix the bits before picking a shard.
+        let i = (offset.wrapping_mul(0x9E37_79B9) >> 8) % DECODE_SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, offset: usize) -> Option<GeoInfo> {
+        self.shard(offset).get(&offset).cloned()
+    }
+
+    fn put(&self, offset: usize, info: GeoInfo) {
+        let mut shard = self.shard(offset);
+        if shard.len() >= DECODE_PER_SHARD {
+            shard.clear();
+        }
+        shard.insert(offset, info);
+    }
 }
 
 // ---- records: only the fields used; the decoder skips the rest ----------------------
@@ -838,6 +910,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for CityName<'a> {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl GeoInfo {
+    /// Copies the fields `role`'s file answers for from `self` into `info`.
+    fn copy_into(&self, role: Role, info: &mut GeoInfo) {
+        match role {
+            Role::City => {
+                info.country = self.country;
+                info.city = self.city.clone();
+                info.location = self.location;
+            }
+            Role::Asn => {
+                info.asn = self.asn;
+                info.as_org = self.as_org.clone();
+            }
+        }
     }
 }
 
@@ -1055,6 +1144,29 @@ mod tests {
     }
 
     #[test]
+    fn the_decode_cache_answers_like_decoding_and_stays_bounded() {
+        let f = files();
+        let geo = open_both(&f);
+        for e in ENTRIES {
+            let addr = addresses_of(e)[0];
+            let first = geo.lookup(addr);
+            assert_eq!(geo.lookup(addr), first, "cached answer for {addr}");
+            assert_eq!(first, expected(e, true, true, true));
+        }
+        let cache = DecodeCache::default();
+        for offset in 0..(DECODE_SHARDS * DECODE_PER_SHARD * 2) {
+            cache.put(offset * 40, GeoInfo::default());
+        }
+        let total: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(total <= DECODE_SHARDS * DECODE_PER_SHARD, "{total}");
+        assert!(
+            cache
+                .get(40 * (DECODE_SHARDS * DECODE_PER_SHARD * 2 - 1))
+                .is_some()
+        );
+    }
+
+    #[test]
     fn unknown_addresses_give_nothing() {
         let f = files();
         let geo = open_both(&f);
@@ -1105,6 +1217,26 @@ mod tests {
                 assert_eq!(geo.lookup(addr), expected(e, true, false, false), "{addr}");
             }
         }
+    }
+
+    #[test]
+    fn an_ipv4_only_database_answers_ipv4_and_nothing_for_ipv6() {
+        let f = files();
+        let v4 = f.dir.path().join("v4-city.mmdb");
+        std::fs::write(
+            &v4,
+            geo_fixtures::db_bytes_ipv4(Shape::City, "GeoLite2-City", ENTRIES).unwrap(),
+        )
+        .unwrap();
+        let geo = GeoIp::open(&config(Some(&v4), None)).unwrap();
+        assert_eq!(geo.status()["city_db"]["ip_version"], 4);
+        for e in &ENTRIES[..4] {
+            for addr in addresses_of(e) {
+                assert_eq!(geo.lookup(addr), expected(e, true, true, false), "{addr}");
+            }
+        }
+        assert!(geo.lookup(ip("2001:db8::1")).is_empty());
+        assert_eq!(geo.status()["city_db"]["lookup_errors"], 0);
     }
 
     #[test]

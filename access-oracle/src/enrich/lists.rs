@@ -250,7 +250,7 @@ impl IpLists {
                 .file_name()
                 .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy())
                 .into();
-            let parsed = parse_list(&bytes, &name);
+            let parsed = parse_list(&bytes, &path.display().to_string());
             log_bad_lines(&parsed.bad);
             files.push(FileState {
                 kind,
@@ -445,7 +445,7 @@ fn reload_file(f: &mut FileState) -> Result<ListReloadReport, ListError> {
         tracing::debug!(path = %f.path.display(), "list file unchanged");
         return Ok(report(ListReloadOutcome::Unchanged));
     }
-    let parsed = parse_list(&bytes, &f.name);
+    let parsed = parse_list(&bytes, &f.path.display().to_string());
     log_bad_lines(&parsed.bad);
     f.content_hash = content_hash;
     f.bad_lines = parsed.bad.len();
@@ -469,12 +469,12 @@ fn hash(bytes: &[u8]) -> u64 {
 
 fn log_bad_lines(bad: &[String]) {
     for line in bad.iter().take(BAD_LOGGED) {
-        tracing::warn!("{line}; line skipped");
+        tracing::warn!(bad_line = %line, "list line skipped");
     }
     if bad.len() > BAD_LOGGED {
         tracing::warn!(
-            "{} more bad lines skipped in the same file",
-            bad.len() - BAD_LOGGED
+            more = bad.len() - BAD_LOGGED,
+            "more bad lines skipped in the same list file (counted in status)"
         );
     }
 }
@@ -505,7 +505,8 @@ fn build(files: &[FileState]) -> Tables {
     t
 }
 
-/// Parses a list file's content; `name` prefixes each bad line's report.
+/// Parses a list file's content; `name` (the file's path) prefixes each bad line's
+/// report.
 fn parse_list(bytes: &[u8], name: &str) -> ParsedList {
     let mut out = ParsedList::default();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -572,4 +573,385 @@ fn canonical_net(net: IpNet) -> IpNet {
 /// A bad token, cut for the log.
 fn shorten(s: &str) -> String {
     s.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn config(block: &[&Path], allow: &[&Path]) -> ListsConfig {
+        ListsConfig {
+            block: block.iter().map(|p| p.to_path_buf()).collect(),
+            allow: allow.iter().map(|p| p.to_path_buf()).collect(),
+            ..ListsConfig::default()
+        }
+    }
+
+    const DROP: &str = "\
+; Spamhaus DROP List 2024/05/01 - (c) 2024 The Spamhaus Project SLU
+; https://www.spamhaus.org/drop/drop.txt
+; Last-Modified: Wed, 01 May 2024 12:00:00 GMT
+; Expires: Wed, 01 May 2024 13:00:00 GMT
+1.10.16.0/20 ; SBL256894
+1.19.0.0/16 ; SBL434604
+198.51.100.0/24 ; SBL000001
+";
+
+    #[test]
+    fn lines_parse_as_networks_comments_or_errors() {
+        let listed = |s: &str| parse_line(s).unwrap().unwrap();
+        assert_eq!(listed("192.0.2.0/24").network, net("192.0.2.0/24"));
+        assert_eq!(listed("  192.0.2.7  ").network, net("192.0.2.7/32"));
+        assert_eq!(listed("2001:db8::1").network, net("2001:db8::1/128"));
+        assert_eq!(listed("2001:db8::/32\r").network, net("2001:db8::/32"));
+        // Host bits are cleared; IPv4-mapped networks become IPv4.
+        assert_eq!(listed("192.0.2.77/24").network, net("192.0.2.0/24"));
+        assert_eq!(listed("::ffff:192.0.2.0/120").network, net("192.0.2.0/24"));
+        assert_eq!(listed("::ffff:192.0.2.9").network, net("192.0.2.9/32"));
+        let l = listed("1.10.16.0/20 ; SBL256894");
+        assert_eq!(
+            (l.network, l.comment.as_deref()),
+            (net("1.10.16.0/20"), Some("SBL256894"))
+        );
+        assert_eq!(
+            listed("10.0.0.0/8 # office").comment.as_deref(),
+            Some("office")
+        );
+        assert_eq!(listed("10.0.0.0/8 ;").comment, None);
+        for skip in ["", "   ", "# comment", "; Spamhaus", "\r"] {
+            assert_eq!(parse_line(skip), Ok(None), "{skip:?}");
+        }
+        for (bad, why) in [
+            ("192.0.2.0/33", "not a network"),
+            ("example.org", "not an address"),
+            ("192.0.2.1 192.0.2.2", "expected one network"),
+            ("1.2.3.4-1.2.3.9", "not an address"),
+            ("/24", "not a network"),
+        ] {
+            let e = parse_line(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_file_and_line_and_skipped() {
+        let parsed = parse_list(
+            b"192.0.2.0/24\nnonsense\n\n\xff\xfe\n2001:db8::/32 ; ok\n",
+            "my.list",
+        );
+        assert_eq!(parsed.networks.len(), 2);
+        assert_eq!(
+            parsed.bad,
+            vec![
+                "my.list:2: not an address or network: \"nonsense\"".to_string(),
+                "my.list:4: not UTF-8".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spamhaus_drop_file_blocks_with_its_sbl_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = write(dir.path(), "drop_v4.txt", DROP);
+        let lists = IpLists::open(&config(&[&drop], &[])).unwrap();
+        let hit = lists.blocked(ip("1.10.20.30")).unwrap();
+        assert_eq!(
+            hit,
+            ListHit {
+                list: "drop_v4.txt".into(),
+                network: net("1.10.16.0/20"),
+                comment: Some("SBL256894".into()),
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&hit).unwrap(),
+            json!({"list": "drop_v4.txt", "network": "1.10.16.0/20", "comment": "SBL256894"})
+        );
+        assert!(lists.blocked(ip("1.10.32.1")).is_none());
+        assert!(!lists.allowed(ip("1.10.20.30")));
+        // IPv4-mapped IPv6 addresses match IPv4 entries.
+        assert_eq!(
+            lists
+                .blocked(ip("::ffff:198.51.100.9"))
+                .unwrap()
+                .comment
+                .as_deref(),
+            Some("SBL000001")
+        );
+        let s = lists.status();
+        assert_eq!(s["block_networks"], 3);
+        assert_eq!(s["block_hits"], 2);
+        assert_eq!(s["files"][0]["bad_lines"], 0);
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_the_first_file_keeps_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "a.txt",
+            "192.0.2.0/24 ; wide\n2001:db8::/32 ; v6 wide\n",
+        );
+        let b = write(
+            dir.path(),
+            "b.txt",
+            "192.0.2.128/25 ; narrow\n192.0.2.0/24 ; dup\n2001:db8:1::/48\n",
+        );
+        let lists = IpLists::open(&config(&[&a, &b], &[])).unwrap();
+        let hit = |s| lists.blocked(ip(s)).unwrap();
+        assert_eq!(
+            (hit("192.0.2.200").list.as_ref(), hit("192.0.2.200").network),
+            ("b.txt", net("192.0.2.128/25"))
+        );
+        assert_eq!(hit("192.0.2.5").comment.as_deref(), Some("wide"));
+        assert_eq!(hit("2001:db8:1::9").network, net("2001:db8:1::/48"));
+        assert_eq!(hit("2001:db8:2::9").network, net("2001:db8::/32"));
+        assert!(lists.blocked(ip("2001:db9::1")).is_none());
+        assert_eq!(lists.status()["block_networks"], 4);
+    }
+
+    #[test]
+    fn the_allow_list_is_separate_from_the_block_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = write(dir.path(), "block.txt", "203.0.113.0/24\n");
+        let allow = write(
+            dir.path(),
+            "allow.txt",
+            "# office NAT\n203.0.113.10\n2001:db8::/48 ; webmail\n",
+        );
+        let lists = IpLists::open(&config(&[&block], &[&allow])).unwrap();
+        assert!(lists.allowed(ip("203.0.113.10")));
+        assert!(lists.allowed(ip("::ffff:203.0.113.10")));
+        assert!(lists.allowed(ip("2001:db8::25")));
+        assert!(!lists.allowed(ip("203.0.113.11")));
+        assert!(!lists.allowed(ip("2001:db8:1::25")));
+        // blocked() answers for the block list alone; the engine checks allowed() first.
+        assert!(lists.blocked(ip("203.0.113.10")).is_some());
+        let s = lists.status();
+        assert_eq!(
+            (s["allow_networks"].clone(), s["allow_hits"].clone()),
+            (json!(2), json!(3))
+        );
+        assert_eq!(s["files"][1]["kind"], "allow");
+    }
+
+    #[test]
+    fn no_lists_match_nothing() {
+        let lists = IpLists::empty();
+        assert!(!lists.allowed(ip("192.0.2.1")));
+        assert!(lists.blocked(ip("192.0.2.1")).is_none());
+        assert!(lists.reload().is_empty());
+        assert_eq!(lists.status()["files"], json!([]));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_at_start_and_kept_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.txt");
+        let err = IpLists::open(&config(&[&missing], &[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let a_dir = dir.path().join("subdir");
+        std::fs::create_dir(&a_dir).unwrap();
+        assert!(IpLists::open(&config(&[], &[&a_dir])).is_err());
+
+        let block = write(dir.path(), "block.txt", "192.0.2.0/24\n");
+        let lists = IpLists::open(&config(&[&block], &[])).unwrap();
+        std::fs::remove_file(&block).unwrap();
+        let r = lists.reload_if_changed();
+        assert!(
+            matches!(r.as_slice(), [Err(ListError::Read { .. })]),
+            "{r:?}"
+        );
+        assert!(
+            lists.blocked(ip("192.0.2.1")).is_some(),
+            "old networks stay"
+        );
+        assert!(
+            lists.reload_if_changed().is_empty(),
+            "not retried while unchanged"
+        );
+        assert!(lists.status()["files"][0]["last_refusal"]["error"].is_string());
+
+        write(dir.path(), "block.txt", "198.51.100.0/24\n");
+        let r = lists.reload_if_changed();
+        assert!(
+            matches!(
+                r.as_slice(),
+                [Ok(ListReloadReport {
+                    outcome: ListReloadOutcome::Reloaded {
+                        networks: 1,
+                        bad_lines: 0
+                    },
+                    ..
+                })]
+            ),
+            "{r:?}"
+        );
+        assert!(lists.blocked(ip("192.0.2.1")).is_none());
+        assert!(lists.blocked(ip("198.51.100.1")).is_some());
+        assert!(lists.status()["files"][0]["last_refusal"].is_null());
+    }
+
+    #[test]
+    fn reloads_replace_changed_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = write(dir.path(), "block.txt", "192.0.2.0/24\n");
+        let allow = write(dir.path(), "allow.txt", "198.51.100.1\n");
+        let lists = IpLists::open(&config(&[&block], &[&allow])).unwrap();
+        let r = lists.reload();
+        assert!(
+            r.iter().all(|r| matches!(
+                r,
+                Ok(ListReloadReport {
+                    outcome: ListReloadOutcome::Unchanged,
+                    ..
+                })
+            )),
+            "{r:?}"
+        );
+
+        // Renamed into place.
+        let tmp = write(
+            dir.path(),
+            "block.txt.new",
+            "203.0.113.0/24\nbad line here\n",
+        );
+        std::fs::rename(&tmp, &block).unwrap();
+        let r = lists.reload_if_changed();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            r[0].as_ref().unwrap().outcome,
+            ListReloadOutcome::Reloaded {
+                networks: 1,
+                bad_lines: 1
+            }
+        );
+        assert!(lists.blocked(ip("192.0.2.1")).is_none());
+        assert!(lists.blocked(ip("203.0.113.1")).is_some());
+        assert!(lists.allowed(ip("198.51.100.1")));
+        let s = lists.status();
+        assert_eq!(s["files"][0]["bad_lines"], 1);
+        assert_eq!(
+            s["files"][0]["bad_line_examples"],
+            json!([format!(
+                "{}:2: expected one network, got \"bad line here\"",
+                block.display()
+            )])
+        );
+        assert_eq!(s["files"][0]["reloads"], 1);
+
+        // Rewritten in place.
+        std::fs::write(&allow, "198.51.100.2\n").unwrap();
+        let r = lists.reload();
+        assert!(
+            matches!(
+                r[1],
+                Ok(ListReloadReport {
+                    outcome: ListReloadOutcome::Reloaded { .. },
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(!lists.allowed(ip("198.51.100.1")));
+        assert!(lists.allowed(ip("198.51.100.2")));
+    }
+
+    #[test]
+    fn a_large_list_answers_like_a_linear_scan() {
+        let mut text = String::new();
+        for i in 0..20_000u32 {
+            // Networks of varying length, spread over the IPv4 space, some nested.
+            let addr = Ipv4Net::new((i.wrapping_mul(2_654_435_761)).into(), 16 + (i % 17) as u8)
+                .unwrap()
+                .trunc();
+            text.push_str(&format!("{addr} ; n{i}\n"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "big.txt", &text);
+        let lists = IpLists::open(&config(&[&path], &[])).unwrap();
+        let nets: Vec<IpNet> = text
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        for i in 0..2_000u32 {
+            let probe = IpAddr::V4(i.wrapping_mul(0x9E37_79B9).wrapping_add(i).into());
+            let want = nets
+                .iter()
+                .filter(|n| n.contains(&probe))
+                .max_by_key(|n| n.prefix_len())
+                .copied();
+            assert_eq!(lists.blocked(probe).map(|h| h.network), want, "{probe}");
+        }
+    }
+
+    #[test]
+    fn config_parses_and_validates() {
+        let c: ListsConfig = toml::from_str("block = [\"/etc/access-oracle/drop.txt\"]").unwrap();
+        assert_eq!((c.allow.len(), c.reload_check_secs), (0, 60));
+        assert!(toml::from_str::<ListsConfig>("blocks = []").is_err());
+        let mut p = Problems::default();
+        c.validate(&mut p);
+        assert!(p.is_empty());
+        let bad = ListsConfig {
+            block: vec!["drop.txt".into(), "/a".into()],
+            allow: vec!["/a".into()],
+            reload_check_secs: 100_000,
+        };
+        let mut p = Problems::default();
+        bad.validate(&mut p);
+        assert_eq!(
+            p.list(),
+            [
+                "[lists] block must list absolute paths, got drop.txt",
+                "[lists] /a is listed more than once",
+                "[lists] reload_check_secs must be between 1 and 86400, got 100000",
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watcher_reloads_a_changed_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = write(dir.path(), "block.txt", "192.0.2.0/24\n");
+        let mut c = config(&[&block], &[]);
+        c.reload_check_secs = 3600;
+        let lists = Arc::new(IpLists::open(&c).unwrap());
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(watch(lists.clone(), rx));
+        std::fs::write(&block, "198.51.100.0/24\n").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while lists.blocked(ip("198.51.100.1")).is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "not reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(lists.blocked(ip("192.0.2.1")).is_none());
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

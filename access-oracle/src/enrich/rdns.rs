@@ -460,3 +460,340 @@ fn resolve(resolver: &dyn Resolver, ip: IpAddr, confirm: bool) -> RdnsAnswer {
         _ => RdnsAnswer::Unconfirmed(name),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A resolver from tables; `gate`, when set, blocks every reverse lookup until a
+    /// message (or hang-up) arrives.
+    #[derive(Default)]
+    struct Fake {
+        ptr: HashMap<IpAddr, &'static str>,
+        a: HashMap<&'static str, Vec<IpAddr>>,
+        fail: Vec<IpAddr>,
+        calls: AtomicUsize,
+        gate: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Resolver for Fake {
+        fn reverse(&self, ip: IpAddr) -> io::Result<Option<String>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                let _ = gate.lock().unwrap().recv();
+            }
+            if self.fail.contains(&ip) {
+                return Err(io::Error::other("SERVFAIL"));
+            }
+            Ok(self.ptr.get(&ip).map(|n| format!("{}.", n.to_uppercase())))
+        }
+
+        fn forward(&self, name: &str) -> io::Result<Vec<IpAddr>> {
+            self.a
+                .get(name)
+                .cloned()
+                .ok_or_else(|| io::Error::other("NXDOMAIN"))
+        }
+    }
+
+    fn fake() -> Fake {
+        Fake {
+            ptr: [
+                (ip("192.0.2.1"), "mail.example.org"),
+                (ip("198.51.100.7"), "www.example-bank.com"),
+                (ip("2001:db8::25"), "mx.example.net"),
+            ]
+            .into(),
+            a: [
+                ("mail.example.org", vec![ip("192.0.2.1")]),
+                ("www.example-bank.com", vec![ip("203.0.113.99")]),
+                ("mx.example.net", vec![ip("2001:db8::25")]),
+            ]
+            .into(),
+            fail: vec![ip("203.0.113.66")],
+            ..Fake::default()
+        }
+    }
+
+    fn enabled() -> RdnsConfig {
+        RdnsConfig {
+            enabled: true,
+            ..RdnsConfig::default()
+        }
+    }
+
+    fn t0() -> Timestamp {
+        "2024-05-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        t0() + SignedDuration::from_secs(secs)
+    }
+
+    /// Waits (bounded) until `ip` has an answer at `now`.
+    async fn answered(rdns: &Rdns, ip: IpAddr, now: Timestamp) -> RdnsAnswer {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(a) = rdns.answer(ip, now) {
+                return a;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no answer for {ip}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn config_defaults_parse_and_validation() {
+        let c: RdnsConfig = toml::from_str("enabled = true").unwrap();
+        assert_eq!(c, enabled());
+        assert!(!RdnsConfig::default().enabled);
+        assert!(toml::from_str::<RdnsConfig>("enable = true").is_err());
+        let mut p = Problems::default();
+        c.validate(&mut p);
+        assert!(p.is_empty());
+        let bad = RdnsConfig {
+            timeout_ms: 0,
+            queue: 0,
+            concurrency: 100,
+            ..enabled()
+        };
+        let mut p = Problems::default();
+        bad.validate(&mut p);
+        assert_eq!(
+            p.list(),
+            [
+                "[rdns] timeout_ms must be between 1 and 60000, got 0",
+                "[rdns] queue must be between 1 and 1000000, got 0",
+                "[rdns] concurrency must be between 1 and 64, got 100",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_does_nothing() {
+        let (rdns, worker) = Rdns::with_resolver(&RdnsConfig::default(), Arc::new(fake()));
+        rdns.request(ip("192.0.2.1"));
+        assert_eq!(rdns.cached_or_request(ip("192.0.2.1"), t0()), None);
+        let (_stop, rx) = watch::channel(false);
+        tokio::time::timeout(Duration::from_secs(5), worker.run(rx))
+            .await
+            .expect("a disabled worker returns at once");
+        let s = rdns.status();
+        assert_eq!(
+            (s["enabled"].clone(), s["requests"].clone()),
+            (json!(false), json!(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_until_they_expire() {
+        let resolver = Arc::new(fake());
+        let (rdns, worker) = Rdns::with_resolver(&enabled(), resolver.clone());
+        let now = Arc::new(Mutex::new(t0()));
+        let clock = now.clone();
+        let worker = worker.with_clock(Arc::new(move || *clock.lock().unwrap()));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(worker.run(rx));
+
+        for a in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "::ffff:192.0.2.50",
+            "203.0.113.66",
+            "2001:db8::25",
+        ] {
+            assert_eq!(
+                rdns.cached_or_request(ip(a), t0()),
+                None,
+                "nothing cached yet"
+            );
+        }
+        let name = answered(&rdns, ip("192.0.2.1"), t0()).await;
+        assert_eq!(name, RdnsAnswer::Name("mail.example.org".into()));
+        assert_eq!(
+            rdns.cached(ip("192.0.2.1"), t0()).as_deref(),
+            Some("mail.example.org")
+        );
+        assert_eq!(
+            rdns.cached(ip("::ffff:192.0.2.1"), t0()).as_deref(),
+            Some("mail.example.org")
+        );
+        assert_eq!(
+            answered(&rdns, ip("198.51.100.7"), t0()).await,
+            RdnsAnswer::Unconfirmed("www.example-bank.com".into())
+        );
+        assert_eq!(
+            rdns.cached(ip("198.51.100.7"), t0()),
+            None,
+            "an unconfirmed name is not a name"
+        );
+        assert_eq!(
+            answered(&rdns, ip("192.0.2.50"), t0()).await,
+            RdnsAnswer::NoName
+        );
+        assert_eq!(
+            answered(&rdns, ip("203.0.113.66"), t0()).await,
+            RdnsAnswer::Failed
+        );
+        assert_eq!(
+            answered(&rdns, ip("2001:db8::25"), t0()).await,
+            RdnsAnswer::Name("mx.example.net".into())
+        );
+        let calls = resolver.calls.load(Ordering::SeqCst);
+        assert_eq!(calls, 5);
+
+        // Fresh answers are not looked up again.
+        rdns.request(ip("192.0.2.1"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while rdns.status()["skipped_fresh"] != 1 {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(resolver.calls.load(Ordering::SeqCst), calls);
+
+        // A failure is forgotten after a minute, an answer after cache_secs.
+        assert_eq!(rdns.answer(ip("203.0.113.66"), at(61)), None);
+        assert!(rdns.answer(ip("192.0.2.1"), at(61)).is_some());
+        assert!(rdns.answer(ip("192.0.2.50"), at(3599)).is_some());
+        assert_eq!(rdns.cached(ip("192.0.2.1"), at(3600)), None);
+
+        // Expired: asked again, answered again, as of the worker's clock.
+        *now.lock().unwrap() = at(4000);
+        assert_eq!(rdns.cached_or_request(ip("192.0.2.1"), at(4000)), None);
+        answered(&rdns, ip("192.0.2.1"), at(4000)).await;
+        assert_eq!(resolver.calls.load(Ordering::SeqCst), calls + 1);
+        assert!(rdns.answer(ip("192.0.2.1"), at(4000 + 3599)).is_some());
+
+        let s = rdns.status();
+        assert_eq!(s["names"], 3);
+        assert_eq!(s["unconfirmed"], 1);
+        assert_eq!(s["no_name"], 1);
+        assert_eq!(s["failures"], 1);
+        assert_eq!(s["pending"], 0);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_forward_confirmation_any_ptr_name_counts() {
+        let config = RdnsConfig {
+            forward_confirm: false,
+            ..enabled()
+        };
+        let (rdns, worker) = Rdns::with_resolver(&config, Arc::new(fake()));
+        let (_stop, rx) = watch::channel(false);
+        let task = tokio::spawn(worker.run(rx));
+        rdns.request(ip("198.51.100.7"));
+        assert_eq!(
+            answered(&rdns, ip("198.51.100.7"), Timestamp::now()).await,
+            RdnsAnswer::Name("www.example-bank.com".into())
+        );
+        task.abort();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_duplicates_queue_once() {
+        let config = RdnsConfig {
+            queue: 2,
+            ..enabled()
+        };
+        let (rdns, _worker) = Rdns::with_resolver(&config, Arc::new(fake()));
+        rdns.request(ip("192.0.2.1"));
+        rdns.request(ip("::ffff:192.0.2.1"));
+        rdns.request(ip("192.0.2.2"));
+        rdns.request(ip("192.0.2.3"));
+        rdns.request(ip("192.0.2.3"));
+        let s = rdns.status();
+        assert_eq!(s["requests"], 5);
+        assert_eq!(s["queued"], 2);
+        assert_eq!(s["duplicates"], 1);
+        assert_eq!(s["dropped_queue_full"], 2);
+        assert_eq!(s["pending"], 2);
+    }
+
+    #[test]
+    fn requests_after_the_worker_is_gone_are_dropped() {
+        let (rdns, worker) = Rdns::with_resolver(&enabled(), Arc::new(fake()));
+        drop(worker);
+        rdns.request(ip("192.0.2.1"));
+        assert_eq!(rdns.status()["dropped_worker_gone"], 1);
+        assert_eq!(rdns.status()["pending"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_lookup_times_out_as_a_failure() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let resolver = Fake {
+            gate: Some(Mutex::new(gate)),
+            ..fake()
+        };
+        let config = RdnsConfig {
+            timeout_ms: 50,
+            concurrency: 1,
+            ..enabled()
+        };
+        let (rdns, worker) = Rdns::with_resolver(&config, Arc::new(resolver));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(worker.run(rx));
+        rdns.request(ip("192.0.2.1"));
+        assert_eq!(
+            answered(&rdns, ip("192.0.2.1"), Timestamp::now()).await,
+            RdnsAnswer::Failed
+        );
+        assert_eq!(rdns.status()["timeouts"], 1);
+        // The blocked lookup still holds the only permit: the next one waits for it.
+        rdns.request(ip("198.51.100.7"));
+        tokio::task::yield_now().await;
+        assert_eq!(rdns.answer(ip("198.51.100.7"), Timestamp::now()), None);
+        drop(release); // unblocks every lookup
+        assert_eq!(
+            answered(&rdns, ip("198.51.100.7"), Timestamp::now()).await,
+            RdnsAnswer::Unconfirmed("www.example-bank.com".into())
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_answers_expiring_first() {
+        let config = RdnsConfig {
+            cache_max: 16,
+            ..enabled()
+        };
+        let (rdns, _worker) = Rdns::with_resolver(&config, Arc::new(fake()));
+        for i in 0..40u32 {
+            let a = IpAddr::V4((0xC000_0200 + i).into());
+            rdns.store(a, RdnsAnswer::NoName, at(i64::from(i)));
+            assert!(rdns.cache.len() <= 16);
+        }
+        // The newest stay.
+        assert!(rdns.answer(ip("192.0.2.39"), at(40)).is_some());
+        assert!(rdns.answer(ip("192.0.2.0"), at(40)).is_none());
+        assert!(rdns.status()["evicted"].as_u64().unwrap() >= 24);
+        // Expired answers go first.
+        rdns.store(ip("198.51.100.1"), RdnsAnswer::NoName, at(10_000));
+        assert_eq!(rdns.cache.len(), 1);
+    }
+
+    #[test]
+    fn the_system_resolver_answers_for_localhost() {
+        // /etc/hosts names 127.0.0.1 on any Debian system; no DNS server is needed.
+        match SystemResolver.reverse(ip("127.0.0.1")) {
+            Ok(Some(name)) => assert!(!name.is_empty()),
+            other => panic!("no name for 127.0.0.1: {other:?}"),
+        }
+        let addrs = SystemResolver.forward("localhost").unwrap();
+        assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
+}

@@ -82,7 +82,8 @@ fn is_change(kind: &EventKind) -> bool {
 }
 
 /// Runs until `shutdown` turns true (or its sender is gone), calling `reload` on a
-/// blocking thread after a debounced notification about one of `paths` and every `poll`.
+/// blocking thread once at start (for changes since the files were opened), after a
+/// debounced notification about one of `paths`, and every `poll`.
 pub(crate) async fn watch_files<F>(
     what: &'static str,
     paths: Vec<PathBuf>,
@@ -102,6 +103,8 @@ pub(crate) async fn watch_files<F>(
     } else {
         None
     };
+    // A change between the files' first read and the watch above is seen now.
+    run(what, &reload, Trigger::Poll).await;
     let poll = poll.max(Duration::from_millis(100));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,13 +131,21 @@ pub(crate) async fn watch_files<F>(
             }
             _ = ticks.tick() => Trigger::Poll,
         };
-        let reload = reload.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || reload(trigger)).await {
-            tracing::error!(what, error = %e, "reload task failed");
-        }
+        run(what, &reload, trigger).await;
         if *shutdown.borrow() {
             return;
         }
+    }
+}
+
+/// Runs `reload` on a blocking thread (it reads files) and waits for it.
+async fn run<F>(what: &'static str, reload: &F, trigger: Trigger)
+where
+    F: Fn(Trigger) + Send + Sync + Clone + 'static,
+{
+    let reload = reload.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || reload(trigger)).await {
+        tracing::error!(what, error = %e, "reload task failed");
     }
 }
 
