@@ -62,6 +62,8 @@ pub struct Enrichment {
     pub lists: Arc<IpLists>,
     /// The disabled-accounts file.
     pub disabled: Arc<DisabledAccounts>,
+    /// Reverse DNS (names for alerts), resolved in the background.
+    pub rdns: Arc<crate::enrich::Rdns>,
 }
 
 impl Default for Enrichment {
@@ -70,6 +72,7 @@ impl Default for Enrichment {
             geoip: Arc::new(GeoIp::empty()),
             lists: Arc::new(IpLists::empty()),
             disabled: Arc::new(DisabledAccounts::empty()),
+            rdns: crate::enrich::Rdns::new(&crate::enrich::RdnsConfig::default()).0,
         }
     }
 }
@@ -498,9 +501,19 @@ impl Engine {
             self.state.account_mut(&user).totals.refused += 1;
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
+        // The address's name, for alerts: from the cache only (a miss asks the
+        // background resolver, for next time); never waited for.
+        let rdns = match at.ip {
+            Some(ip) if at.origin == Origin::Live && enrich.rdns.enabled() => {
+                enrich.rdns.cached_or_request(ip, now)
+            }
+            _ => None,
+        };
         for trip in &trips {
             self.apply(trip, Some(&user), at.ip, secs);
-            self.raise(Alert::from_trip(trip, now, Some(&user), at.ip, protocol));
+            let mut alert = Alert::from_trip(trip, now, Some(&user), at.ip, protocol);
+            alert.rdns = rdns.as_deref().map(str::to_string);
+            self.raise(alert);
         }
         reply
     }

@@ -71,7 +71,11 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
         .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
-    engine.set_enrichment(enrichment(&config)?);
+    let (rdns, rdns_worker) = crate::enrich::Rdns::new(&config.raw.rdns);
+    engine.set_enrichment(crate::engine::Enrichment {
+        rdns: rdns.clone(),
+        ..enrichment(&config)?
+    });
     housekeeping::restore(&engine, &config.state_dir);
     report_inactive_rules(&engine);
     let engine = Arc::new(engine);
@@ -127,6 +131,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         enrich.lists.clone(),
         shutdown_rx.clone(),
     ));
+    let rdns_task = rdns
+        .enabled()
+        .then(|| tokio::spawn(rdns_worker.run(shutdown_rx.clone())));
     let accounts_watch = tokio::spawn(housekeeping::watch_accounts_file(
         engine.clone(),
         Duration::from_secs(config.rules.disabled_credentials.reload_check_secs),
@@ -153,6 +160,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         let _ = admin_task.await;
         let _ = sweeper.await;
         let _ = accounts_watch.await;
+        if let Some(t) = rdns_task {
+            let _ = t.await;
+        }
         let _ = geoip_watch.await;
         let _ = lists_watch.await;
         // Log followers read what is already written, then stop.
@@ -241,7 +251,10 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
             // SIGHUP also rereads the GeoIP databases, lists and the accounts file; a
             // file that cannot be used keeps the running set.
             match enrichment(&new) {
-                Ok(e) => running.engine.set_enrichment(e),
+                Ok(e) => running.engine.set_enrichment(crate::engine::Enrichment {
+                    rdns: running.engine.enrichment().rdns.clone(),
+                    ..e
+                }),
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
                     "reload: keeping the running GeoIP databases, lists and accounts file"
@@ -286,6 +299,8 @@ pub fn report_inactive_rules(engine: &Engine) {
 /// the start with the reason.
 pub fn enrichment(config: &Config) -> anyhow::Result<crate::engine::Enrichment> {
     let mut e = crate::engine::Enrichment::default();
+    // A running resolver is kept across reloads (see `start`); this one is off.
+    e.rdns = crate::enrich::Rdns::new(&crate::enrich::RdnsConfig::default()).0;
     let raw = &config.raw;
     e.geoip = Arc::new(crate::enrich::GeoIp::open(&raw.geoip).context("[geoip]")?);
     e.lists = Arc::new(crate::enrich::IpLists::open(&raw.lists).context("[lists]")?);
