@@ -359,8 +359,6 @@ pub fn report_inactive_rules(engine: &Engine) {
 /// the start with the reason.
 pub fn enrichment(config: &Config) -> anyhow::Result<crate::engine::Enrichment> {
     let mut e = crate::engine::Enrichment::default();
-    // A running resolver is kept across reloads (see `start`); this one is off.
-    e.rdns = crate::enrich::Rdns::new(&crate::enrich::RdnsConfig::default()).0;
     let raw = &config.raw;
     e.geoip = Arc::new(crate::enrich::GeoIp::open(&raw.geoip).context("[geoip]")?);
     e.lists = Arc::new(crate::enrich::IpLists::open(&raw.lists).context("[lists]")?);
