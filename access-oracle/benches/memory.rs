@@ -141,6 +141,12 @@ fn main() {
         idle + active
     );
     println!(
+        "snapshot of the baselines        {:.1} MiB, written in {:.2} s, restored in {:.2} s",
+        size as f64 / (1 << 20) as f64,
+        wrote.as_secs_f64(),
+        read.as_secs_f64()
+    );
+    println!(
         "baselines {} / live accounts {}",
         engine.state().baseline_count(),
         engine.state().account_count()
