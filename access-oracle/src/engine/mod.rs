@@ -632,6 +632,8 @@ impl Engine {
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.
     fn raise(&self, alert: Alert) {
         let alert = Arc::new(alert);
+        // A rule that fired may have put a hold or block in place: snapshot it.
+        self.state.mark_dirty();
         self.stats.alerts_raised.fetch_add(1, Ordering::Relaxed);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -752,6 +754,7 @@ impl Engine {
         let Some(mut acct) = self.state.tracked_account_mut(&key) else {
             return json!({ "account": key, "released": false, "reason": "account not tracked" });
         };
+        self.state.mark_dirty();
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
         acct.auth_failures.clear();
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
@@ -770,6 +773,7 @@ impl Engine {
         let Some(mut rec) = self.state.tracked_ip_mut(ip) else {
             return json!({ "ip": ip, "unblocked": false, "reason": "address not tracked" });
         };
+        self.state.mark_dirty();
         let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
         rec.auth_failures.clear();
         json!({ "ip": ip, "unblocked": block.is_some(), "block": block.as_ref().map(hold_json) })
