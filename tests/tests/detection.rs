@@ -387,7 +387,8 @@ fn allow_listed_addresses_are_never_blocked_and_bad_ones_are() {
 }
 
 /// The city database replaced while logins flow: no login fails, and new logins are
-/// located with the new data.
+/// located with the new data; then replaced by a damaged file: refused, the last good
+/// one stays in use.
 #[test]
 fn the_mmdb_replaced_while_requests_flow() {
     let world = World::new(&["alice"]);
@@ -412,6 +413,25 @@ fn the_mmdb_replaced_while_requests_flow() {
         baseline(&oracle, "alice")["countries"]
             .as_array()
             .is_some_and(|c| c.iter().any(|e| e["country"] == "JP"))
+    });
+    // A damaged file replaces it: refused, the one in use stays.
+    geo_fixtures::replace_atomically(&city, b"this is not a MaxMind database").unwrap();
+    wait_until(&oracle, "the damaged file is refused", || {
+        oracle
+            .log_text()
+            .contains("geoip database refused; the one in use stays")
+    });
+    let before = baseline(&oracle, "alice");
+    assert_eq!(login(&exim, "192.0.2.201", "alice", PASSWORD), 235);
+    let jp_logins = |b: &Value| {
+        b["countries"]
+            .as_array()
+            .and_then(|c| c.iter().find(|e| e["country"] == "JP"))
+            .and_then(|e| e["logins"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until(&oracle, "still located with the last good file", || {
+        jp_logins(&baseline(&oracle, "alice")) == jp_logins(&before) + 1
     });
     assert!(
         !oracle.log_text().contains("panicked"),
