@@ -11,7 +11,9 @@
 //!     reader and the engine on the default rules, warmed with [`ACCOUNTS`] accounts
 //!     that have logged in;
 //!   - the floor: an axum router whose handler returns the same fixed JSON
-//!     (`{"status":0,"msg":""}`) without looking at the request.
+//!     (`{"status":0,"msg":""}`) without looking at the request;
+//!   - the floor reading the body: the same, after reading the body into `Bytes` as the
+//!     endpoint must (hyper hands it over separately from the head).
 //! * Clients, in a separate process (this binary run again with a `client-*`
 //!   argument), as Dovecot's auth process is separate: raw HTTP/1.1 over keep-alive TCP
 //!   connections, one request in flight per connection as Dovecot's HTTP client sends
@@ -23,7 +25,7 @@
 //! * Throughput: [`CONNECTIONS`] connections driven by one event-loop thread, requests
 //!   per second over a fixed time, with the latency of each request under that load.
 //!
-//! The two servers are measured in alternating order over several rounds so that the
+//! The servers are measured in rotating order over several rounds so that the
 //! drift of a shared VM hits both. Without `--bench` (e.g. `cargo test --benches`) it
 //! runs a few hundred requests only, as a smoke test.
 
@@ -88,11 +90,12 @@ const SMOKE: Plan = Plan {
     throughput_measure: Duration::from_millis(200),
 };
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Policy = 0,
-    Floor = 1,
-}
+/// The servers, in the order of their tables' columns.
+const KINDS: [&str; 3] = [
+    "floor (bare axum handler)",
+    "floor reading the body",
+    "policy endpoint",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
 struct Servers {
     runtime: tokio::runtime::Runtime,
     engine: Arc<Engine>,
-    addrs: [SocketAddr; 2],
+    addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
 }
 
@@ -153,18 +156,26 @@ impl Servers {
         let shared = Arc::new(Shared::new(engine.clone(), key, PolicySettings::default()));
         let (stop, stopped) = watch::channel(false);
         let addrs = runtime.block_on(async {
-            let app = policy::router("/policy", shared);
             let floor = Router::new().route(
                 "/policy",
                 post(|| async { ([(header::CONTENT_TYPE, "application/json")], CONTINUE) }),
             );
+            // The same, but the body is read first, as the endpoint must.
+            let floor_body = Router::new().route(
+                "/policy",
+                post(|body: axum::body::Bytes| async move {
+                    std::hint::black_box(body);
+                    ([(header::CONTENT_TYPE, "application/json")], CONTINUE)
+                }),
+            );
+            let app = policy::router("/policy", shared);
             let mut addrs = Vec::new();
-            for router in [app, floor] {
+            for router in [floor, floor_body, app] {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 addrs.push(listener.local_addr()?);
                 tokio::spawn(policy::serve(listener, router, 1024, stopped.clone()));
             }
-            anyhow::Ok([addrs[0], addrs[1]])
+            anyhow::Ok(addrs)
         })?;
         Ok(Servers {
             runtime,
@@ -262,16 +273,15 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let servers = Servers::start()?;
-    let mut results = [Results::default(), Results::default()];
+    let mut results: Vec<Results> = KINDS.iter().map(|_| Results::default()).collect();
     for round in 0..plan.rounds {
-        let order = if round % 2 == 0 {
-            [Kind::Policy, Kind::Floor]
-        } else {
-            [Kind::Floor, Kind::Policy]
-        };
-        for kind in order {
-            let addr = servers.addrs[kind as usize].to_string();
-            let r = &mut results[kind as usize];
+        // Rotate which server goes first, round by round.
+        let order: Vec<usize> = (0..KINDS.len())
+            .map(|k| (k + round) % KINDS.len())
+            .collect();
+        for &kind in &order {
+            let addr = servers.addrs[kind].to_string();
+            let r = &mut results[kind];
             let cpu0 = process_cpu();
             let out = run_client(
                 &exe,
@@ -290,8 +300,8 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
                     .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
             );
         }
-        for kind in order {
-            let addr = servers.addrs[kind as usize].to_string();
+        for &kind in &order {
+            let addr = servers.addrs[kind].to_string();
             let cpu0 = process_cpu();
             let out = run_client(
                 &exe,
@@ -314,7 +324,7 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
             let [counted, secs, total, client_cpu, p50, p99] = f[..] else {
                 bail!("client output {text:?}");
             };
-            let r = &mut results[kind as usize];
+            let r = &mut results[kind];
             r.rounds.push(counted / secs);
             r.loaded_p50.push(p50);
             r.loaded_p99.push(p99);
@@ -352,30 +362,52 @@ fn run_client(exe: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-fn print_report(plan: &Plan, results: &[Results; 2], handled: u64, elapsed: Duration) {
-    let [policy, floor] = results;
-    let ratio = |p: f64, f: f64| p / f;
+fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duration) {
+    let header = |extra: &str| {
+        let names: Vec<&str> = KINDS.to_vec();
+        println!(
+            "| measure | {} | policy / floor |{extra}",
+            names.join(" | ")
+        );
+        println!(
+            "|---|{}{}",
+            "---:|".repeat(KINDS.len() + 1),
+            if extra.is_empty() { "" } else { "---|" }
+        );
+    };
+    let row = |name: &str, values: Vec<f64>, digits: usize, target: Option<&str>| {
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:.digits$}")).collect();
+        let ratio = values[values.len() - 1] / values[0];
+        let target = target.map_or(String::new(), |t| format!(" {t} |"));
+        println!("| {name} | {} | {ratio:.2}x |{target}", cells.join(" | "));
+    };
     println!();
     println!(
-        "Latency: one keep-alive connection, one request at a time, {} timed per server ({} rounds, alternating), client in its own process.",
+        "Latency: one keep-alive connection, one request at a time, {} timed per server ({} rounds, rotating order), client in its own process.",
         plan.latency_requests * plan.rounds,
         plan.rounds
     );
     println!();
-    println!("| measure | floor (bare axum handler) | policy endpoint | policy / floor |");
-    println!("|---|---:|---:|---:|");
+    header("");
     for (name, q) in [("p50 (µs)", 0.5), ("p99 (µs)", 0.99), ("p99.9 (µs)", 0.999)] {
-        let (f, p) = (
-            percentile_us(&floor.latency, q),
-            percentile_us(&policy.latency, q),
+        row(
+            name,
+            results
+                .iter()
+                .map(|r| percentile_us(&r.latency, q))
+                .collect(),
+            1,
+            None,
         );
-        println!("| {name} | {f:.1} | {p:.1} | {:.2}x |", ratio(p, f));
     }
-    let cpu = |r: &Results| r.latency_cpu.as_secs_f64() * 1e6 / r.latency_requests as f64;
-    let (f, p) = (cpu(floor), cpu(policy));
-    println!(
-        "| server CPU per request (µs) | {f:.1} | {p:.1} | {:.2}x |",
-        ratio(p, f)
+    row(
+        "server CPU per request (µs)",
+        results
+            .iter()
+            .map(|r| r.latency_cpu.as_secs_f64() * 1e6 / r.latency_requests as f64)
+            .collect(),
+        1,
+        None,
     );
     println!();
     println!(
@@ -384,39 +416,43 @@ fn print_report(plan: &Plan, results: &[Results; 2], handled: u64, elapsed: Dura
         plan.throughput_measure.as_secs_f64()
     );
     println!();
-    println!("| measure | floor (bare axum handler) | policy endpoint | policy / floor | target |");
-    println!("|---|---:|---:|---:|---|");
-    let (f, p) = (median(&floor.rounds), median(&policy.rounds));
-    println!(
-        "| requests/s | {f:.0} | {p:.0} | {:.2}x | ≥ 50,000/s |",
-        ratio(p, f)
+    header(" target |");
+    row(
+        "requests/s",
+        results.iter().map(|r| median(&r.rounds)).collect(),
+        0,
+        Some("≥ 50,000/s"),
     );
-    let (f, p) = (median(&floor.loaded_p50), median(&policy.loaded_p50));
-    println!(
-        "| p50 under load (µs) | {f:.0} | {p:.0} | {:.2}x | |",
-        ratio(p, f)
+    row(
+        "p50 under load (µs)",
+        results.iter().map(|r| median(&r.loaded_p50)).collect(),
+        0,
+        Some(""),
     );
-    let (f, p) = (median(&floor.loaded_p99), median(&policy.loaded_p99));
-    println!(
-        "| p99 under load (µs) | {f:.0} | {p:.0} | {:.2}x | |",
-        ratio(p, f)
+    row(
+        "p99 under load (µs)",
+        results.iter().map(|r| median(&r.loaded_p99)).collect(),
+        0,
+        Some(""),
     );
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
-    let (f, p) = (
-        per(floor.server_cpu, floor.requests),
-        per(policy.server_cpu, policy.requests),
+    row(
+        "server CPU per request (µs)",
+        results
+            .iter()
+            .map(|r| per(r.server_cpu, r.requests))
+            .collect(),
+        2,
+        Some(""),
     );
-    println!(
-        "| server CPU per request (µs) | {f:.2} | {p:.2} | {:.2}x | |",
-        ratio(p, f)
-    );
-    let (f, p) = (
-        per(floor.client_cpu, floor.requests),
-        per(policy.client_cpu, policy.requests),
-    );
-    println!(
-        "| client CPU per request (µs) | {f:.2} | {p:.2} | {:.2}x | |",
-        ratio(p, f)
+    row(
+        "client CPU per request (µs)",
+        results
+            .iter()
+            .map(|r| per(r.client_cpu, r.requests))
+            .collect(),
+        2,
+        Some(""),
     );
     let list = |v: &[f64]| {
         v.iter()
@@ -425,9 +461,12 @@ fn print_report(plan: &Plan, results: &[Results; 2], handled: u64, elapsed: Dura
             .join(", ")
     };
     println!(
-        "| rounds (requests/s) | {} | {} | | |",
-        list(&floor.rounds),
-        list(&policy.rounds)
+        "| rounds (requests/s) | {} | | |",
+        results
+            .iter()
+            .map(|r| list(&r.rounds))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     println!();
     println!(
