@@ -183,7 +183,11 @@ pub fn policy_json(data: &[u8]) {
     };
     if let Some(login) = &r.login {
         assert!(!login.is_empty());
-        assert!(login.len() <= MAX_USER_BYTES, "login of {} bytes", login.len());
+        assert!(
+            login.len() <= MAX_USER_BYTES,
+            "login of {} bytes",
+            login.len()
+        );
     }
     for (field, value, max) in [
         ("protocol", &r.protocol, MAX_PROTOCOL_BYTES),
