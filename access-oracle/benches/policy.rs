@@ -130,10 +130,15 @@ struct Servers {
 
 impl Servers {
     fn start() -> anyhow::Result<Servers> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime")?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if let Some(n) = std::env::var("POLICY_BENCH_WORKERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            builder.worker_threads(n);
+        }
+        let runtime = builder.build().context("tokio runtime")?;
         let config = Config::from_raw(RawConfig::default()).map_err(|p| anyhow::anyhow!("{p}"))?;
         let (engine, alerts) = Engine::new(&config, Timestamp::now());
         drop(alerts);
