@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::protocol::{bounded_user, parse_ip};
+use crate::protocol::{MAX_USER_BYTES, bounded_user, parse_ip};
 
 /// The longest protocol name kept, in bytes.
 pub const MAX_PROTOCOL_BYTES: usize = 32;
@@ -34,11 +34,12 @@ pub const MAX_PROTOCOL_BYTES: usize = 32;
 /// The longest session id kept, in bytes.
 pub const MAX_SESSION_BYTES: usize = 128;
 
-/// A policy request's fields, as the engine needs them.
+/// A policy request's fields, as the engine needs them; texts borrow from the body
+/// where they can (no escapes, nothing to shorten or lowercase).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyRequest {
+pub struct PolicyRequest<'a> {
     /// The login name tried (`login`); `None` when absent or empty.
-    pub login: Option<String>,
+    pub login: Option<Cow<'a, str>>,
     /// The client's address (`remote`).
     pub remote: Option<IpAddr>,
     /// The client's port (`rport`).
@@ -46,16 +47,16 @@ pub struct PolicyRequest {
     /// The server's address the client reached (`local`).
     pub local: Option<IpAddr>,
     /// The service, lowercase (`protocol`): `imap`, `pop3`, `smtp`, `submission`, ...
-    pub protocol: Option<String>,
-    /// The SASL mechanism (`mech`), if the site sends it.
-    pub mech: Option<String>,
+    pub protocol: Option<Cow<'a, str>>,
+    /// The SASL mechanism (`mech`), lowercase, if the site sends it.
+    pub mech: Option<Cow<'a, str>>,
     /// The keyed password hash (`pwhash`), as a number: up to 16 hex digits; a longer
     /// hash (no `auth_policy_hash_truncate`) by its first 16.
     pub pwhash: Option<u64>,
     /// Dovecot's session id (`session_id`).
-    pub session_id: Option<String>,
+    pub session_id: Option<Cow<'a, str>>,
     /// The client's `device_id` (IMAP ID `x-client-id`...), if any.
-    pub device_id: Option<String>,
+    pub device_id: Option<Cow<'a, str>>,
     /// Whether the connection is TLS-protected (`tls`).
     pub tls: Option<bool>,
     /// `report` only: whether the login succeeded (`success`).
@@ -63,7 +64,7 @@ pub struct PolicyRequest {
     /// `report` only: whether the policy itself refused it (`policy_reject`).
     pub policy_reject: Option<bool>,
     /// Dovecot 2.4's `fail_type`, lowercase.
-    pub fail_type: Option<String>,
+    pub fail_type: Option<Cow<'a, str>>,
 }
 
 /// Why a body is not a policy request.
@@ -72,7 +73,7 @@ pub struct PolicyRequest {
 pub struct RequestError(String);
 
 /// Reads a request body.
-pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
+pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
     // serde would also read a struct from an array of its fields, in order.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(RequestError("expected a JSON object".into()));
@@ -81,10 +82,15 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
     Ok(PolicyRequest {
         login: raw
             .login
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|l| !l.is_empty())
-            .map(bounded_user),
+            .map(|l| {
+                if l.len() <= MAX_USER_BYTES {
+                    l
+                } else {
+                    Cow::Owned(bounded_user(&l))
+                }
+            }),
         remote: raw.remote.as_ref().and_then(Loose::ip),
         rport: raw
             .rport
@@ -92,32 +98,33 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
             .and_then(Loose::text)
             .and_then(|p| p.parse().ok()),
         local: raw.local.as_ref().and_then(Loose::ip),
-        protocol: raw
-            .protocol
-            .as_ref()
-            .and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
-        mech: raw.mech.as_ref().and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
+        protocol: raw.protocol.and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
+        mech: raw.mech.and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
         pwhash: raw.pwhash.as_ref().and_then(Loose::text).and_then(pwhash),
         session_id: raw
             .session_id
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|s| !s.is_empty())
-            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+            .map(|s| cut_cow(s, MAX_SESSION_BYTES)),
         device_id: raw
             .device_id
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|s| !s.is_empty())
-            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+            .map(|s| cut_cow(s, MAX_SESSION_BYTES)),
         tls: raw.tls.as_ref().and_then(Loose::flag),
         success: raw.success.as_ref().and_then(Loose::flag),
         policy_reject: raw.policy_reject.as_ref().and_then(Loose::flag),
-        fail_type: raw
-            .fail_type
-            .as_ref()
-            .and_then(|f| f.word(MAX_PROTOCOL_BYTES)),
+        fail_type: raw.fail_type.and_then(|f| f.word(MAX_PROTOCOL_BYTES)),
     })
+}
+
+/// `s` cut to at most `max` bytes, borrowed when it fits.
+fn cut_cow(s: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(cut(b, max)),
+        Cow::Owned(o) if o.len() <= max => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(cut(&o, max).to_string()),
+    }
 }
 
 /// Dovecot's hex `pwhash` as a number (the line protocol's `pwhash=` reads the same
@@ -190,7 +197,14 @@ enum Loose<'a> {
     Nothing,
 }
 
-impl Loose<'_> {
+impl<'a> Loose<'a> {
+    fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Loose::Text(t) => Some(t),
+            Loose::Flag(_) | Loose::Nothing => None,
+        }
+    }
+
     fn text(&self) -> Option<&str> {
         match self {
             Loose::Text(t) => Some(t),
@@ -215,9 +229,22 @@ impl Loose<'_> {
     }
 
     /// A short lowercase word: a protocol, a mechanism, a failure type.
-    fn word(&self, max: usize) -> Option<String> {
-        let t = self.text()?.trim();
-        (!t.is_empty()).then(|| cut(t, max).to_ascii_lowercase())
+    fn word(self, max: usize) -> Option<Cow<'a, str>> {
+        fn lower(t: &str, max: usize) -> Option<&str> {
+            let t = cut(t.trim(), max);
+            (!t.is_empty()).then_some(t)
+        }
+        match self.into_text()? {
+            Cow::Borrowed(b) => {
+                let t = lower(b, max)?;
+                Some(if t.bytes().any(|c| c.is_ascii_uppercase()) {
+                    Cow::Owned(t.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(t)
+                })
+            }
+            Cow::Owned(o) => Some(Cow::Owned(lower(&o, max)?.to_ascii_lowercase())),
+        }
     }
 }
 
@@ -360,18 +387,24 @@ mod tests {
     #[test]
     fn long_hashes_and_names_are_bounded() {
         let full = "a".repeat(64);
-        let r = parse(
-            format!(
-                r#"{{"pwhash":"{full}","login":"{}","protocol":"{}"}}"#,
-                "u".repeat(1000),
-                "P".repeat(100)
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let body = format!(
+            r#"{{"pwhash":"{full}","login":"{}","protocol":"{}"}}"#,
+            "u".repeat(1000),
+            "P".repeat(100)
+        );
+        let r = parse(body.as_bytes()).unwrap();
         assert_eq!(r.pwhash, Some(0xaaaa_aaaa_aaaa_aaaa));
         assert!(r.login.unwrap().len() < 300);
         assert_eq!(r.protocol.unwrap(), "p".repeat(MAX_PROTOCOL_BYTES));
+    }
+
+    #[test]
+    fn plain_values_are_borrowed_from_the_body() {
+        let r = parse(REPORT).unwrap();
+        assert!(matches!(r.login, Some(Cow::Borrowed("alice"))));
+        assert!(matches!(r.protocol, Some(Cow::Borrowed("imap"))));
+        assert!(matches!(r.mech, Some(Cow::Owned(_))), "lowercased");
+        assert!(matches!(r.session_id, Some(Cow::Borrowed(_))));
     }
 
     #[test]
