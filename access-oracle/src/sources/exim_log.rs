@@ -284,9 +284,12 @@ impl<'a> Fields<'a> {
                 i += 2;
                 continue;
             }
-            let eq = rest.iter().take(12).position(|&b| b == b'=');
-            let Some(eq) = eq.filter(|&e| e > 0 && rest[..e].iter().all(u8::is_ascii_alphanumeric))
-            else {
+            // A key: 1 to 11 letters and digits, then `=` (one pass over them).
+            let key = rest
+                .iter()
+                .take(12)
+                .position(|b| !b.is_ascii_alphanumeric());
+            let Some(eq) = key.filter(|&e| e > 0 && rest[e] == b'=') else {
                 f.tail = rest;
                 return f;
             };
@@ -470,7 +473,8 @@ impl Line<'_, '_> {
         if e.user.is_none() {
             return e.into();
         }
-        let mut auth = self.event(EventKind::Auth);
+        let mut auth = LogEvent::new(EventKind::Auth, self.time, self.ctx);
+        auth.pid = self.pid;
         auth.result = Some(Outcome::Ok);
         auth.user = e.user.clone();
         auth.authenticator = e.authenticator.clone();
@@ -483,7 +487,7 @@ impl Line<'_, '_> {
         auth.protocol = Some(Protocol::Smtp);
         auth.tls = e.tls;
         auth.msgid = e.msgid.clone();
-        Parsed::Events(vec![*auth, *e])
+        Parsed::Events(vec![auth, *e])
     }
 
     /// `=>`, `->`, `*>`, `==` and `**`: `addr [<orig>] [(parent)] fields [: reason]`.
