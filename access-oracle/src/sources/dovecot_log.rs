@@ -36,7 +36,10 @@
 //! Mail-log `from=` and `subject=` fields are never kept (metadata only).
 
 use super::prefix::{Prefix, Stamp};
-use super::{EventKind, LineContext, LogEvent, Outcome, Parsed, Protocol, find, ip, number, text};
+use super::{
+    CompactString, EventKind, LineContext, LogEvent, Outcome, Parsed, Protocol, find, ip, number,
+    text,
+};
 
 /// Parses one Dovecot log line (its prefix already read).
 pub fn parse(pre: &Prefix<'_>, ctx: &LineContext) -> Parsed {
@@ -411,7 +414,7 @@ impl Line<'_, '_> {
         };
         let mut e = self.event(kind);
         Self::apply(&mut e, &p);
-        e.action = action.map(str::to_owned);
+        e.action = action.map(CompactString::const_new);
         e.reason = Some(text(summary));
         e.into()
     }

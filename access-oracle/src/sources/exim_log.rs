@@ -73,7 +73,10 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::prefix::Prefix;
-use super::{EventKind, LineContext, LogEvent, Outcome, Parsed, Protocol, find, ip, number, text};
+use super::{
+    CompactString, EventKind, LineContext, LineText, LogEvent, Outcome, Parsed, Protocol, find, ip,
+    number,
+};
 
 /// The longest paniclog text kept in an event, in bytes.
 const MAX_PANIC_TEXT: usize = 1000;
@@ -126,6 +129,7 @@ fn parse_message(pre: &Prefix<'_>, ctx: &LineContext) -> Parsed {
         time,
         pid: pre.pid,
         ctx,
+        text: LineText::new(rest),
     };
     let (msgid, body) = match message_id(rest) {
         Some(len) => (Some(&rest[..len]), &rest[len + 1..]),
@@ -183,24 +187,22 @@ fn host(s: &[u8]) -> Option<(Host<'_>, usize)> {
             b'[' => break,
             b'(' => {
                 // The HELO name: up to the `)` that ends a token.
-                let close = (i + 1..s.len())
-                    .find(|&k| s[k] == b')' && matches!(s.get(k + 1), None | Some(b' ')))?;
+                let close = memchr::memchr_iter(b')', &s[i + 1..])
+                    .map(|k| i + 1 + k)
+                    .find(|&k| matches!(s.get(k + 1), None | Some(b' ')))?;
                 h.helo = Some(&s[i + 1..close]);
                 i = close + 1;
             }
             b' ' => i += 1,
             _ if h.name.is_none() && h.helo.is_none() => {
-                let end = s[i..]
-                    .iter()
-                    .position(|&b| b == b' ')
-                    .map_or(s.len(), |e| i + e);
+                let end = memchr::memchr(b' ', &s[i..]).map_or(s.len(), |e| i + e);
                 h.name = Some(&s[i..end]);
                 i = end;
             }
             _ => return None,
         }
     }
-    let close = i + s[i..].iter().position(|&b| b == b']')?;
+    let close = i + memchr::memchr(b']', &s[i..])?;
     h.ip = ip(&s[i + 1..close]);
     i = close + 1;
     if s.get(i) == Some(&b':') {
@@ -240,8 +242,8 @@ struct Fields<'a> {
     t: Option<&'a [u8]>,
     f: Option<&'a [u8]>,
     x: bool,
-    /// The recipients after `for` (arrivals with `+received_recipients`).
-    rcpts: Vec<&'a [u8]>,
+    /// The recipients after `for` (arrivals with `+received_recipients`), space-separated.
+    rcpts: Option<&'a [u8]>,
     tail: &'a [u8],
     /// The tail followed a `:` (it is a reason).
     colon: bool,
@@ -273,10 +275,7 @@ impl<'a> Fields<'a> {
                 }
             }
             if rest.starts_with(b"for ") {
-                f.rcpts = rest[4..]
-                    .split(|&b| b == b' ')
-                    .filter(|a| !a.is_empty())
-                    .collect();
+                f.rcpts = Some(&rest[4..]);
                 f.tail = &[];
                 return f;
             }
@@ -285,9 +284,12 @@ impl<'a> Fields<'a> {
                 i += 2;
                 continue;
             }
-            let eq = rest.iter().take(12).position(|&b| b == b'=');
-            let Some(eq) = eq.filter(|&e| e > 0 && rest[..e].iter().all(u8::is_ascii_alphanumeric))
-            else {
+            // A key: 1 to 11 letters and digits, then `=` (one pass over them).
+            let key = rest
+                .iter()
+                .take(12)
+                .position(|b| !b.is_ascii_alphanumeric());
+            let Some(eq) = key.filter(|&e| e > 0 && rest[e] == b'=') else {
                 f.tail = rest;
                 return f;
             };
@@ -295,7 +297,7 @@ impl<'a> Fields<'a> {
             let end = if rest.get(value_start) == Some(&b'"') {
                 quoted_end(rest, value_start)
             } else {
-                rest.iter().position(|&b| b == b' ').unwrap_or(rest.len())
+                memchr::memchr(b' ', rest).unwrap_or(rest.len())
             };
             let mut value = &rest[value_start..end];
             let mut stop = false;
@@ -324,17 +326,25 @@ impl<'a> Fields<'a> {
             }
         }
     }
+
+    /// The recipients after `for`.
+    fn recipients(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.rcpts
+            .unwrap_or_default()
+            .split(|&b| b == b' ')
+            .filter(|a| !a.is_empty())
+    }
 }
 
 /// The end of a `"..."` value starting at `open` (backslash escapes honoured).
 fn quoted_end(s: &[u8], open: usize) -> usize {
     let mut k = open + 1;
-    while k < s.len() {
-        match s[k] {
-            b'\\' => k += 2,
-            b'"' => return k + 1,
-            _ => k += 1,
+    while let Some(at) = memchr::memchr2(b'\\', b'"', &s[k.min(s.len())..]) {
+        k += at;
+        if s[k] == b'"' {
+            return k + 1;
         }
+        k += 2;
     }
     s.len()
 }
@@ -360,31 +370,47 @@ fn word(s: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// The per-line values every event of a line shares.
-struct Line<'c> {
+struct Line<'c, 'l> {
     time: jiff::Timestamp,
     pid: Option<u32>,
     ctx: &'c LineContext,
+    /// The message after the prefix, which the fields kept are text of.
+    text: LineText<'l>,
 }
 
-impl Line<'_> {
-    fn event(&self, kind: EventKind) -> LogEvent {
-        let mut e = LogEvent::new(kind, self.time, self.ctx);
+impl Line<'_, '_> {
+    /// A new event of this line, boxed as [`Parsed::Event`] holds it.
+    fn event(&self, kind: EventKind) -> Box<LogEvent> {
+        let mut e = Box::new(LogEvent::new(kind, self.time, self.ctx));
         e.pid = self.pid;
         e
     }
 
+    /// A field of the line as text.
+    fn text(&self, field: &[u8]) -> CompactString {
+        self.text.text(field)
+    }
+
+    /// Sets the client fields of `e` from a host.
+    fn set_client(&self, e: &mut LogEvent, h: &Host<'_>) {
+        e.ip = h.ip;
+        e.port = h.port;
+        e.helo = h.helo.map(|b| self.text(b));
+        e.host_name = h.name.map(|b| self.text(b));
+    }
+
     /// Fills the client fields of `e` from `fields`.
-    fn client(e: &mut LogEvent, f: &Fields<'_>) {
+    fn client(&self, e: &mut LogEvent, f: &Fields<'_>) {
         if let Some(h) = f.h {
-            set_client(e, &h);
+            self.set_client(e, &h);
         }
         if let Some(i) = f.i {
             (e.local_ip, e.local_port) = interface(i);
         }
         if let Some(a) = f.a {
             let (name, id) = split_auth(a);
-            e.authenticator = Some(text(name));
-            e.user = id.map(text);
+            e.authenticator = Some(self.text(name));
+            e.user = id.map(|b| self.text(b));
         }
     }
 
@@ -400,13 +426,13 @@ impl Line<'_> {
             Some(b"** ") => self.delivery(msgid, EventKind::Bounce, false, &body[3..]),
             _ if body.starts_with(b"Completed") => {
                 let mut e = self.event(EventKind::Completed);
-                e.msgid = Some(text(msgid));
+                e.msgid = Some(self.text(msgid));
                 e.into()
             }
             _ if body.starts_with(b"H=") || body.starts_with(b"F=") || body.starts_with(b"U=") => {
                 match self.host_line(body) {
                     Parsed::Event(mut e) => {
-                        e.msgid = Some(text(msgid));
+                        e.msgid = Some(self.text(msgid));
                         Parsed::Event(e)
                     }
                     // Other per-message host lines: delivery attempts, SMTP errors.
@@ -415,7 +441,7 @@ impl Line<'_> {
             }
             _ if body.starts_with(b"SMTP connection from ") => match self.connection(body) {
                 Parsed::Event(mut e) => {
-                    e.msgid = Some(text(msgid));
+                    e.msgid = Some(self.text(msgid));
                     Parsed::Event(e)
                 }
                 other => other,
@@ -432,22 +458,23 @@ impl Line<'_> {
         let (sender, rest) = word(body);
         let f = Fields::read(rest);
         let mut e = self.event(EventKind::Arrival);
-        e.msgid = Some(text(msgid));
-        e.sender = Some(text(angle(sender)));
-        Self::client(&mut e, &f);
+        e.msgid = Some(self.text(msgid));
+        e.sender = Some(self.text(angle(sender)));
+        self.client(&mut e, &f);
         e.protocol = f.p.and_then(received_protocol);
         e.size = f.s.and_then(number);
-        e.message_id = f.id.map(|id| text(angle(id)));
-        e.local_user = f.u.map(text);
+        e.message_id = f.id.map(|id| self.text(angle(id)));
+        e.local_user = f.u.map(|b| self.text(b));
         e.tls = f.x.then_some(true);
-        if !f.rcpts.is_empty() {
-            e.rcpt_count = u32::try_from(f.rcpts.len()).ok();
-            e.recipients = f.rcpts.iter().map(|r| text(r)).collect();
+        e.recipients = f.recipients().map(|r| self.text(r)).collect();
+        if !e.recipients.is_empty() {
+            e.rcpt_count = u32::try_from(e.recipients.len()).ok();
         }
         if e.user.is_none() {
             return e.into();
         }
-        let mut auth = self.event(EventKind::Auth);
+        let mut auth = LogEvent::new(EventKind::Auth, self.time, self.ctx);
+        auth.pid = self.pid;
         auth.result = Some(Outcome::Ok);
         auth.user = e.user.clone();
         auth.authenticator = e.authenticator.clone();
@@ -460,7 +487,7 @@ impl Line<'_> {
         auth.protocol = Some(Protocol::Smtp);
         auth.tls = e.tls;
         auth.msgid = e.msgid.clone();
-        Parsed::Events(vec![auth, e])
+        Parsed::Events(vec![auth, *e])
     }
 
     /// `=>`, `->`, `*>`, `==` and `**`: `addr [<orig>] [(parent)] fields [: reason]`.
@@ -496,27 +523,27 @@ impl Line<'_> {
             Fields::read(rest)
         };
         let mut e = self.event(kind);
-        e.msgid = Some(text(msgid));
-        e.recipients = vec![text(original.unwrap_or(addr))];
-        e.router = f.r.map(text);
-        e.transport = f.t.map(text);
+        e.msgid = Some(self.text(msgid));
+        e.recipients = vec![self.text(original.unwrap_or(addr))];
+        e.router = f.r.map(|b| self.text(b));
+        e.transport = f.t.map(|b| self.text(b));
         if let Some(h) = f.h {
             e.remote_ip = h.ip;
-            e.host_name = h.name.map(text);
+            e.host_name = h.name.map(|b| self.text(b));
         }
-        e.sender = f.f.map(|s| text(angle(s)));
+        e.sender = f.f.map(|s| self.text(angle(s)));
         e.size = f.s.and_then(number);
         e.tls = f.x.then_some(true);
         if suppressed {
             e.reason = Some("delivery suppressed".into());
         } else if kind != EventKind::Delivery && !f.tail.is_empty() {
-            e.reason = Some(text(strip_timing(f.tail)));
+            e.reason = Some(self.text(strip_timing(f.tail)));
         }
         e.into()
     }
 
     /// `frozen by root`, `removed by admin`, ...
-    fn admin(&self, msgid: &[u8], body: &[u8]) -> Option<LogEvent> {
+    fn admin(&self, msgid: &[u8], body: &[u8]) -> Option<Box<LogEvent>> {
         const VERBS: [&[u8]; 9] = [
             b"frozen",
             b"unfrozen",
@@ -535,9 +562,9 @@ impl Line<'_> {
             return None;
         }
         let mut e = self.event(EventKind::AdminAction);
-        e.msgid = Some(text(msgid));
-        e.action = Some(text(phrase));
-        e.admin = Some(text(admin));
+        e.msgid = Some(self.text(msgid));
+        e.action = Some(self.text(phrase));
+        e.admin = Some(self.text(admin));
         Some(e)
     }
 
@@ -547,13 +574,15 @@ impl Line<'_> {
             return self.host_line(body);
         }
         if let Some(rest) = body.strip_prefix(b"SMTP connection from ") {
-            let f = Fields::read(after_host_words(rest));
+            let Some((h, f)) = host_fields(rest) else {
+                return NO_HOST;
+            };
             let (kind, reason) = if find(f.tail, b"connection count").is_some() {
                 (EventKind::Connection, None)
             } else {
                 (EventKind::Disconnection, Some(f.tail))
             };
-            return self.host_event(kind, rest, reason, None);
+            return self.client_event(kind, &h, &f, reason, None).into();
         }
         for (lead, reason) in [
             (&b"no MAIL in SMTP connection from "[..], &b"no MAIL"[..]),
@@ -578,13 +607,19 @@ impl Line<'_> {
                 return self.host_event(EventKind::Disconnection, rest, Some(reason), None);
             }
         }
-        if let Some(rest) = body.strip_prefix(b"Connection from ") {
-            let (_, tail) = split_host(rest);
-            return self.host_event(EventKind::Rejection, rest, Some(tail), Some("connect"));
-        }
-        if let Some(rest) = body.strip_prefix(b"SMTP call from ") {
-            let (_, tail) = split_host(rest);
-            return self.host_event(EventKind::Rejection, rest, Some(tail), Some("protocol"));
+        for (lead, action) in [
+            (&b"Connection from "[..], "connect"),
+            (b"SMTP call from ", "protocol"),
+        ] {
+            if let Some(rest) = body.strip_prefix(lead) {
+                let Some((h, f)) = host_fields(rest) else {
+                    return NO_HOST;
+                };
+                let tail = f.tail.strip_prefix(b": ").unwrap_or(f.tail);
+                return self
+                    .client_event(EventKind::Rejection, &h, &f, Some(tail), Some(action))
+                    .into();
+            }
         }
         if body.starts_with(b"SMTP protocol synchronization error") {
             // The client's input follows the host: take the first H=.
@@ -607,8 +642,9 @@ impl Line<'_> {
             // The client's command comes first, quoted: take the last `" H=`.
             return match rfind(body, b"\" H=") {
                 Some(at) => {
-                    let rest = &body[at + 4..];
-                    let f = Fields::read(after_host_words(rest));
+                    let Some((h, f)) = host_fields(&body[at + 4..]) else {
+                        return NO_HOST;
+                    };
                     let what = &body[..at + 1];
                     let mut reason = what.to_vec();
                     if !f.tail.is_empty() {
@@ -616,12 +652,9 @@ impl Line<'_> {
                         reason.extend_from_slice(f.tail);
                     }
                     let mut e =
-                        match self.host_event(EventKind::Rejection, rest, None, Some("protocol")) {
-                            Parsed::Event(e) => e,
-                            other => return other,
-                        };
-                    e.reason = Some(text(&reason));
-                    Parsed::Event(e)
+                        self.client_event(EventKind::Rejection, &h, &f, None, Some("protocol"));
+                    e.reason = Some(self.text(&reason));
+                    e.into()
                 }
                 None => Parsed::Irrelevant,
             };
@@ -655,14 +688,25 @@ impl Line<'_> {
         kind: EventKind,
         rest: &[u8],
         reason: Option<&[u8]>,
-        action: Option<&str>,
+        action: Option<&'static str>,
     ) -> Parsed {
-        let Some((h, used)) = host(rest) else {
-            return Parsed::DeadLetter("connection line without a readable host");
-        };
-        let f = Fields::read(&rest[used..]);
+        match host_fields(rest) {
+            Some((h, f)) => self.client_event(kind, &h, &f, reason, action).into(),
+            None => NO_HOST,
+        }
+    }
+
+    /// An event from a client host and the fields after it (`I=`), with a reason.
+    fn client_event(
+        &self,
+        kind: EventKind,
+        h: &Host<'_>,
+        f: &Fields<'_>,
+        reason: Option<&[u8]>,
+        action: Option<&'static str>,
+    ) -> Box<LogEvent> {
         let mut e = self.event(kind);
-        set_client(&mut e, &h);
+        self.set_client(&mut e, h);
         if let Some(i) = f.i {
             (e.local_ip, e.local_port) = interface(i);
         }
@@ -670,9 +714,9 @@ impl Line<'_> {
         e.reason = reason
             .map(trim_start)
             .filter(|r| !r.is_empty())
-            .map(|r| text(strip_timing(r.strip_prefix(b": ").unwrap_or(r))));
-        e.action = action.map(str::to_owned);
-        e.into()
+            .map(|r| self.text(strip_timing(r.strip_prefix(b": ").unwrap_or(r))));
+        e.action = action.map(CompactString::const_new);
+        e
     }
 
     /// `NAME authenticator failed for HOST[ I=..]: 535 text (set_id=user)[: more]`.
@@ -700,9 +744,9 @@ impl Line<'_> {
         };
         let mut e = self.event(EventKind::Auth);
         e.result = Some(Outcome::Fail);
-        e.authenticator = Some(text(name));
+        e.authenticator = Some(self.text(name));
         e.protocol = Some(Protocol::Smtp);
-        set_client(&mut e, &h);
+        self.set_client(&mut e, &h);
         (e.local_ip, e.local_port) = local;
         let mut reason = msg;
         if let Some(at) = find(msg, b" (set_id=") {
@@ -712,10 +756,10 @@ impl Line<'_> {
                 .rev()
                 .find(|&k| id[k] == b')' && (k + 1 == id.len() || id[k + 1..].starts_with(b": ")));
             if let Some(close) = close {
-                e.user = Some(text(&id[..close])).filter(|u| !u.is_empty());
+                e.user = Some(self.text(&id[..close])).filter(|u| !u.is_empty());
                 let mut r = msg[..at].to_vec();
                 r.extend_from_slice(&id[close + 1..]);
-                e.reason = Some(text(&r));
+                e.reason = Some(self.text(&r));
             }
         }
         if e.reason.is_none() {
@@ -725,7 +769,7 @@ impl Line<'_> {
                     reason = &reason[..at];
                 }
             }
-            e.reason = Some(text(reason));
+            e.reason = Some(self.text(reason));
         }
         if msg.first() == Some(&b'4') {
             e.temporary = Some(true);
@@ -768,7 +812,7 @@ impl Line<'_> {
         let mut p = self.rejection(&f, temporary, action, None, reason);
         if let (Parsed::Event(e), Some(address)) = (&mut p, address) {
             let (addr, _) = word(address);
-            let addr = text(angle(addr.strip_suffix(b":").unwrap_or(addr)));
+            let addr = self.text(angle(addr.strip_suffix(b":").unwrap_or(addr)));
             if action == "mail" {
                 e.sender = Some(addr);
             } else {
@@ -782,7 +826,7 @@ impl Line<'_> {
         &self,
         f: &Fields<'_>,
         temporary: bool,
-        action: &str,
+        action: &'static str,
         sender: Option<&[u8]>,
         reason: Option<&[u8]>,
     ) -> Parsed {
@@ -790,28 +834,28 @@ impl Line<'_> {
             return Parsed::DeadLetter("rejection without a readable host");
         }
         let mut e = self.event(EventKind::Rejection);
-        Self::client(&mut e, f);
+        self.client(&mut e, f);
         e.protocol = Some(Protocol::Smtp);
-        e.sender = f.f.map(|s| text(angle(s)));
+        e.sender = f.f.map(|s| self.text(angle(s)));
         if let Some(s) = sender {
             let (addr, _) = word(s);
-            e.sender = Some(text(angle(addr.strip_suffix(b":").unwrap_or(addr))));
+            e.sender = Some(self.text(angle(addr.strip_suffix(b":").unwrap_or(addr))));
         }
-        e.action = Some(action.to_owned());
+        e.action = Some(CompactString::const_new(action));
         e.temporary = temporary.then_some(true);
-        e.reason = reason.map(|r| text(strip_timing(r)));
+        e.reason = reason.map(|r| self.text(strip_timing(r)));
         e.into()
     }
 
     /// A paniclog line.
     fn panic(&self, msgid: Option<&[u8]>, body: &[u8]) -> Parsed {
         let mut e = self.event(EventKind::Panic);
-        e.msgid = msgid.map(text);
+        e.msgid = msgid.map(|b| self.text(b));
         let mut end = body.len().min(MAX_PANIC_TEXT);
         while end < body.len() && end > 0 && (body[end] & 0xC0) == 0x80 {
             end -= 1;
         }
-        e.reason = Some(text(&body[..end]));
+        e.reason = Some(self.text(&body[..end]));
         e.into()
     }
 
@@ -830,7 +874,7 @@ impl Line<'_> {
             None if j.event != EventKind::Auth => None,
             _ => return Parsed::DeadLetter("exim-access JSON auth line without result ok|fail"),
         };
-        let ip_of = |s: Option<String>| match s.as_deref() {
+        let ip_of = |s: Option<CompactString>| match s.as_deref() {
             None | Some("") => Ok(None),
             Some(s) => crate::protocol::parse_ip(s),
         };
@@ -847,7 +891,7 @@ impl Line<'_> {
         e.authenticator = j.authenticator;
         e.helo = j.helo;
         e.host_name = j.host_name;
-        e.msgid = j.msgid.or_else(|| msgid.map(text));
+        e.msgid = j.msgid.or_else(|| msgid.map(|b| self.text(b)));
         e.message_id = j.message_id;
         e.session = j.session;
         e.sender = j.sender;
@@ -872,40 +916,32 @@ impl Line<'_> {
 struct JsonLine {
     v: u32,
     event: EventKind,
-    result: Option<String>,
-    user: Option<String>,
-    ip: Option<String>,
+    result: Option<CompactString>,
+    user: Option<CompactString>,
+    ip: Option<CompactString>,
     port: Option<u16>,
-    local_ip: Option<String>,
+    local_ip: Option<CompactString>,
     local_port: Option<u16>,
     protocol: Option<Protocol>,
-    mech: Option<String>,
-    authenticator: Option<String>,
-    helo: Option<String>,
-    host_name: Option<String>,
-    msgid: Option<String>,
-    message_id: Option<String>,
-    session: Option<String>,
-    sender: Option<String>,
+    mech: Option<CompactString>,
+    authenticator: Option<CompactString>,
+    helo: Option<CompactString>,
+    host_name: Option<CompactString>,
+    msgid: Option<CompactString>,
+    message_id: Option<CompactString>,
+    session: Option<CompactString>,
+    sender: Option<CompactString>,
     #[serde(default)]
-    recipients: Vec<String>,
-    rcpt: Option<String>,
+    recipients: Vec<CompactString>,
+    rcpt: Option<CompactString>,
     rcpts: Option<u32>,
     size: Option<u64>,
     tls: Option<bool>,
     temporary: Option<bool>,
-    reason: Option<String>,
-    action: Option<String>,
-    admin: Option<String>,
-    mailbox: Option<String>,
-}
-
-/// Sets the client fields of `e` from a host.
-fn set_client(e: &mut LogEvent, h: &Host<'_>) {
-    e.ip = h.ip;
-    e.port = h.port;
-    e.helo = h.helo.map(text);
-    e.host_name = h.name.map(text);
+    reason: Option<CompactString>,
+    action: Option<CompactString>,
+    admin: Option<CompactString>,
+    mailbox: Option<CompactString>,
 }
 
 /// `A=name:id` → (`name`, `id`).
@@ -951,24 +987,13 @@ fn strip_timing(mut r: &[u8]) -> &[u8] {
     }
 }
 
-/// The bytes after a host spec and its `I=` at the start of `rest`.
-fn after_host_words(rest: &[u8]) -> &[u8] {
-    match host(rest) {
-        Some((_, used)) => &rest[used..],
-        None => rest,
-    }
-}
+/// What a connection line whose host spec does not read becomes.
+const NO_HOST: Parsed = Parsed::DeadLetter("connection line without a readable host");
 
-/// A host spec and the text after it (past `I=`, `: ` and spaces).
-fn split_host(rest: &[u8]) -> (Option<Host<'_>>, &[u8]) {
-    match host(rest) {
-        Some((h, used)) => {
-            let f = Fields::read(&rest[used..]);
-            let tail = f.tail;
-            (Some(h), tail.strip_prefix(b": ").unwrap_or(tail))
-        }
-        None => (None, rest),
-    }
+/// A host spec at the start of `rest` and the fields after it (`I=`, the tail): read once.
+fn host_fields(rest: &[u8]) -> Option<(Host<'_>, Fields<'_>)> {
+    let (h, used) = host(rest)?;
+    Some((h, Fields::read(&rest[used..])))
 }
 
 /// The last position of `needle` in `hay`.

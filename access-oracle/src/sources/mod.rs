@@ -27,12 +27,14 @@ pub mod reader;
 pub mod replay;
 pub mod tail;
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use compact_str::CompactString;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -52,7 +54,7 @@ pub struct LogEvent {
     pub result: Option<Outcome>,
     /// The account (authenticated id, login name, mailbox owner).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub user: Option<CompactString>,
     /// The client's address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
@@ -70,41 +72,41 @@ pub struct LogEvent {
     pub protocol: Option<Protocol>,
     /// The SASL mechanism (`PLAIN`, `LOGIN`, ...), as logged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mech: Option<String>,
+    pub mech: Option<CompactString>,
     /// Exim's authenticator name (`plain_server`, `dovecot_plain`, ...), as logged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub authenticator: Option<String>,
+    pub authenticator: Option<CompactString>,
     /// Dovecot's passdb driver that judged the password (`passwd-file`, `pam`, `sql`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub passdb: Option<String>,
+    pub passdb: Option<CompactString>,
     /// The name the client gave in HELO / EHLO.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub helo: Option<String>,
+    pub helo: Option<CompactString>,
     /// The host name Exim verified for the client (or for a delivery's remote host).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_name: Option<String>,
+    pub host_name: Option<CompactString>,
     /// For deliveries and deferrals: the address of the remote host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_ip: Option<IpAddr>,
     /// Exim's message id (`1xXAPn-0007UM-2H`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub msgid: Option<String>,
+    pub msgid: Option<CompactString>,
     /// The message's `Message-ID` header (Exim `id=`, Dovecot `msgid=`), without `<>`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub message_id: Option<CompactString>,
     /// Dovecot's session id, shared by the login, the auth lines and the logout.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
+    pub session: Option<CompactString>,
     /// The process id (Exim `+pid`, syslog `[pid]`, Dovecot `mpid=` / mail process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// The envelope sender (`<>` for bounces is kept as an empty string).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender: Option<String>,
+    pub sender: Option<CompactString>,
     /// Recipients: the arrival's `for` list, or the one address of a delivery,
     /// deferral, bounce or rejected RCPT.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recipients: Vec<String>,
+    pub recipients: Vec<CompactString>,
     /// How many recipients the message had, when the line says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rcpt_count: Option<u32>,
@@ -113,13 +115,13 @@ pub struct LogEvent {
     pub size: Option<u64>,
     /// Exim's local user (`U=`) for locally submitted messages.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_user: Option<String>,
+    pub local_user: Option<CompactString>,
     /// Exim's router (`R=`) for deliveries, deferrals and bounces.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub router: Option<String>,
+    pub router: Option<CompactString>,
     /// Exim's transport (`T=`) for deliveries and deferrals.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transport: Option<String>,
+    pub transport: Option<CompactString>,
     /// Whether the connection used TLS, when the line says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
@@ -140,19 +142,19 @@ pub struct LogEvent {
     pub expunged: Option<u64>,
     /// The mailbox acted on (`box=`, or the new name of a renamed mailbox).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mailbox: Option<String>,
+    pub mailbox: Option<CompactString>,
     /// The source mailbox of a copy or a rename.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from_mailbox: Option<String>,
+    pub from_mailbox: Option<CompactString>,
     /// The message's IMAP UID (`uid=`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
     /// For `mailbox_action` and `admin_action`: what was done (`expunge`, `frozen`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub action: Option<CompactString>,
     /// Who acted with privileges: Exim's `... by NAME`, Dovecot's master user.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin: Option<String>,
+    pub admin: Option<CompactString>,
     /// For Dovecot's login summary: how many authentication attempts it sums up (the
     /// auth process may already have logged each one; see [`dovecot_log`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,7 +164,7 @@ pub struct LogEvent {
     pub temporary: Option<bool>,
     /// Why: the rejection, deferral, bounce or failure text, as logged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CompactString>,
     /// The file the line came from.
     pub file: Arc<str>,
     /// The byte offset of the line's start in that file (in the decompressed stream for
@@ -387,6 +389,12 @@ impl From<LogEvent> for Parsed {
     }
 }
 
+impl From<Box<LogEvent>> for Parsed {
+    fn from(e: Box<LogEvent>) -> Parsed {
+        Parsed::Event(e)
+    }
+}
+
 /// Which parser a line goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -520,11 +528,47 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-/// Lossy UTF-8 of a log field, owned.
-pub(crate) fn text(bytes: &[u8]) -> String {
+/// A line's bytes, validated as UTF-8 at most once (when the first field is kept): the
+/// fields kept are then sliced out of it as text without validating each one again.
+pub(crate) struct LineText<'l> {
+    bytes: &'l [u8],
+    utf8: OnceCell<Option<&'l str>>,
+}
+
+impl<'l> LineText<'l> {
+    /// The text of fields of `bytes`.
+    pub(crate) fn new(bytes: &'l [u8]) -> LineText<'l> {
+        LineText {
+            bytes,
+            utf8: OnceCell::new(),
+        }
+    }
+
+    /// Lossy UTF-8 of `field`, owned: a slice of the validated line when `field` lies in
+    /// it and the line is valid UTF-8, else validated (or replaced) on its own.
+    pub(crate) fn text(&self, field: &[u8]) -> CompactString {
+        let line = *self
+            .utf8
+            .get_or_init(|| std::str::from_utf8(self.bytes).ok());
+        if let Some(line) = line {
+            // Where `field` starts in the line, if it is a slice of it: addresses compared
+            // as numbers, no pointer is dereferenced.
+            let start = (field.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+            if start <= line.len() && field.len() <= line.len() - start {
+                if let Some(s) = line.get(start..start + field.len()) {
+                    return CompactString::from(s);
+                }
+            }
+        }
+        text(field)
+    }
+}
+
+/// Lossy UTF-8 of a log field, owned (inline, without an allocation, up to 24 bytes).
+pub(crate) fn text(bytes: &[u8]) -> CompactString {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(s) => CompactString::from(s),
+        Err(_) => CompactString::from_utf8_lossy(bytes),
     }
 }
 
@@ -544,32 +588,119 @@ pub(crate) fn number<T: TryFrom<u64>>(bytes: &[u8]) -> Option<T> {
 }
 
 /// An IP address as logs write it (IPv4-mapped IPv6 normalised to IPv4), or `None`.
+///
+/// Exactly what `str::parse::<IpAddr>` accepts (and `None` for the rest); the common
+/// shapes are read without going through `str` (this is on the hot path of every Exim
+/// line), anything unusual is left to std.
 pub(crate) fn ip(bytes: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = ipv4(bytes) {
+        return Some(IpAddr::V4(v4));
+    }
     if !bytes.contains(&b':') {
-        return ipv4(bytes).map(IpAddr::V4);
+        return None;
     }
-    match std::str::from_utf8(bytes).ok()?.parse::<IpAddr>().ok()? {
-        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
-        v4 => Some(v4),
-    }
+    let v6 = match ipv6(bytes) {
+        Some(v6) => v6,
+        None => match std::str::from_utf8(bytes).ok()?.parse::<IpAddr>().ok()? {
+            IpAddr::V6(v6) => v6,
+            v4 => return Some(v4),
+        },
+    };
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
 }
 
-/// A dotted-quad IPv4 address, read without going through `str` (the hot path of every
-/// Exim line); like std, it refuses leading zeros.
+/// A dotted-quad IPv4 address in one pass; like std, it refuses leading zeros.
 fn ipv4(bytes: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = bytes.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+    let mut n = 0;
+    let (mut value, mut digits) = (0u32, 0);
+    for &b in bytes {
+        match b {
+            b'0'..=b'9' => {
+                // A fourth digit, or a digit after a leading zero.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && n < 3 => {
+                octets[n] = u8::try_from(value).ok()?;
+                n += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if n != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// The plain shapes of an IPv6 address: 8 groups of 1-4 hex digits, or fewer around
+/// one `::` standing for at least one zero group. `None` for anything else (an embedded
+/// IPv4 address, a malformed one), which [`ip`] leaves to std.
+fn ipv6(bytes: &[u8]) -> Option<std::net::Ipv6Addr> {
+    let mut groups = [0u16; 8];
+    let mut n = 0;
+    // Where `::` was, as a number of groups before it.
+    let mut gap = None;
+    let mut i = 0;
+    if bytes.starts_with(b"::") {
+        gap = Some(0);
+        i = 2;
+    }
+    while i < bytes.len() {
+        let start = i;
+        let mut value = 0u16;
+        while i < bytes.len() && i - start < 5 {
+            let d = match bytes[i] {
+                b @ b'0'..=b'9' => b - b'0',
+                b @ b'a'..=b'f' => b - b'a' + 10,
+                b @ b'A'..=b'F' => b - b'A' + 10,
+                _ => break,
+            };
+            value = (value << 4) | u16::from(d);
+            i += 1;
+        }
+        if i == start || i - start > 4 || n == 8 {
             return None;
         }
-        *octet = number::<u8>(part)?;
+        groups[n] = value;
+        n += 1;
+        if i == bytes.len() {
+            break;
+        }
+        // After a group: `:` and another group, or `::` (once).
+        if bytes[i] != b':' {
+            return None;
+        }
+        i += 1;
+        if bytes.get(i) == Some(&b':') {
+            if gap.is_some() {
+                return None;
+            }
+            gap = Some(n);
+            i += 1;
+            if i == bytes.len() {
+                break;
+            }
+        } else if i == bytes.len() {
+            return None;
+        }
     }
-    parts
-        .next()
-        .is_none()
-        .then(|| std::net::Ipv4Addr::from(octets))
+    match gap {
+        None if n == 8 => {}
+        Some(at) if n <= 7 => {
+            let tail = n - at;
+            groups.copy_within(at..n, 8 - tail);
+            groups[at..8 - tail].fill(0);
+        }
+        _ => return None,
+    }
+    Some(std::net::Ipv6Addr::from(groups))
 }
 
 /// Appends dead letters to a file, one per line: `reason<TAB>file:offset<TAB>line`.
@@ -628,7 +759,13 @@ impl ParseStats {
             Parsed::DeadLetter(reason) => *self.dead_letters.entry(reason).or_default() += 1,
             Parsed::Event(_) | Parsed::Events(_) => {
                 for e in parsed.events() {
-                    *self.events.entry(e.kind).or_default() += 1;
+                    // `get_mut` first: no entry handle for the common case, a kind seen before.
+                    match self.events.get_mut(&e.kind) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.events.insert(e.kind, 1);
+                        }
+                    }
                     match (e.kind, e.result) {
                         (EventKind::Auth, Some(Outcome::Ok)) => self.auth_ok += 1,
                         (EventKind::Auth, Some(Outcome::Fail)) => self.auth_fail += 1,
@@ -706,6 +843,75 @@ mod tests {
         assert_eq!(number::<u16>(b"65536"), None);
         assert_eq!(number::<u64>(b"99999999999999999999"), None);
         assert_eq!(number::<u32>(b"1x"), None);
+    }
+
+    /// What std makes of `s`, normalised as [`ip`] does.
+    fn std_ip(s: &str) -> Option<IpAddr> {
+        match s.parse::<IpAddr>().ok()? {
+            IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+            v4 => Some(v4),
+        }
+    }
+
+    #[test]
+    fn addresses_read_as_std_reads_them() {
+        for s in [
+            "::",
+            "::1",
+            "1::",
+            "1::2",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::8",
+            "1::2:3:4:5:6:7",
+            "1::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8:9",
+            ":::",
+            "1:::2",
+            ":1",
+            "1:",
+            "1::2::3",
+            "12345::",
+            "0:0::0",
+            "00000::",
+            "ABCD:ef01::",
+            "fe80::1%eth0",
+            "1.2.3.4",
+            "1.2.3.04",
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4.",
+            ".1.2.3",
+            "1.2.3",
+            "1.2.3.4:25",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1:2:3:4:5:6:7:1.2.3.4",
+            "::1.2.3.4",
+            "1::1.2.3.4",
+            "",
+            ":",
+            "g::",
+        ] {
+            assert_eq!(ip(s.as_bytes()), std_ip(s), "{s:?}");
+        }
+        // The plain shapes take the fast path.
+        assert!(ipv6(b"2001:db8::25").is_some() && ipv6(b"::").is_some());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_addresses_read_as_std_reads_them(s in "[0-9a-fA-F:.]{0,24}") {
+            proptest::prop_assert_eq!(ip(s.as_bytes()), std_ip(&s), "{:?}", s);
+        }
+
+        #[test]
+        fn every_ipv6_address_reads_back(groups in proptest::array::uniform8(proptest::prelude::any::<u16>()), upper: bool) {
+            let s = std::net::Ipv6Addr::from(groups).to_string();
+            let s = if upper { s.to_uppercase() } else { s };
+            proptest::prop_assert_eq!(ip(s.as_bytes()), std_ip(&s), "{:?}", s);
+        }
     }
 
     #[test]

@@ -345,7 +345,7 @@ fn digits(line: &[u8], at: usize, n: usize) -> Option<u32> {
 /// `name[pid]:` is taken, so that `imap-login: Info:` stays part of the message.
 fn syslog_origin<'a>(p: &mut Prefix<'a>, syslog: bool) {
     let rest = p.rest;
-    let Some(sp) = rest.iter().position(|&b| b == b' ') else {
+    let Some(sp) = memchr::memchr(b' ', rest) else {
         return;
     };
     let first = &rest[..sp];
@@ -358,7 +358,7 @@ fn syslog_origin<'a>(p: &mut Prefix<'a>, syslog: bool) {
         return;
     }
     let after = &rest[sp + 1..];
-    let sp2 = after.iter().position(|&b| b == b' ').unwrap_or(after.len());
+    let sp2 = memchr::memchr(b' ', after).unwrap_or(after.len());
     let second = &after[..sp2];
     if let Some((program, pid)) = program(second, syslog) {
         p.host = Some(first);

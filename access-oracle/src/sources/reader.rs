@@ -56,7 +56,7 @@ pub fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<usiz
         if available.is_empty() {
             return Ok(consumed);
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
             Some(i) => (&available[..=i], true),
             None => (available, false),
         };
@@ -94,7 +94,7 @@ pub fn each_line(
         ctx.offset = offset;
         // A line wholly inside the read buffer is parsed in place, without a copy;
         // only lines that straddle two reads (or exceed the buffer) are assembled.
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        if let Some(i) = memchr::memchr(b'\n', buf) {
             let line = &buf[..=i];
             let parsed = parse_line(format, line, &ctx);
             stats.record(&parsed);

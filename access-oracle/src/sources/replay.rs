@@ -105,7 +105,7 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         {
             report.deferred_logins.push(Deferred {
                 time: ev.time,
-                user: ev.user.clone().unwrap_or_default(),
+                user: ev.user.as_deref().unwrap_or_default().to_owned(),
                 ip: ev.ip,
                 protocol: ev
                     .protocol
