@@ -9,7 +9,7 @@
 //!   `server::policy::serve` (hyper HTTP/1.1 connections, keep-alive):
 //!   - the policy endpoint: `server::policy::router` with the API key check, the JSON
 //!     reader and the engine on the default rules, warmed with [`ACCOUNTS`] accounts
-//!     that have logged in;
+//!     that have logged in (`POLICY_BENCH_ACCOUNTS=N` for another number);
 //!   - the floor: an axum router whose handler returns the same fixed JSON
 //!     (`{"status":0,"msg":""}`) without looking at the request;
 //!   - the floor reading the body: the same, after reading the body into `Bytes` as the
@@ -24,6 +24,9 @@
 //! * Latency: one connection, one request at a time; p50 / p99 of the round trip.
 //! * Throughput: [`CONNECTIONS`] connections driven by one event-loop thread, requests
 //!   per second over a fixed time, with the latency of each request under that load.
+//!
+//! `POLICY_BENCH_WORKERS=N` sets the servers' worker threads (default: one per CPU, as
+//! `access-oracle serve`).
 //!
 //! The servers are measured in rotating order over several rounds so that the
 //! drift of a shared VM hits both. Without `--bench` (e.g. `cargo test --benches`) it
@@ -50,14 +53,24 @@ use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// Accounts the engine knows before measuring.
+/// Accounts the engine knows before measuring (`POLICY_BENCH_ACCOUNTS` overrides it),
+/// and over which the requests' users vary.
 const ACCOUNTS: usize = 100_000;
+
+fn accounts() -> usize {
+    std::env::var("POLICY_BENCH_ACCOUNTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n >= PREPARED)
+        .unwrap_or(ACCOUNTS)
+}
 
 /// Concurrent connections of the throughput test (Dovecot opens up to 100).
 const CONNECTIONS: usize = 64;
 
-/// Distinct prepared requests (users spread over all accounts).
-const PREPARED: usize = 30_000;
+/// Distinct prepared requests (users spread over all accounts; at least this many
+/// accounts).
+const PREPARED: usize = 10_000;
 
 /// The API key of both servers' clients.
 const KEY: &str = "bench-key-0123456789abcdef";
@@ -144,7 +157,7 @@ impl Servers {
         drop(alerts);
         let engine = Arc::new(engine);
         let now = Timestamp::now();
-        for i in 0..ACCOUNTS {
+        for i in 0..accounts() {
             engine.policy_report(
                 &PolicyAttempt {
                     user: &user(i),
@@ -269,12 +282,13 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
-        "policy bench: {cpus} CPUs, load average {}, {ACCOUNTS} accounts",
+        "policy bench: {cpus} CPUs, load average {}, {} accounts",
         loadavg
             .split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        accounts()
     );
     let started = Instant::now();
     let servers = Servers::start()?;
@@ -487,8 +501,9 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duratio
 /// The request bodies Dovecot sends for user `i`: allow, allow, report(success).
 fn prepared_requests() -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(PREPARED * 3);
+    let stride = accounts() / PREPARED;
     for n in 0..PREPARED {
-        let i = n * (ACCOUNTS / PREPARED) + n % (ACCOUNTS / PREPARED);
+        let i = n * stride + n % stride;
         let fields = format!(
             r#""device_id":"","local":"192.0.2.1","login":"{}","mech":"PLAIN","protocol":"imap","pwhash":"{:04x}","remote":"{}","rport":"{}","session_id":"S{i:015}""#,
             user(i),

@@ -167,12 +167,20 @@ static CONFIG: LazyLock<Config> =
 
 /// One request body on the policy endpoint, from Dovecot or anyone holding the key.
 ///
-/// Properties: no panic; a body is read, or refused with a reason on one line; what is
-/// read stays within the bounds the engine relies on (login name, protocol, session);
+/// Properties: no panic; the reader's fast path for flat objects and serde agree on
+/// every body; a body is read, or refused with a reason on one line; what is read stays
+/// within the bounds the engine relies on (login name, protocol, session);
 /// a fresh engine takes it as a `report` (when it says `success`) and answers `allow`
 /// for it; a refusal's JSON answer carries any text (here the login name) and reads
 /// back as status -1 with that very text.
 pub fn policy_json(data: &[u8]) {
+    // The fast path for flat objects reads what serde reads, and refuses nothing serde
+    // takes (errors aside, whose wording may differ).
+    match (request::parse(data), request::parse_with_serde(data)) {
+        (Ok(fast), Ok(slow)) => assert_eq!(fast, slow, "fast and serde paths differ"),
+        (Err(_), Err(_)) => {}
+        (fast, slow) => panic!("fast path {fast:?}, serde {slow:?}"),
+    }
     let r = match request::parse(data) {
         Ok(r) => r,
         Err(e) => {
