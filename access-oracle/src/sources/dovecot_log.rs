@@ -58,7 +58,7 @@ pub fn parse(pre: &Prefix<'_>, ctx: &LineContext) -> Parsed {
     if pre.stamp == Stamp::None {
         return Parsed::DeadLetter("dovecot line without a timestamp");
     }
-    let Some(time) = pre.stamp.resolve(ctx) else {
+    let Some(time) = pre.time(ctx) else {
         return Parsed::DeadLetter("dovecot line with an impossible timestamp");
     };
     let (level, msg) = level(msg);

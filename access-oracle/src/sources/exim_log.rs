@@ -94,7 +94,10 @@ pub fn parse(pre: &Prefix<'_>, ctx: &LineContext) -> Parsed {
         if !first {
             return Parsed::Irrelevant;
         }
-        let mut inner = super::prefix::strip(fragment);
+        let mut inner = match pre.memo {
+            Some(memo) => super::prefix::strip_memo(fragment, memo),
+            None => super::prefix::strip(fragment),
+        };
         if inner.stamp == super::prefix::Stamp::None {
             inner.stamp = pre.stamp;
         }
@@ -122,7 +125,7 @@ fn parse_message(pre: &Prefix<'_>, ctx: &LineContext) -> Parsed {
     if rest.is_empty() || rest[0] == b' ' || rest[0] == b'\t' {
         return Parsed::Irrelevant;
     }
-    let Some(time) = pre.stamp.resolve(ctx) else {
+    let Some(time) = pre.time(ctx) else {
         return Parsed::Unrecognised;
     };
     let line = Line {

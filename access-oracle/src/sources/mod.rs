@@ -442,11 +442,35 @@ impl LineContext {
 
 /// Parses one log line (without its newline) in `format`.
 pub fn parse_line(format: Format, line: &[u8], ctx: &LineContext) -> Parsed {
+    parse_line_with(format, line, ctx, None)
+}
+
+/// [`parse_line`] for the lines of one file read in order: `memo` (kept beside `ctx`, see
+/// [`prefix::TimeMemo`]) lets a line with the previous line's timestamp skip reading and
+/// resolving it again.
+pub fn parse_line_memo(
+    format: Format,
+    line: &[u8],
+    ctx: &LineContext,
+    memo: &prefix::TimeMemo,
+) -> Parsed {
+    parse_line_with(format, line, ctx, Some(memo))
+}
+
+fn parse_line_with(
+    format: Format,
+    line: &[u8],
+    ctx: &LineContext,
+    memo: Option<&prefix::TimeMemo>,
+) -> Parsed {
     let line = trim_line_end(line);
     if line.is_empty() {
         return Parsed::Irrelevant;
     }
-    let pre = prefix::strip(line);
+    let pre = match memo {
+        Some(memo) => prefix::strip_memo(line, memo),
+        None => prefix::strip(line),
+    };
     let parsed = match format {
         Format::Exim => exim_log::parse(&pre, ctx),
         Format::Dovecot => dovecot_log::parse(&pre, ctx),

@@ -20,10 +20,17 @@
 //! [`Timestamp`] by [`Stamp::resolve`] when a line yields an event: a time zone lookup
 //! per irrelevant line would cost more than the rest of its parsing. Nothing here reads
 //! the clock: the year syslog leaves out comes from [`LineContext::reference`].
+//!
+//! Consecutive lines of a log mostly share their second (a busy Exim writes a dozen
+//! lines in one). A reader of a whole file keeps a [`TimeMemo`] beside its
+//! [`LineContext`] and strips with [`strip_memo`]: a line whose timestamp is the previous
+//! line's reuses the date and time read and the instant worked out for it.
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::Offset;
 use jiff::{SignedDuration, Timestamp};
+
+use std::cell::Cell;
 
 use super::LineContext;
 
@@ -38,8 +45,59 @@ pub struct Prefix<'a> {
     pub program: Option<&'a [u8]>,
     /// The process id from syslog's `program[pid]` or Exim's `+pid` selector.
     pub pid: Option<u32>,
+    /// The memo of the reader of these lines, if it keeps one.
+    pub memo: Option<&'a TimeMemo>,
     /// The message after every prefix.
     pub rest: &'a [u8],
+}
+
+/// The last timestamp a reader read and the instant it resolved to, for the next line.
+///
+/// For the lines of one [`LineContext`] only, in the order they are read: the instant
+/// remembered was worked out in that context's time zone (the reference time is checked).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TimeMemo {
+    /// `YYYY-MM-DD HH:MM:SS` as written (followed by a space, no fraction, no offset)
+    /// and the date and time read from it.
+    written: Cell<Option<([u8; 19], DateTime)>>,
+    /// The last stamp resolved, with the reference time it was resolved with, and its
+    /// instant.
+    resolved: Cell<Option<(Stamp, Timestamp, Timestamp)>>,
+}
+
+impl TimeMemo {
+    /// `iso(line)`, from the memo when the line starts with the timestamp read last; the
+    /// memo keeps only the plain form (`YYYY-MM-DD HH:MM:SS ` and no ` +hhmm`).
+    fn iso<'l>(&self, line: &'l [u8]) -> Option<(Stamp, &'l [u8], bool)> {
+        let plain = line.get(19) == Some(&b' ') && !matches!(line.get(20), Some(b'+' | b'-'));
+        if let Some((written, datetime)) = self.written.get() {
+            if plain && line[..19] == written {
+                let stamp = Stamp::Civil {
+                    datetime,
+                    offset: None,
+                };
+                return Some((stamp, &line[20..], false));
+            }
+        }
+        let read = iso(line)?;
+        if let (
+            true,
+            (
+                Stamp::Civil {
+                    datetime,
+                    offset: None,
+                },
+                _,
+                false,
+            ),
+        ) = (plain, read)
+        {
+            let mut written = [0; 19];
+            written.copy_from_slice(&line[..19]);
+            self.written.set(Some((written, datetime)));
+        }
+        Some(read)
+    }
 }
 
 /// A timestamp as written, not yet placed in a time zone.
@@ -79,6 +137,18 @@ impl Stamp {
                 offset: Some(_), ..
             } => 4,
         }
+    }
+
+    /// [`Stamp::resolve`], remembered in `memo` from one line to the next.
+    pub fn resolve_memo(&self, ctx: &LineContext, memo: &TimeMemo) -> Option<Timestamp> {
+        if let Some((stamp, reference, instant)) = memo.resolved.get() {
+            if stamp == *self && reference == ctx.reference {
+                return Some(instant);
+            }
+        }
+        let instant = self.resolve(ctx)?;
+        memo.resolved.set(Some((*self, ctx.reference, instant)));
+        Some(instant)
     }
 
     /// The instant, using the context's time zone for local times and its reference time
@@ -121,13 +191,33 @@ impl Stamp {
     }
 }
 
+impl Prefix<'_> {
+    /// The instant the line was written ([`Stamp::resolve`], through the memo if any).
+    pub fn time(&self, ctx: &LineContext) -> Option<Timestamp> {
+        match self.memo {
+            Some(memo) => self.stamp.resolve_memo(ctx, memo),
+            None => self.stamp.resolve(ctx),
+        }
+    }
+}
+
 /// Reads every prefix of `line`.
 pub fn strip(line: &[u8]) -> Prefix<'_> {
+    strip_with(line, None)
+}
+
+/// [`strip`] for the lines of a file read in order, with its reader's memo.
+pub fn strip_memo<'a>(line: &'a [u8], memo: &'a TimeMemo) -> Prefix<'a> {
+    strip_with(line, Some(memo))
+}
+
+fn strip_with<'a>(line: &'a [u8], memo: Option<&'a TimeMemo>) -> Prefix<'a> {
     let mut p = Prefix {
         stamp: Stamp::None,
         host: None,
         program: None,
         pid: None,
+        memo,
         rest: line,
     };
     if let Some((instant, rest)) = tai64n(p.rest) {
@@ -135,7 +225,11 @@ pub fn strip(line: &[u8]) -> Prefix<'_> {
         p.rest = rest;
     }
     // The outer timestamp and what may follow it.
-    if let Some((stamp, rest, rfc3339)) = iso(p.rest) {
+    let outer = match memo {
+        Some(memo) => memo.iso(p.rest),
+        None => iso(p.rest),
+    };
+    if let Some((stamp, rest, rfc3339)) = outer {
         p.stamp = better(p.stamp, stamp);
         p.rest = rest;
         syslog_origin(&mut p, rfc3339);
@@ -474,6 +568,53 @@ mod tests {
         // A label followed by a full timestamp: the explicit one wins when it has an offset.
         let (t, _) = time("@4000000069293a1d00000000 2026-11-28 03:21:17 +0000 x");
         assert_eq!(t, "2026-11-28T03:21:17Z");
+    }
+
+    #[test]
+    fn the_memo_changes_no_result() {
+        let lines = [
+            "2026-11-28 03:21:17 1xXAPn-0007UM-2H Completed",
+            "2026-11-28 03:21:17 [12] x",
+            "2026-11-28 03:21:17 +0100 x",
+            "2026-11-28 03:21:17 x",
+            "2026-11-28 03:21:17.5 x",
+            "2026-11-28T03:21:17Z mx1 dovecot: x",
+            "2026-11-28 03:21:17 -0500 [1] x",
+            "2026-11-28 03:21:18 x",
+            "Nov 28 03:21:17 mx1 exim[1]: 2026-11-28 03:21:18 x",
+            "Dec 24 10:00:00 mx1 dovecot: x",
+            "Dec 24 10:00:00 mx1 dovecot: y",
+            "2026-11-28 03:21:17",
+            "2026-11-28 03:21:17 ",
+            "2026-11-28 03:21:17 +",
+            "2026-11-28 03:21:1x x",
+        ];
+        let memo = TimeMemo::default();
+        let c = ctx();
+        for _ in 0..2 {
+            for line in lines {
+                let (with, without) = (strip_memo(line.as_bytes(), &memo), strip(line.as_bytes()));
+                assert_eq!(
+                    (with.stamp, with.host, with.program, with.pid, with.rest),
+                    (
+                        without.stamp,
+                        without.host,
+                        without.program,
+                        without.pid,
+                        without.rest
+                    ),
+                    "{line}"
+                );
+                assert_eq!(with.time(&c), without.time(&c), "{line}");
+            }
+        }
+        // Another reference time: a syslog date is placed in its year again.
+        let mut later = ctx();
+        later.reference = "2027-12-31T00:00:00Z".parse().unwrap();
+        let line = b"Dec 24 10:00:00 mx1 dovecot: x";
+        assert_eq!(strip_memo(line, &memo).time(&c), strip(line).time(&c));
+        let t = strip_memo(line, &memo).time(&later).unwrap();
+        assert_eq!(t.to_string(), "2027-12-24T10:00:00Z");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use flate2::read::MultiGzDecoder;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::{Format, LineContext, ParseStats, Parsed, parse_line};
+use super::prefix::TimeMemo;
+use super::{Format, LineContext, ParseStats, Parsed, parse_line_memo};
 
 /// The longest line kept, in bytes; the rest of a longer line is skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -83,6 +84,8 @@ pub fn each_line(
     let (mut reader, mtime) = open(path)?;
     let reference = reference.or(mtime).unwrap_or_else(Timestamp::now);
     let mut ctx = LineContext::new(&path.display().to_string(), tz.clone(), reference);
+    // The lines of this file, in order, in this context: their timestamps repeat.
+    let memo = TimeMemo::default();
     let mut stats = ParseStats::default();
     let mut spanning = Vec::with_capacity(1024);
     let mut offset = 0u64;
@@ -96,7 +99,7 @@ pub fn each_line(
         // only lines that straddle two reads (or exceed the buffer) are assembled.
         if let Some(i) = memchr::memchr(b'\n', buf) {
             let line = &buf[..=i];
-            let parsed = parse_line(format, line, &ctx);
+            let parsed = parse_line_memo(format, line, &ctx, &memo);
             stats.record(&parsed);
             f(&parsed, &ctx, line)?;
             offset += line.len() as u64;
@@ -106,7 +109,7 @@ pub fn each_line(
         spanning.clear();
         let n = read_line(&mut reader, &mut spanning)?;
         offset += n as u64;
-        let parsed = parse_line(format, &spanning, &ctx);
+        let parsed = parse_line_memo(format, &spanning, &ctx, &memo);
         stats.record(&parsed);
         f(&parsed, &ctx, &spanning)?;
     }
