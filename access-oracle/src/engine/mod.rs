@@ -388,6 +388,7 @@ impl Engine {
             _ => GeoInfo::default(),
         };
         let mut trips: Vec<Trip> = Vec::new();
+        let mut already_counted = false;
         let mut reply = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
@@ -408,48 +409,74 @@ impl Engine {
                 }
                 trips.extend(trip);
             }
-            let protocol: Arc<str> = Arc::from(at.protocol);
-            acct.timeline.push(Entry::Login {
-                time: secs,
-                protocol: protocol.clone(),
-                ip: at.ip,
-                result: at.result,
-                session: at.session.map(Arc::from),
-                logout: None,
-                bytes_in: None,
-                bytes_out: None,
-                origin: at.origin,
-            });
-            if at.origin == Origin::Live {
-                if acct.live_attempts.len() >= LIVE_ATTEMPTS_KEPT {
-                    acct.live_attempts.pop_front();
+            // The log line of a live attempt can arrive first (Dovecot logs a wrong
+            // password before it reports it to the policy endpoint): a live attempt
+            // that matches an attempt already counted from the log is the same one.
+            let counted_from_log = at.origin == Origin::Live && {
+                let window = match at.result {
+                    Outcome::Ok => observe::MATCH_OK_SECS,
+                    Outcome::Fail => observe::MATCH_FAIL_SECS,
+                };
+                match acct.log_attempts.iter().position(|&(t, ip, r)| {
+                    r == at.result && ip == at.ip && (t - secs).abs() <= window
+                }) {
+                    Some(i) => {
+                        acct.log_attempts.remove(i);
+                        true
+                    }
+                    None => false,
                 }
-                acct.live_attempts.push_back((secs, at.ip, at.result));
-            }
-            match at.result {
-                Outcome::Ok => {
-                    acct.totals.logins_ok += 1;
-                    acct.last_login = Some((secs, at.ip, protocol));
-                    if !allowed {
-                        self.learn_login(&user, at, &geo, secs, &rules, &mut trips);
+            };
+            if counted_from_log {
+                drop(acct);
+                already_counted = true;
+                reply
+            } else {
+                let protocol: Arc<str> = Arc::from(at.protocol);
+                acct.timeline.push(Entry::Login {
+                    time: secs,
+                    protocol: protocol.clone(),
+                    ip: at.ip,
+                    result: at.result,
+                    session: at.session.map(Arc::from),
+                    logout: None,
+                    bytes_in: None,
+                    bytes_out: None,
+                    origin: at.origin,
+                });
+                let kept = match at.origin {
+                    Origin::Live => &mut acct.live_attempts,
+                    Origin::Log => &mut acct.log_attempts,
+                };
+                if kept.len() >= LIVE_ATTEMPTS_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back((secs, at.ip, at.result));
+                match at.result {
+                    Outcome::Ok => {
+                        acct.totals.logins_ok += 1;
+                        acct.last_login = Some((secs, at.ip, protocol));
+                        if !allowed {
+                            self.learn_login(&user, at, &geo, secs, &rules, &mut trips);
+                        }
+                    }
+                    Outcome::Fail => {
+                        acct.totals.logins_failed += 1;
+                        if let Some(trip) = rules
+                            .failed_logins_account
+                            .on_failure(&mut acct, secs, at.pwhash)
+                        {
+                            trips.push(trip);
+                        }
                     }
                 }
-                Outcome::Fail => {
-                    acct.totals.logins_failed += 1;
-                    if let Some(trip) = rules
-                        .failed_logins_account
-                        .on_failure(&mut acct, secs, at.pwhash)
-                    {
-                        trips.push(trip);
-                    }
-                }
+                reply
             }
-            reply
         };
         if let Some(ip) = at.ip
             && !allowed
         {
-            if at.result == Outcome::Fail {
+            if at.result == Outcome::Fail && !already_counted {
                 let key = at.pwhash.map(|h| {
                     let mut hasher = DefaultHasher::new();
                     (&*user, h).hash(&mut hasher);

@@ -5,7 +5,9 @@
 //!
 //! * An authentication attempt the live path reported (same account, address and outcome,
 //!   within [`MATCH_FAIL_SECS`] for failures or [`MATCH_OK_SECS`] for successes) is
-//!   matched with its log line and not counted again. Unmatched log attempts (servers or
+//!   matched with its log line and not counted again. Whichever comes first counts: a log
+//!   line can beat its live report (Dovecot logs a wrong password before it reports it
+//!   to the policy endpoint), and then the live report is the one matched. Unmatched log attempts (servers or
 //!   protocols without the library) count like live ones: failures trip the same rules.
 //! * A temporary authentication failure in the log (Exim's 435) is not a wrong password:
 //!   it is usually the oracle's own deferral. It is not counted.

@@ -268,6 +268,32 @@ mod log_events {
     }
 
     #[test]
+    fn a_log_line_faster_than_its_live_report_is_counted_once() {
+        // Dovecot logs a wrong password before it reports it to the policy endpoint.
+        let (e, _rx) = engine();
+        for i in 0..3 {
+            let o = e.observe(&auth(i, "carol", "198.51.100.95", Outcome::Fail));
+            assert!(o.counted, "nothing live yet: counted from the log");
+            let live =
+                format!("login user=carol ip=198.51.100.95 result=fail protocol=imap pwhash={i}");
+            assert_eq!(ask(&e, &live, i), "accept");
+        }
+        let r = e.account_report("carol", t(10));
+        assert_eq!(r["failed_logins"]["count"], 3, "{r}");
+        assert_eq!(r["totals"]["logins_failed"], 3, "{r}");
+        // A live report with no log line before it still counts.
+        ask(
+            &e,
+            "login user=carol ip=198.51.100.95 result=fail protocol=imap pwhash=9",
+            20,
+        );
+        assert_eq!(
+            e.account_report("carol", t(21))["failed_logins"]["count"],
+            4
+        );
+    }
+
+    #[test]
     fn log_only_failures_trip_the_same_rule_and_hold_live_requests() {
         let (e, mut rx) = engine();
         for i in 0..5 {

@@ -81,6 +81,10 @@ pub struct Account {
     /// Login attempts the live path reported, not yet matched by their log line; a log
     /// line that matches one is not counted again.
     pub live_attempts: VecDeque<(Secs, Option<IpAddr>, Outcome)>,
+    /// Login attempts counted from a log line before the live path reported them (a log
+    /// can be faster than the live report); the live report that matches one is not
+    /// counted again.
+    pub log_attempts: VecDeque<(Secs, Option<IpAddr>, Outcome)>,
     /// When the live path last saw the account submit (MAIL, RCPT, DATA): while it does,
     /// recipients are counted live and the log's arrivals do not count them again.
     pub live_submission_at: Option<Secs>,
