@@ -21,6 +21,9 @@ pub struct Alert {
     pub account: Option<String>,
     /// The source address of the event that tripped the rule.
     pub ip: Option<IpAddr>,
+    /// Its reverse DNS name, when `[rdns]` is on and the name was already known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdns: Option<String>,
     /// The protocol of that event (`smtp`, `imap`, ...).
     pub protocol: Option<String>,
     /// What was counted in the window.
@@ -95,6 +98,7 @@ impl Alert {
             severity: trip.severity,
             account: account.map(str::to_string),
             ip,
+            rdns: None,
             protocol: protocol.map(str::to_string),
             count: trip.count,
             threshold: trip.threshold,

@@ -66,6 +66,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => match config::load(Some(&file), &Overrides::default()) {
             Ok(cfg) => {
+                // The files the config names must open too: GeoIP databases, lists,
+                // the accounts file.
+                if let Err(e) = access_oracle::server::enrichment(&cfg) {
+                    eprintln!("{}: {e:#}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
                 println!(
                     "{}: ok (exim socket {}, admin socket {}, state {})",
                     file.display(),

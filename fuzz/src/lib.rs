@@ -10,12 +10,18 @@
 //! * [`exim_log`]: Exim mainlog and paniclog lines, alone and through the per-line format
 //!   guess.
 //! * [`dovecot_log`]: Dovecot log lines.
+//! * [`policy_json`]: the JSON body of a Dovecot auth policy request.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::sync::LazyLock;
 
-use access_oracle::protocol::{self, ProtocolError, Reply};
+use access_oracle::config::{Config, RawConfig};
+use access_oracle::engine::Engine;
+use access_oracle::engine::policy::{PolicyAttempt, PolicySettings, PolicyVerdict};
+use access_oracle::protocol::{self, MAX_USER_BYTES, Outcome, ProtocolError, Reply};
+use access_oracle::server::policy::request::{self, MAX_PROTOCOL_BYTES, MAX_SESSION_BYTES};
+use access_oracle::server::policy::verdict_json;
 use access_oracle::sources::{Format, LineContext, ParseStats, parse_line};
 use access_wire::{Pair, Request};
 use jiff::tz::TimeZone;
@@ -24,10 +30,11 @@ use jiff::tz::TimeZone;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
-pub const TARGETS: [(&str, Body); 3] = [
+pub const TARGETS: [(&str, Body); 4] = [
     ("protocol_line", protocol_line),
     ("exim_log", exim_log),
     ("dovecot_log", dovecot_log),
+    ("policy_json", policy_json),
 ];
 
 /// One request line from a client of the Exim socket.
@@ -152,4 +159,101 @@ fn parses_soundly(format: Format, line: &[u8], ctx: &LineContext) {
         }
     }
     ParseStats::default().record(&parsed);
+}
+
+/// The default configuration, validated once.
+static CONFIG: LazyLock<Config> =
+    LazyLock::new(|| Config::from_raw(RawConfig::default()).expect("the defaults validate"));
+
+/// One request body on the policy endpoint, from Dovecot or anyone holding the key.
+///
+/// Properties: no panic; the reader's fast path for flat objects and serde agree on
+/// every body; a body is read, or refused with a reason on one line; what is read stays
+/// within the bounds the engine relies on (login name, protocol, session);
+/// a fresh engine takes it as a `report` (when it says `success`) and answers `allow`
+/// for it; a refusal's JSON answer carries any text (here the login name) and reads
+/// back as status -1 with that very text.
+pub fn policy_json(data: &[u8]) {
+    // The fast path for flat objects reads what serde reads, and refuses nothing serde
+    // takes (errors aside, whose wording may differ).
+    match (request::parse(data), request::parse_with_serde(data)) {
+        (Ok(fast), Ok(slow)) => assert_eq!(fast, slow, "fast and serde paths differ"),
+        (Err(_), Err(_)) => {}
+        (fast, slow) => panic!("fast path {fast:?}, serde {slow:?}"),
+    }
+    let r = match request::parse(data) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            assert!(!why.chars().any(char::is_control), "reason {why:?}");
+            return;
+        }
+    };
+    if let Some(login) = &r.login {
+        assert!(!login.is_empty());
+        assert!(
+            login.len() <= MAX_USER_BYTES,
+            "login of {} bytes",
+            login.len()
+        );
+    }
+    for (field, value, max) in [
+        ("protocol", &r.protocol, MAX_PROTOCOL_BYTES),
+        ("mech", &r.mech, MAX_PROTOCOL_BYTES),
+        ("fail_type", &r.fail_type, MAX_PROTOCOL_BYTES),
+        ("session_id", &r.session_id, MAX_SESSION_BYTES),
+        ("device_id", &r.device_id, MAX_SESSION_BYTES),
+    ] {
+        if let Some(v) = value {
+            assert!(v.len() <= max, "{field} of {} bytes", v.len());
+        }
+    }
+    let (engine, _alerts) = Engine::new(&CONFIG, jiff::Timestamp::UNIX_EPOCH);
+    let now = jiff::Timestamp::from_second(1_800_000_000).expect("a valid time");
+    let login = r.login.as_deref().unwrap_or("");
+    if let (Some(success), Some(user)) = (r.success, r.login.as_deref()) {
+        for _ in 0..5 {
+            engine.policy_report(
+                &PolicyAttempt {
+                    user,
+                    ip: r.remote,
+                    protocol: r.protocol.as_deref().unwrap_or("unknown"),
+                    pwhash: r.pwhash,
+                    session: r.session_id.as_deref(),
+                    result: if success { Outcome::Ok } else { Outcome::Fail },
+                },
+                now,
+            );
+        }
+    }
+    let settings = PolicySettings {
+        tarpit_after: 1,
+        tarpit_after_ip: 1,
+        tarpit_secs: 3,
+        reject_message: None,
+    };
+    let verdict = engine.policy_allow(login, r.remote, &settings, now);
+    answer_reads_back(&verdict);
+    answer_reads_back(&PolicyVerdict::Reject {
+        message: login.into(),
+        rule: "fuzz",
+    });
+}
+
+/// Checks that the JSON answer of `verdict` is what Dovecot expects.
+fn answer_reads_back(verdict: &PolicyVerdict) {
+    let body = verdict_json(verdict);
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => panic!("answer {body:?} is not JSON: {e}"),
+    };
+    let status = v["status"].as_i64().expect("a numeric status");
+    match verdict {
+        PolicyVerdict::Continue => assert_eq!(status, 0),
+        PolicyVerdict::Tarpit { secs, .. } => assert_eq!(status, *secs as i64),
+        PolicyVerdict::Reject { message, .. } => {
+            assert_eq!(status, -1);
+            assert_eq!(v["msg"].as_str(), Some(&**message), "answer {body:?}");
+        }
+    }
 }

@@ -61,6 +61,32 @@ const PROTOCOL_LINES: &[&[u8]] = &[
     b"helo=\"a b\" tls=TLS1.3",
 ];
 
+/// Bodies for `policy_json`: what Dovecot 2.3 sends (captured from its `auth_debug` log
+/// in the end-to-end tests), Dovecot 2.4's `fail_type`, a nested attribute, loose types,
+/// and each way a body can be refused.
+const POLICY_BODIES: &[&[u8]] = &[
+    br#"{"device_id":"","local":"127.0.0.1","login":"alice","mech":"PLAIN","protocol":"imap","pwhash":"082e","remote":"198.51.100.7","rport":"40000","session_id":"d5pzw1BhQJzGM2QH","tls":false}"#,
+    br#"{"device_id":"","local":"127.0.0.1","login":"alice","mech":"PLAIN","protocol":"imap","pwhash":"082e","remote":"198.51.100.7","rport":"40000","session_id":"d5pzw1BhQJzGM2QH","success":false,"policy_reject":false,"tls":false}"#,
+    br#"{"device_id":"","local":"","login":"alice","mech":"PLAIN","protocol":"smtp","pwhash":"02fc","remote":"192.0.2.23","rport":"0","session_id":"","success":false,"policy_reject":true,"tls":false}"#,
+    br#"{"login":"bob","pwhash":"0249","remote":"2001:db8::7","device_id":"","protocol":"pop3","session_id":"x","tls":true}"#,
+    br#"{"fail_type":"credentials","login":"carol","protocol":"imap","remote":"::ffff:192.0.2.9","success":false,"tls":false}"#,
+    br#"{"fail_type":"internal","login":"carol","success":false}"#,
+    br#"{"attrs":{"login":"nested","deeper":{"x":[1,2,3]}},"login":"dave","success":"true"}"#,
+    br#"{"login":"c\u00e9line\u0000\n","rport":4711,"tls":1,"remote":{"ip":"1.2.3.4"},"protocol":["imap"],"session_id":null}"#,
+    br#"{"pwhash":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","login":"erin","success":true}"#,
+    br#"{"login":"\"quoted\" \\ back","remote":"[2001:db8::1]","success":false,"pwhash":"-12"}"#,
+    b"{}",
+    b"  \r\n{ }  ",
+    b"[]",
+    br#"["alice","192.0.2.1"]"#,
+    br#""alice""#,
+    br#"{"login":"#,
+    br#"{"login":"a","login":"b"}"#,
+    br#"{"a":1}{"#,
+    b"\xff\xfe",
+    b"",
+];
+
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -85,6 +111,16 @@ fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         let long_rcpt = format!("rcpt user=a ip=192.0.2.1 rcpt={}@x", "r".repeat(1100));
         seeds.push(("long-user".into(), long_user.into_bytes()));
         seeds.push(("long-rcpt".into(), long_rcpt.into_bytes()));
+        return seeds;
+    }
+    if target == "policy_json" {
+        let mut seeds: Vec<(String, Vec<u8>)> = POLICY_BODIES
+            .iter()
+            .enumerate()
+            .map(|(i, body)| (format!("body-{i:02}"), body.to_vec()))
+            .collect();
+        let long_login = format!(r#"{{"login":"{}","success":false}}"#, r"\u00e9".repeat(200));
+        seeds.push(("long-login".into(), long_login.into_bytes()));
         return seeds;
     }
     let dovecot = target == "dovecot_log";
@@ -190,10 +226,20 @@ fn seeds_pass_every_target() {
 fn fixture_lines_pass_the_log_targets() {
     for (name, data) in fixture_logs() {
         for line in data.split(|&b| b == b'\n') {
-            for (target, body) in TARGETS.into_iter().filter(|(t, _)| *t != "protocol_line") {
+            let log_targets = TARGETS
+                .into_iter()
+                .filter(|(t, _)| !matches!(*t, "protocol_line" | "policy_json"));
+            for (target, body) in log_targets {
                 run(body, line, Path::new(&format!("{name} ({target})")));
             }
         }
+    }
+}
+
+#[test]
+fn policy_bodies_pass_the_policy_target() {
+    for (name, data) in made_seeds("policy_json") {
+        run(exim_access_fuzz::policy_json, &data, Path::new(&name));
     }
 }
 

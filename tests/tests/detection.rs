@@ -387,7 +387,8 @@ fn allow_listed_addresses_are_never_blocked_and_bad_ones_are() {
 }
 
 /// The city database replaced while logins flow: no login fails, and new logins are
-/// located with the new data.
+/// located with the new data; then replaced by a damaged file: refused, the last good
+/// one stays in use.
 #[test]
 fn the_mmdb_replaced_while_requests_flow() {
     let world = World::new(&["alice"]);
@@ -412,6 +413,25 @@ fn the_mmdb_replaced_while_requests_flow() {
         baseline(&oracle, "alice")["countries"]
             .as_array()
             .is_some_and(|c| c.iter().any(|e| e["country"] == "JP"))
+    });
+    // A damaged file replaces it: refused, the one in use stays.
+    geo_fixtures::replace_atomically(&city, b"this is not a MaxMind database").unwrap();
+    wait_until(&oracle, "the damaged file is refused", || {
+        oracle
+            .log_text()
+            .contains("geoip database refused; the one in use stays")
+    });
+    let before = baseline(&oracle, "alice");
+    assert_eq!(login(&exim, "192.0.2.201", "alice", PASSWORD), 235);
+    let jp_logins = |b: &Value| {
+        b["countries"]
+            .as_array()
+            .and_then(|c| c.iter().find(|e| e["country"] == "JP"))
+            .and_then(|e| e["logins"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until(&oracle, "still located with the last good file", || {
+        jp_logins(&baseline(&oracle, "alice")) == jp_logins(&before) + 1
     });
     assert!(
         !oracle.log_text().contains("panicked"),
@@ -438,4 +458,131 @@ fn baselines_survive_a_restart() {
     wait_until(&oracle, "travel against the restored baseline", || {
         !alerts_of(&oracle, "impossible_travel").is_empty()
     });
+}
+
+/// A login from an AS the account has not used (after learning): a low alert; the same
+/// AS again: none.
+#[test]
+fn new_asn_alerts_once_per_new_network() {
+    let world = World::new(&["alice"]);
+    let oracle = Oracle::start_with(&world, &format!("{}{LEARN_AT_ONCE}", geoip_toml(&world)));
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+    assert_eq!(login(&exim, PARIS_MOBILE, "alice", PASSWORD), 235);
+    assert_eq!(
+        login(&exim, "203.0.113.9", "alice", PASSWORD),
+        235,
+        "the same AS"
+    );
+    wait_until(&oracle, "two logins learnt", || {
+        baseline(&oracle, "alice")["logins"] == 2
+    });
+    assert!(
+        alerts_of(&oracle, "new_asn").is_empty(),
+        "{:?}",
+        oracle.alerts()
+    );
+    assert_eq!(login(&exim, BERLIN, "alice", PASSWORD), 235);
+    wait_until(&oracle, "a new_asn alert", || {
+        !alerts_of(&oracle, "new_asn").is_empty()
+    });
+    let alert = &alerts_of(&oracle, "new_asn")[0];
+    assert_eq!(alert["severity"], "low", "{alert}");
+    assert_eq!(alert["counts"]["asn"], 64500, "{alert}");
+    assert_eq!(
+        alert["counts"]["known_asns"],
+        serde_json::json!([64502]),
+        "{alert}"
+    );
+}
+
+/// Berlin, then Paris (~880 km) 59 minutes later: possible at 900 km/h, but two distant
+/// logins within the hour (medium); two hours later: nothing.
+#[test]
+fn distant_logins_within_the_hour() {
+    for (ago_secs, expected) in [(59 * 60, 1), (2 * 3600, 0)] {
+        let world = World::new(&["alice"]);
+        let oracle = oracle_with_past_login(&world, "alice", BERLIN, Duration::from_secs(ago_secs));
+        let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+        assert_eq!(login(&exim, PARIS_MOBILE, "alice", PASSWORD), 235);
+        wait_until(&oracle, "the Paris login is learnt", || {
+            baseline(&oracle, "alice")["logins"] == 2
+        });
+        assert!(
+            alerts_of(&oracle, "impossible_travel").is_empty(),
+            "{:?}",
+            oracle.alerts()
+        );
+        if expected > 0 {
+            wait_until(&oracle, "a distant_logins alert", || {
+                !alerts_of(&oracle, "distant_logins").is_empty()
+            });
+            let alert = &alerts_of(&oracle, "distant_logins")[0];
+            assert_eq!(alert["severity"], "medium", "{alert}");
+            assert_eq!(alert["counts"]["current"]["country"], "FR", "{alert}");
+        } else {
+            assert!(
+                alerts_of(&oracle, "distant_logins").is_empty(),
+                "{:?}",
+                oracle.alerts()
+            );
+        }
+    }
+}
+
+/// An account that sent about 10 recipients an hour (learnt from its history) sends 105
+/// in one session: the 101st trips the spike (above max(3 x 10, floor 100)) and the
+/// following recipients are deferred; 100 recipients would not have.
+#[test]
+fn outbound_spike_against_the_learnt_sending_rate() {
+    for (rcpts, spike) in [(100usize, false), (105, true)] {
+        let world = World::new(&["alice"]);
+        let log = world.path("history/mainlog");
+        fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut history = String::new();
+        for h in 0..3u64 {
+            let ago = Duration::from_secs((5 - h) * 3600);
+            let line = past_arrival("alice", BERLIN, ago, h as usize + 1);
+            let many: Vec<String> = (0..10).map(|i| format!("r{i}@example.net")).collect();
+            history.push_str(&line.replace("bob@example.net", &many.join(" ")));
+        }
+        fs::write(&log, history).unwrap();
+        let oracle = Oracle::start_with(
+            &world,
+            &format!(
+                "{}[baselines]\nlearning_secs = 0\nlearning_send_hours = 3\n",
+                source_toml(&log)
+            ),
+        );
+        wait_until(&oracle, "the history is learnt", || {
+            baseline(&oracle, "alice")["sending"]["hours"] == 2
+        });
+        let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+        let mut d = Dialogue::new()
+            .ehlo("client.example")
+            .auth_plain("alice", PASSWORD)
+            .mail_from("alice@example.org");
+        for i in 0..rcpts {
+            d = d.rcpt_to(&format!("burst{i}@example.net"));
+        }
+        let session = exim.bh(BERLIN, &d.quit());
+        session.assert_oracle_answered();
+        let codes = session.codes("RCPT");
+        if spike {
+            assert!(codes[..101].iter().all(|&c| c == 250), "{codes:?}");
+            assert!(codes[101..].iter().all(|&c| c == 451), "{codes:?}");
+            wait_until(&oracle, "an outbound_spike alert", || {
+                !alerts_of(&oracle, "outbound_spike").is_empty()
+            });
+            let alert = &alerts_of(&oracle, "outbound_spike")[0];
+            assert_eq!(alert["counts"]["threshold"], 100, "{alert}");
+            assert_eq!(alert["response"], "throttle_rcpt", "{alert}");
+        } else {
+            assert!(codes.iter().all(|&c| c == 250), "{codes:?}");
+            assert!(
+                alerts_of(&oracle, "outbound_spike").is_empty(),
+                "{:?}",
+                oracle.alerts()
+            );
+        }
+    }
 }

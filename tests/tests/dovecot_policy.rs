@@ -144,6 +144,20 @@ fn logins(a: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The shipped configuration with `auth_dovecot.conf` passes `exim -bV`, in both ways
+/// of asking the oracle.
+#[test]
+fn the_dovecot_variant_of_the_shipped_configuration_parses() {
+    let world = World::new(&["alice"]);
+    let socket = world.oracle_dir().join("exim.sock");
+    for via in [Via::Dlfunc, Via::Readsocket] {
+        Exim::new(&world, via, &socket)
+            .dovecot_auth(&world.path("dovecot/run/auth-exim"))
+            .check_config()
+            .assert_success();
+    }
+}
+
 /// 3 IMAP failures and 2 SMTP failures (Exim → Dovecot → policy, protocol smtp) make
 /// 5: the account is held, and IMAP, POP3 and SMTP all refuse it, even with the right
 /// password, from any address.

@@ -87,9 +87,53 @@ fn render_status(d: &Value) -> String {
         ("exim_socket", "exim socket"),
         ("accounts_tracked", "accounts tracked"),
         ("ips_tracked", "addresses tracked"),
+        ("baselines", "baselines"),
     ] {
         t.add_row([label.to_string(), text(&d[k])]);
     }
+    let e = &d["enrichment"];
+    for (slot, label) in [("city_db", "GeoIP city_db"), ("asn_db", "GeoIP asn_db")] {
+        let db = &e["geoip"][slot];
+        let shown = if db.is_null() {
+            "none".to_string()
+        } else {
+            let refused = match &db["last_refusal"] {
+                Value::Object(r) => {
+                    format!("; last refusal {}: {}", text(&r["at"]), text(&r["error"]))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{} ({}, built {}, loaded {}){refused}",
+                text(&db["path"]),
+                text(&db["database_type"]),
+                text(&db["build_time"]),
+                text(&db["loaded_at"])
+            )
+        };
+        t.add_row([label.to_string(), shown]);
+    }
+    t.add_row([
+        "lists".to_string(),
+        format!(
+            "{} blocked networks, {} allowed",
+            text(&e["lists"]["block_networks"]),
+            text(&e["lists"]["allow_networks"])
+        ),
+    ]);
+    let disabled = &e["disabled_accounts"];
+    t.add_row([
+        "disabled accounts".to_string(),
+        if disabled["file"].is_null() {
+            "no accounts file".to_string()
+        } else {
+            format!(
+                "{} from {}",
+                text(&disabled["accounts"]),
+                text(&disabled["file"])
+            )
+        },
+    ]);
     let c = &d["counters"];
     let pairs = |v: &Value| -> String {
         v.as_array()

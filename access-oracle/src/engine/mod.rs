@@ -62,6 +62,8 @@ pub struct Enrichment {
     pub lists: Arc<IpLists>,
     /// The disabled-accounts file.
     pub disabled: Arc<DisabledAccounts>,
+    /// Reverse DNS (names for alerts), resolved in the background.
+    pub rdns: Arc<crate::enrich::Rdns>,
 }
 
 impl Default for Enrichment {
@@ -70,6 +72,7 @@ impl Default for Enrichment {
             geoip: Arc::new(GeoIp::empty()),
             lists: Arc::new(IpLists::empty()),
             disabled: Arc::new(DisabledAccounts::empty()),
+            rdns: crate::enrich::Rdns::new(&crate::enrich::RdnsConfig::default()).0,
         }
     }
 }
@@ -498,9 +501,19 @@ impl Engine {
             self.state.account_mut(&user).totals.refused += 1;
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
+        // The address's name, for alerts: from the cache only (a miss asks the
+        // background resolver, for next time); never waited for.
+        let rdns = match at.ip {
+            Some(ip) if at.origin == Origin::Live && enrich.rdns.enabled() => {
+                enrich.rdns.cached_or_request(ip, now)
+            }
+            _ => None,
+        };
         for trip in &trips {
             self.apply(trip, Some(&user), at.ip, secs);
-            self.raise(Alert::from_trip(trip, now, Some(&user), at.ip, protocol));
+            let mut alert = Alert::from_trip(trip, now, Some(&user), at.ip, protocol);
+            alert.rdns = rdns.as_deref().map(str::to_string);
+            self.raise(alert);
         }
         reply
     }
@@ -619,6 +632,8 @@ impl Engine {
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.
     fn raise(&self, alert: Alert) {
         let alert = Arc::new(alert);
+        // A rule that fired may have put a hold or block in place: snapshot it.
+        self.state.mark_dirty();
         self.stats.alerts_raised.fetch_add(1, Ordering::Relaxed);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -739,6 +754,7 @@ impl Engine {
         let Some(mut acct) = self.state.tracked_account_mut(&key) else {
             return json!({ "account": key, "released": false, "reason": "account not tracked" });
         };
+        self.state.mark_dirty();
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
         acct.auth_failures.clear();
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
@@ -757,6 +773,7 @@ impl Engine {
         let Some(mut rec) = self.state.tracked_ip_mut(ip) else {
             return json!({ "ip": ip, "unblocked": false, "reason": "address not tracked" });
         };
+        self.state.mark_dirty();
         let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
         rec.auth_failures.clear();
         json!({ "ip": ip, "unblocked": block.is_some(), "block": block.as_ref().map(hold_json) })

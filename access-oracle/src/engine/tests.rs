@@ -659,3 +659,60 @@ fn baselines_learn_logins_and_sending_and_explain_them() {
     assert_eq!(r["sending"]["this_hour"], 1);
     assert_eq!(e.baseline_report("nobody", t(0))["known"], false);
 }
+
+#[tokio::test]
+async fn alerts_carry_the_reverse_name_once_it_is_known() {
+    use crate::enrich::{Rdns, RdnsConfig, Resolver};
+    struct Fake;
+    impl Resolver for Fake {
+        fn reverse(&self, _ip: IpAddr) -> std::io::Result<Option<String>> {
+            Ok(Some("sprayer.example.net".into()))
+        }
+        fn forward(&self, _name: &str) -> std::io::Result<Vec<IpAddr>> {
+            Ok(vec!["203.0.113.66".parse().unwrap()])
+        }
+    }
+    let config = RdnsConfig {
+        enabled: true,
+        ..RdnsConfig::default()
+    };
+    let (rdns, worker) = Rdns::with_resolver(&config, Arc::new(Fake));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(worker.with_clock(Arc::new(|| t(0))).run(stop_rx));
+    let (e, mut rx) = engine();
+    e.set_enrichment(Enrichment {
+        rdns: rdns.clone(),
+        ..Enrichment::default()
+    });
+    // The first failure asks for the name; the verdict does not wait for it.
+    assert_eq!(
+        ask(&e, "auth user=u0 ip=203.0.113.66 result=fail", 0),
+        "accept"
+    );
+    let ip: IpAddr = "203.0.113.66".parse().unwrap();
+    for _ in 0..500 {
+        if rdns.cached(ip, t(1)).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rdns.cached(ip, t(1)).as_deref(),
+        Some("sprayer.example.net")
+    );
+    for i in 1..10 {
+        ask(
+            &e,
+            &format!("auth user=u{i} ip=203.0.113.66 result=fail"),
+            i,
+        );
+    }
+    let alerts = drain(&mut rx);
+    let spray = alerts
+        .iter()
+        .find(|a| a.rule == "password_spraying")
+        .expect("spraying");
+    assert_eq!(spray.rdns.as_deref(), Some("sprayer.example.net"));
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

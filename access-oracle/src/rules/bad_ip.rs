@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::disabled_credentials::{Refusal, refusal, validate_listing};
+use super::disabled_credentials::{Listing, Refusal, validate_listing};
 use super::response::Action;
-use super::{Response, Severity, Trip};
+use super::{Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::ListHit;
 use crate::state::Secs;
@@ -67,40 +67,24 @@ impl BadIp {
         what: &str,
         now: Secs,
     ) -> (Option<Refusal>, Option<Trip>) {
-        if !self.enabled {
-            return (None, None);
-        }
-        let refusal = refusal(self.response, &self.message);
-        if alerted_at.is_some_and(|t| now - t < self.realert_secs as Secs) {
-            return (refusal, None);
-        }
-        *alerted_at = Some(now);
-        let comment = hit
-            .comment
-            .as_deref()
-            .map(|c| format!(" ({c})"))
-            .unwrap_or_default();
-        let trip = Trip {
-            rule: Self::NAME,
+        let listing = Listing {
+            name: Self::NAME,
+            enabled: self.enabled,
             severity: self.severity,
-            count: 1,
-            threshold: 1,
-            window_secs: 0,
-            response: if refusal.is_some() {
-                Response::Refuse
-            } else {
-                Response::Alert
-            },
-            expires: now,
-            message: Some(self.message.as_str().into()),
-            summary: Some(format!(
-                "{what} from {ip}, listed in {} as {}{comment}",
-                hit.list, hit.network
-            )),
-            details: Some(
-                json!({ "list": &*hit.list, "network": hit.network.to_string(), "comment": hit.comment.as_deref() }),
-            ),
+            response: self.response,
+            message: &self.message,
+            realert_secs: self.realert_secs,
         };
-        (refusal, Some(trip))
+        listing.check(alerted_at, now, || {
+            let comment = hit
+                .comment
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            (
+                format!("{what} from {ip}, listed in {} as {}{comment}", hit.list, hit.network),
+                json!({ "list": &*hit.list, "network": hit.network.to_string(), "comment": hit.comment.as_deref() }),
+            )
+        })
     }
 }

@@ -95,6 +95,55 @@ pub(crate) fn refusal(action: Action, message: &str) -> Option<Refusal> {
     }
 }
 
+/// What a listing rule (a disabled account, a listed address) needs to decide.
+pub(crate) struct Listing<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) enabled: bool,
+    pub(crate) severity: Severity,
+    pub(crate) response: Action,
+    pub(crate) message: &'a str,
+    pub(crate) realert_secs: u64,
+}
+
+impl Listing<'_> {
+    /// A request that hit the listing at `now`: the refusal (unless the response is
+    /// `alert`) and, unless one was raised within `realert_secs`, the alert, whose
+    /// summary and details `describe` gives.
+    pub(crate) fn check(
+        &self,
+        alerted_at: &mut Option<Secs>,
+        now: Secs,
+        describe: impl FnOnce() -> (String, serde_json::Value),
+    ) -> (Option<Refusal>, Option<Trip>) {
+        if !self.enabled {
+            return (None, None);
+        }
+        let refusal = refusal(self.response, self.message);
+        if alerted_at.is_some_and(|t| now - t < self.realert_secs as Secs) {
+            return (refusal, None);
+        }
+        *alerted_at = Some(now);
+        let (summary, details) = describe();
+        let trip = Trip {
+            rule: self.name,
+            severity: self.severity,
+            count: 1,
+            threshold: 1,
+            window_secs: 0,
+            response: if refusal.is_some() {
+                Response::Refuse
+            } else {
+                Response::Alert
+            },
+            expires: now,
+            message: Some(self.message.into()),
+            summary: Some(summary),
+            details: Some(details),
+        };
+        (refusal, Some(trip))
+    }
+}
+
 impl DisabledCredentials {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "disabled_credentials";
@@ -135,36 +184,21 @@ impl DisabledCredentials {
         protocol: &str,
         now: Secs,
     ) -> (Option<Refusal>, Option<Trip>) {
-        if !self.enabled {
-            return (None, None);
-        }
-        let refusal = refusal(self.response, &self.message);
-        if alerted_at.is_some_and(|t| now - t < self.realert_secs as Secs) {
-            return (refusal, None);
-        }
-        *alerted_at = Some(now);
-        let why_text = why.describe();
-        let trip = Trip {
-            rule: Self::NAME,
+        let listing = Listing {
+            name: Self::NAME,
+            enabled: self.enabled,
             severity: self.severity,
-            count: 1,
-            threshold: 1,
-            window_secs: 0,
-            response: if refusal.is_some() {
-                Response::Refuse
-            } else {
-                Response::Alert
-            },
-            expires: now,
-            message: Some(self.message.as_str().into()),
-            summary: Some(format!(
-                "{protocol} attempt on account {user}, which is {why_text}"
-            )),
-            details: Some(
-                json!({ "status": why_text, "expired_at": why.expired_at().map(crate::alert::rfc3339) }),
-            ),
+            response: self.response,
+            message: &self.message,
+            realert_secs: self.realert_secs,
         };
-        (refusal, Some(trip))
+        listing.check(alerted_at, now, || {
+            let why_text = why.describe();
+            (
+                format!("{protocol} attempt on account {user}, which is {why_text}"),
+                json!({ "status": why_text, "expired_at": why.expired_at().map(crate::alert::rfc3339) }),
+            )
+        })
     }
 }
 

@@ -125,6 +125,13 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
     match req {
         AdminRequest::Status => {
             let state = engine.state();
+            let e = engine.enrichment();
+            let enrichment = json!({
+                "geoip": e.geoip.status(),
+                "lists": e.lists.status(),
+                "rdns": e.rdns.status(),
+                "disabled_accounts": e.disabled.status(),
+            });
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "started": engine.started(),
@@ -133,6 +140,8 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
                 "exim_socket": ctx.exim_socket,
                 "accounts_tracked": state.account_count(),
                 "ips_tracked": state.ip_count(),
+                "baselines": state.baseline_count(),
+                "enrichment": enrichment,
                 "in_force": engine.responses_in_force(now),
                 "counters": engine.stats.snapshot(),
             })

@@ -45,11 +45,16 @@ pub fn restore(engine: &Engine, dir: &Path) {
     }
 }
 
-/// Writes the snapshot now (off the async threads).
+/// Writes the snapshot now (off the async threads) if anything it keeps changed since
+/// the last one.
 pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
+    if !engine.state().take_dirty() {
+        return;
+    }
     let now = Timestamp::now().as_second();
+    let writer = engine.clone();
     let result =
-        tokio::task::spawn_blocking(move || snapshot::write(engine.state(), &dir, now)).await;
+        tokio::task::spawn_blocking(move || snapshot::write(writer.state(), &dir, now)).await;
     match result {
         Ok(Ok(c)) => tracing::debug!(
             baselines = c.baselines,
@@ -57,7 +62,11 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
             ip_blocks = c.ip_blocks,
             "state snapshot written"
         ),
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the state snapshot"),
+        Ok(Err(e)) => {
+            // Try again at the next tick.
+            engine.state().mark_dirty();
+            tracing::error!(error = %e, "cannot write the state snapshot")
+        }
         Err(e) => tracing::error!(error = %e, "the snapshot task failed"),
     }
 }

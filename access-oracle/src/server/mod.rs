@@ -71,7 +71,11 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
         .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
-    engine.set_enrichment(enrichment(&config)?);
+    let (rdns, rdns_worker) = crate::enrich::Rdns::new(&config.raw.rdns);
+    engine.set_enrichment(crate::engine::Enrichment {
+        rdns: rdns.clone(),
+        ..enrichment(&config)?
+    });
     housekeeping::restore(&engine, &config.state_dir);
     report_inactive_rules(&engine);
     let engine = Arc::new(engine);
@@ -127,6 +131,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         enrich.lists.clone(),
         shutdown_rx.clone(),
     ));
+    let rdns_task = rdns
+        .enabled()
+        .then(|| tokio::spawn(rdns_worker.run(shutdown_rx.clone())));
     let accounts_watch = tokio::spawn(housekeeping::watch_accounts_file(
         engine.clone(),
         Duration::from_secs(config.rules.disabled_credentials.reload_check_secs),
@@ -153,6 +160,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         let _ = admin_task.await;
         let _ = sweeper.await;
         let _ = accounts_watch.await;
+        if let Some(t) = rdns_task {
+            let _ = t.await;
+        }
         let _ = geoip_watch.await;
         let _ = lists_watch.await;
         // Log followers read what is already written, then stop.
@@ -198,20 +208,25 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let running_config = config.clone();
+    let mut running_config = config.clone();
     let running = start(config, source.clone()).await?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
-            _ = hup.recv() => reload(&running, &running_config, &source),
+            _ = hup.recv() => {
+                if let Some(new) = reload(&running, &running_config, &source) {
+                    running_config = new;
+                }
+            }
         }
     }
     running.stop().await
 }
 
 /// Reloads the config file; a config with problems is refused and the running one kept.
-fn reload(running: &Running, current: &Config, source: &ConfigSource) {
+/// Returns the config now in force.
+fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<Config> {
     match config::load(source.path.as_deref(), &source.overrides) {
         Ok(new) => {
             if new.exim_socket != current.exim_socket
@@ -238,21 +253,79 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) {
             if let Some(p) = &running.policy {
                 p.set_settings(new.policy.settings());
             }
-            // SIGHUP also rereads the GeoIP databases, lists and the accounts file; a
-            // file that cannot be used keeps the running set.
-            match enrichment(&new) {
-                Ok(e) => running.engine.set_enrichment(e),
-                Err(e) => tracing::error!(
-                    error = format!("{e:#}"),
-                    "reload: keeping the running GeoIP databases, lists and accounts file"
-                ),
-            }
-            running.engine.set_baseline_config(new.baselines);
-            running.engine.set_rules(new.rules);
+            reload_enrichment(running, current, &new);
+            running.engine.set_baseline_config(new.baselines.clone());
+            running.engine.set_rules(new.rules.clone());
             tracing::info!(config = %source.describe(), "configuration reloaded");
+            Some(new)
         }
-        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+            None
+        }
     }
+}
+
+/// SIGHUP rereads the GeoIP databases, lists and the accounts file. Files named as
+/// before are reloaded in place (their watchers go on); newly named ones are opened and
+/// watched. A file that cannot be used keeps the running data.
+fn reload_enrichment(running: &Running, current: &Config, new: &Config) {
+    let old = running.engine.enrichment();
+    let mut next = crate::engine::Enrichment {
+        geoip: old.geoip.clone(),
+        lists: old.lists.clone(),
+        disabled: old.disabled.clone(),
+        rdns: old.rdns.clone(),
+    };
+    if new.raw.geoip == current.raw.geoip {
+        old.geoip.reload();
+    } else {
+        match crate::enrich::GeoIp::open(&new.raw.geoip) {
+            Ok(g) => {
+                let g = Arc::new(g);
+                tokio::spawn(crate::enrich::geoip::watch(
+                    g.clone(),
+                    running.shutdown.subscribe(),
+                ));
+                next.geoip = g;
+            }
+            Err(e) => tracing::error!(error = %e, "reload: keeping the running GeoIP databases"),
+        }
+    }
+    if new.raw.lists == current.raw.lists {
+        old.lists.reload();
+    } else {
+        match crate::enrich::IpLists::open(&new.raw.lists) {
+            Ok(l) => {
+                let l = Arc::new(l);
+                tokio::spawn(crate::enrich::lists::watch(
+                    l.clone(),
+                    running.shutdown.subscribe(),
+                ));
+                next.lists = l;
+            }
+            Err(e) => tracing::error!(error = %e, "reload: keeping the running lists"),
+        }
+    }
+    let file = &new.rules.disabled_credentials.file;
+    if file == &current.rules.disabled_credentials.file {
+        if let Err(e) = old.disabled.reload() {
+            tracing::error!(error = %e, "reload: keeping the running accounts list");
+        }
+    } else {
+        let opened = match file {
+            Some(path) => {
+                crate::enrich::disabled::DisabledAccounts::open(path, !new.case_sensitive_accounts)
+                    .map(Arc::new)
+            }
+            None => Ok(Arc::new(crate::enrich::disabled::DisabledAccounts::empty())),
+        };
+        match opened {
+            Ok(d) => next.disabled = d,
+            Err(e) => tracing::error!(error = %e, "reload: keeping the running accounts list"),
+        }
+    }
+    running.engine.set_enrichment(next);
 }
 
 /// Says at start which rules cannot work with the GeoIP databases loaded, and why.

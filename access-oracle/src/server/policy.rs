@@ -286,7 +286,7 @@ async fn handle(
                 now,
             );
             log_verdict(&request, &verdict);
-            json(verdict_body(&verdict))
+            json(verdict_json(&verdict))
         }
         Command::Report => report(&shared, &request, now, peer),
     }
@@ -348,8 +348,8 @@ fn command(query: Option<&str>) -> Result<Command, String> {
     }
 }
 
-/// The JSON answer to `allow`.
-fn verdict_body(v: &PolicyVerdict) -> Bytes {
+/// The JSON answer to `allow` for a verdict.
+pub fn verdict_json(v: &PolicyVerdict) -> Bytes {
     match v {
         PolicyVerdict::Continue => Bytes::from_static(CONTINUE),
         PolicyVerdict::Tarpit { secs, failures } => Bytes::from(format!(

@@ -324,7 +324,17 @@ impl Baseline {
             while !name.is_char_boundary(end) {
                 end -= 1;
             }
-            remember(&mut self.clients, Box::from(&name[..end]), now, MAX_CLIENTS);
+            let name = &name[..end];
+            // Known clients are the rule: refresh without allocating.
+            match self.clients.iter_mut().find(|s| &*s.key == name) {
+                Some(s) => {
+                    s.last = s.last.max(secs32(now));
+                    s.count = s.count.saturating_add(1);
+                }
+                None => {
+                    remember(&mut self.clients, Box::from(name), now, MAX_CLIENTS);
+                }
+            }
         }
         if let (Some(ip), Some(loc)) = (ip, geo.location)
             && self.last_place.as_ref().is_none_or(|p| p.time <= now)

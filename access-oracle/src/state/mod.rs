@@ -144,6 +144,8 @@ pub struct State {
     accounts: DashMap<Box<str>, Account>,
     ips: DashMap<IpAddr, IpRecord>,
     baselines: DashMap<Box<str>, Box<Baseline>>,
+    /// Whether anything the snapshot keeps may have changed since it was last written.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Default for State {
@@ -152,14 +154,30 @@ impl Default for State {
             accounts: DashMap::with_shard_amount(64),
             ips: DashMap::with_shard_amount(64),
             baselines: DashMap::with_shard_amount(64),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl State {
+    /// Notes that what the snapshot keeps (baselines, holds, blocks) changed. Read
+    /// first: the flag's cache line is only written when it flips.
+    pub fn mark_dirty(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether anything changed since the last call (and clears the flag).
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The account's baseline, created at `now` when first needed. Lock order: take it
     /// after the account's record, never before.
     pub fn baseline_mut(&self, user: &str, now: Secs) -> RefMut<'_, Box<str>, Box<Baseline>> {
+        self.mark_dirty();
         if let Some(r) = self.baselines.get_mut(user) {
             return r;
         }

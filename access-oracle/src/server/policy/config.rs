@@ -354,6 +354,37 @@ mod tests {
         assert!(missing[0].contains("/nonexistent/key"), "{missing:?}");
     }
 
+    /// The commented `[policy]` example of the shipped config, uncommented, is valid
+    /// and says what the defaults are.
+    #[test]
+    fn the_shipped_example_is_valid_and_shows_the_defaults() {
+        let shipped = include_str!("../../../../exim-config/oracle/access-oracle.toml");
+        let start = shipped.find("# [policy]").expect("a [policy] example");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("policy.key");
+        std::fs::write(&key, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let example: String = shipped[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| {
+                l.trim_start_matches("# ")
+                    .replace("/etc/access-oracle/policy.key", &key.display().to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw: RawConfig = toml::from_str(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        let defaults = PolicyConfig::default();
+        assert_eq!(raw.policy.path, defaults.path);
+        assert_eq!(raw.policy.api_key_header, defaults.api_key_header);
+        assert_eq!(raw.policy.tarpit_after, defaults.tarpit_after);
+        assert_eq!(raw.policy.tarpit_after_ip, defaults.tarpit_after_ip);
+        assert_eq!(raw.policy.tarpit_secs, defaults.tarpit_secs);
+        assert_eq!(raw.policy.max_connections, defaults.max_connections);
+        Config::from_raw(raw).unwrap_or_else(|p| panic!("{p}"));
+    }
+
     #[test]
     fn a_tarpit_at_the_threshold_of_a_disabled_rule_is_fine() {
         let text = "[policy]\nlisten = \"127.0.0.1:8091\"\napi_key = \"0123456789abcdef0123\"\n\

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::protocol::{bounded_user, parse_ip};
+use crate::protocol::{MAX_USER_BYTES, bounded_user, parse_ip};
 
 /// The longest protocol name kept, in bytes.
 pub const MAX_PROTOCOL_BYTES: usize = 32;
@@ -34,11 +34,12 @@ pub const MAX_PROTOCOL_BYTES: usize = 32;
 /// The longest session id kept, in bytes.
 pub const MAX_SESSION_BYTES: usize = 128;
 
-/// A policy request's fields, as the engine needs them.
+/// A policy request's fields, as the engine needs them; texts borrow from the body
+/// where they can (no escapes, nothing to shorten or lowercase).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyRequest {
+pub struct PolicyRequest<'a> {
     /// The login name tried (`login`); `None` when absent or empty.
-    pub login: Option<String>,
+    pub login: Option<Cow<'a, str>>,
     /// The client's address (`remote`).
     pub remote: Option<IpAddr>,
     /// The client's port (`rport`).
@@ -46,16 +47,16 @@ pub struct PolicyRequest {
     /// The server's address the client reached (`local`).
     pub local: Option<IpAddr>,
     /// The service, lowercase (`protocol`): `imap`, `pop3`, `smtp`, `submission`, ...
-    pub protocol: Option<String>,
-    /// The SASL mechanism (`mech`), if the site sends it.
-    pub mech: Option<String>,
+    pub protocol: Option<Cow<'a, str>>,
+    /// The SASL mechanism (`mech`), lowercase, if the site sends it.
+    pub mech: Option<Cow<'a, str>>,
     /// The keyed password hash (`pwhash`), as a number: up to 16 hex digits; a longer
     /// hash (no `auth_policy_hash_truncate`) by its first 16.
     pub pwhash: Option<u64>,
     /// Dovecot's session id (`session_id`).
-    pub session_id: Option<String>,
+    pub session_id: Option<Cow<'a, str>>,
     /// The client's `device_id` (IMAP ID `x-client-id`...), if any.
-    pub device_id: Option<String>,
+    pub device_id: Option<Cow<'a, str>>,
     /// Whether the connection is TLS-protected (`tls`).
     pub tls: Option<bool>,
     /// `report` only: whether the login succeeded (`success`).
@@ -63,7 +64,7 @@ pub struct PolicyRequest {
     /// `report` only: whether the policy itself refused it (`policy_reject`).
     pub policy_reject: Option<bool>,
     /// Dovecot 2.4's `fail_type`, lowercase.
-    pub fail_type: Option<String>,
+    pub fail_type: Option<Cow<'a, str>>,
 }
 
 /// Why a body is not a policy request.
@@ -72,19 +73,42 @@ pub struct PolicyRequest {
 pub struct RequestError(String);
 
 /// Reads a request body.
-pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
+pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
     // serde would also read a struct from an array of its fields, in order.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(RequestError("expected a JSON object".into()));
     }
-    let raw: Raw<'_> = serde_json::from_slice(body).map_err(|e| RequestError(one_line(&e)))?;
-    Ok(PolicyRequest {
+    let raw = match flat(body) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(body).map_err(|e| RequestError(one_line(&e)))?,
+    };
+    Ok(build(raw))
+}
+
+/// [`parse`] without its fast path: serde reads every body. For the fuzz target, which
+/// checks that both read every body the same.
+pub fn parse_with_serde(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(RequestError("expected a JSON object".into()));
+    }
+    let raw = serde_json::from_slice(body).map_err(|e| RequestError(one_line(&e)))?;
+    Ok(build(raw))
+}
+
+/// The request from the members read.
+fn build(raw: Raw<'_>) -> PolicyRequest<'_> {
+    PolicyRequest {
         login: raw
             .login
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|l| !l.is_empty())
-            .map(bounded_user),
+            .map(|l| {
+                if l.len() <= MAX_USER_BYTES {
+                    l
+                } else {
+                    Cow::Owned(bounded_user(&l))
+                }
+            }),
         remote: raw.remote.as_ref().and_then(Loose::ip),
         rport: raw
             .rport
@@ -92,32 +116,33 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest, RequestError> {
             .and_then(Loose::text)
             .and_then(|p| p.parse().ok()),
         local: raw.local.as_ref().and_then(Loose::ip),
-        protocol: raw
-            .protocol
-            .as_ref()
-            .and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
-        mech: raw.mech.as_ref().and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
+        protocol: raw.protocol.and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
+        mech: raw.mech.and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
         pwhash: raw.pwhash.as_ref().and_then(Loose::text).and_then(pwhash),
         session_id: raw
             .session_id
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|s| !s.is_empty())
-            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+            .map(|s| cut_cow(s, MAX_SESSION_BYTES)),
         device_id: raw
             .device_id
-            .as_ref()
-            .and_then(Loose::text)
+            .and_then(Loose::into_text)
             .filter(|s| !s.is_empty())
-            .map(|s| cut(s, MAX_SESSION_BYTES).to_string()),
+            .map(|s| cut_cow(s, MAX_SESSION_BYTES)),
         tls: raw.tls.as_ref().and_then(Loose::flag),
         success: raw.success.as_ref().and_then(Loose::flag),
         policy_reject: raw.policy_reject.as_ref().and_then(Loose::flag),
-        fail_type: raw
-            .fail_type
-            .as_ref()
-            .and_then(|f| f.word(MAX_PROTOCOL_BYTES)),
-    })
+        fail_type: raw.fail_type.and_then(|f| f.word(MAX_PROTOCOL_BYTES)),
+    }
+}
+
+/// `s` cut to at most `max` bytes, borrowed when it fits.
+fn cut_cow(s: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(cut(b, max)),
+        Cow::Owned(o) if o.len() <= max => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(cut(&o, max).to_string()),
+    }
 }
 
 /// Dovecot's hex `pwhash` as a number (the line protocol's `pwhash=` reads the same
@@ -150,10 +175,128 @@ fn one_line(e: &serde_json::Error) -> String {
         .collect()
 }
 
+/// Reads what Dovecot sends, a flat object of plain strings, booleans and small
+/// integers, without serde (about a third of its time); `None` for anything else (an
+/// escape, a nested value, another number, a repeated member, any syntax error), which
+/// serde then reads or refuses. Both give the same [`Raw`] (checked by the fuzz target).
+pub(crate) fn flat(body: &[u8]) -> Option<Raw<'_>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let b = text.as_bytes();
+    let ws = |i: &mut usize| {
+        while b
+            .get(*i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            *i += 1;
+        }
+    };
+    // A string without escapes or control characters; `i` at its opening quote.
+    let string = |i: &mut usize| -> Option<&str> {
+        let start = *i + 1;
+        let len = b
+            .get(start..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = start + len;
+        (b[end] == b'"').then(|| {
+            *i = end + 1;
+            &text[start..end]
+        })
+    };
+    let mut raw = Raw::default();
+    let mut i = 0;
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let key = string(&mut i)?;
+            ws(&mut i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            ws(&mut i);
+            let value = match *b.get(i)? {
+                b'"' => Loose::Text(Cow::Borrowed(string(&mut i)?)),
+                b't' if b[i..].starts_with(b"true") => {
+                    i += 4;
+                    Loose::Flag(true)
+                }
+                b'f' if b[i..].starts_with(b"false") => {
+                    i += 5;
+                    Loose::Flag(false)
+                }
+                b'n' if b[i..].starts_with(b"null") => {
+                    i += 4;
+                    Loose::Nothing
+                }
+                b'0'..=b'9' => {
+                    let len = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    // serde reads 007 as an error and 1.5 or 1e3 as floats: leave them.
+                    if len > 18
+                        || (len > 1 && b[i] == b'0')
+                        || matches!(b.get(i + len), Some(b'.' | b'e' | b'E'))
+                    {
+                        return None;
+                    }
+                    i += len;
+                    Loose::Text(Cow::Borrowed(&text[i - len..i]))
+                }
+                _ => return None,
+            };
+            let slot = match key {
+                "login" => Some(&mut raw.login),
+                "remote" => Some(&mut raw.remote),
+                "rport" => Some(&mut raw.rport),
+                "local" => Some(&mut raw.local),
+                "protocol" => Some(&mut raw.protocol),
+                "mech" => Some(&mut raw.mech),
+                "pwhash" => Some(&mut raw.pwhash),
+                "session_id" => Some(&mut raw.session_id),
+                "device_id" => Some(&mut raw.device_id),
+                "tls" => Some(&mut raw.tls),
+                "success" => Some(&mut raw.success),
+                "policy_reject" => Some(&mut raw.policy_reject),
+                "fail_type" => Some(&mut raw.fail_type),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(value);
+            }
+            ws(&mut i);
+            match b.get(i) {
+                Some(b',') => {
+                    i += 1;
+                    ws(&mut i);
+                }
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    ws(&mut i);
+    (i == b.len()).then_some(raw)
+}
+
 /// The members the oracle reads; the rest are skipped.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, PartialEq)]
 #[serde(default)]
-struct Raw<'a> {
+pub(crate) struct Raw<'a> {
     #[serde(borrow)]
     login: Option<Loose<'a>>,
     #[serde(borrow)]
@@ -184,13 +327,20 @@ struct Raw<'a> {
 
 /// A JSON value read leniently: text (strings and numbers), a boolean, or nothing usable.
 #[derive(Debug, Clone, PartialEq)]
-enum Loose<'a> {
+pub(crate) enum Loose<'a> {
     Text(Cow<'a, str>),
     Flag(bool),
     Nothing,
 }
 
-impl Loose<'_> {
+impl<'a> Loose<'a> {
+    fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Loose::Text(t) => Some(t),
+            Loose::Flag(_) | Loose::Nothing => None,
+        }
+    }
+
     fn text(&self) -> Option<&str> {
         match self {
             Loose::Text(t) => Some(t),
@@ -215,9 +365,22 @@ impl Loose<'_> {
     }
 
     /// A short lowercase word: a protocol, a mechanism, a failure type.
-    fn word(&self, max: usize) -> Option<String> {
-        let t = self.text()?.trim();
-        (!t.is_empty()).then(|| cut(t, max).to_ascii_lowercase())
+    fn word(self, max: usize) -> Option<Cow<'a, str>> {
+        fn lower(t: &str, max: usize) -> Option<&str> {
+            let t = cut(t.trim(), max);
+            (!t.is_empty()).then_some(t)
+        }
+        match self.into_text()? {
+            Cow::Borrowed(b) => {
+                let t = lower(b, max)?;
+                Some(if t.bytes().any(|c| c.is_ascii_uppercase()) {
+                    Cow::Owned(t.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(t)
+                })
+            }
+            Cow::Owned(o) => Some(Cow::Owned(lower(&o, max)?.to_ascii_lowercase())),
+        }
     }
 }
 
@@ -360,18 +523,58 @@ mod tests {
     #[test]
     fn long_hashes_and_names_are_bounded() {
         let full = "a".repeat(64);
-        let r = parse(
-            format!(
-                r#"{{"pwhash":"{full}","login":"{}","protocol":"{}"}}"#,
-                "u".repeat(1000),
-                "P".repeat(100)
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let body = format!(
+            r#"{{"pwhash":"{full}","login":"{}","protocol":"{}"}}"#,
+            "u".repeat(1000),
+            "P".repeat(100)
+        );
+        let r = parse(body.as_bytes()).unwrap();
         assert_eq!(r.pwhash, Some(0xaaaa_aaaa_aaaa_aaaa));
         assert!(r.login.unwrap().len() < 300);
         assert_eq!(r.protocol.unwrap(), "p".repeat(MAX_PROTOCOL_BYTES));
+    }
+
+    #[test]
+    fn plain_values_are_borrowed_from_the_body() {
+        let r = parse(REPORT).unwrap();
+        assert!(matches!(r.login, Some(Cow::Borrowed("alice"))));
+        assert!(matches!(r.protocol, Some(Cow::Borrowed("imap"))));
+        assert!(matches!(r.mech, Some(Cow::Owned(_))), "lowercased");
+        assert!(matches!(r.session_id, Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn the_fast_path_reads_dovecots_bodies_as_serde_does() {
+        for body in [
+            REPORT,
+            SMTP_ALLOW,
+            b"{}",
+            b" { \"tls\" : true , \"rport\":0 }\r\n",
+        ] {
+            let fast = flat(body).expect("a flat body");
+            let slow: Raw<'_> = serde_json::from_slice(body).unwrap();
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body));
+        }
+        // Left to serde: escapes, nesting, other numbers, repeats, errors.
+        for body in [
+            &br#"{"login":"a\u0041"}"#[..],
+            br#"{"x":{"y":1}}"#,
+            br#"{"x":[1]}"#,
+            br#"{"rport":-1}"#,
+            br#"{"rport":1.5}"#,
+            br#"{"rport":007}"#,
+            br#"{"login":"a","login":"b"}"#,
+            br#"{"login":"a",}"#,
+            br#"{"tls":truex}"#,
+            b"{\"login\":\"a\nb\"}",
+            b"{} x",
+        ] {
+            assert_eq!(flat(body), None, "{}", String::from_utf8_lossy(body));
+        }
+        // An unknown member repeated is fine for both.
+        let body = br#"{"x":1,"x":"2","login":"a"}"#;
+        let slow: Raw<'_> = serde_json::from_slice(body).unwrap();
+        assert_eq!(flat(body), Some(slow));
     }
 
     #[test]
