@@ -32,10 +32,12 @@
 //! drift of a shared VM hits both. Without `--bench` (e.g. `cargo test --benches`) it
 //! runs a few hundred requests only, as a smoke test.
 
+mod common;
+
+use common::{percentile_us, process_cpu, run_client};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -230,24 +232,6 @@ fn ip(i: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(0x0a00_0000 + i as u32)
 }
 
-/// CPU time used so far by every thread of this process (the servers' runtime threads;
-/// the main thread only waits for clients), from `/proc/self/task/*/schedstat`.
-fn process_cpu() -> Duration {
-    let mut ns = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(ns)
-}
-
 // ---------------------------------------------------------------------------------
 // Orchestration
 // ---------------------------------------------------------------------------------
@@ -269,12 +253,6 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn percentile_us(sorted: &[u32], q: f64) -> f64 {
-    let n = sorted.len();
-    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-    f64::from(sorted[rank - 1]) / 1000.0
 }
 
 fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
@@ -364,21 +342,6 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
     }
     print_report(plan, &results, handled, started.elapsed());
     Ok(())
-}
-
-fn run_client(exe: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let out = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run the client {}", exe.display()))?;
-    ensure!(
-        out.status.success(),
-        "client {args:?} failed: {}",
-        out.status
-    );
-    Ok(out.stdout)
 }
 
 fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duration) {

@@ -27,10 +27,13 @@
 //! Without `--bench` (e.g. `cargo test --benches`) it runs a few hundred requests only,
 //! as a smoke test.
 
+mod common;
+
+use common::{process_cpu, run_client};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -274,24 +277,6 @@ fn pin_this_thread(cpu: usize) -> nix::Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
-/// CPU time used so far by every thread of this process (the servers' runtime threads;
-/// the main thread only waits for clients), from `/proc/self/task/*/schedstat`.
-fn process_cpu() -> Duration {
-    let mut ns = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(ns)
-}
-
 // ---------------------------------------------------------------------------------
 // Orchestration
 // ---------------------------------------------------------------------------------
@@ -306,9 +291,7 @@ struct Latency {
 
 impl Latency {
     fn percentile_us(&self, q: f64) -> f64 {
-        let n = self.samples.len();
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        f64::from(self.samples[rank - 1]) / 1000.0
+        common::percentile_us(&self.samples, q)
     }
 
     fn mean_us(&self) -> f64 {
@@ -452,21 +435,6 @@ fn order(round: usize) -> [Kind; 2] {
     } else {
         [Kind::Echo, Kind::Oracle]
     }
-}
-
-fn run_client(exe: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let out = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run the client {}", exe.display()))?;
-    ensure!(
-        out.status.success(),
-        "client {args:?} failed: {}",
-        out.status
-    );
-    Ok(out.stdout)
 }
 
 fn print_report(

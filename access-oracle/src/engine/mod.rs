@@ -266,7 +266,7 @@ impl Engine {
     /// MAIL and DATA of an account: deferred while it is held, else `accepted` runs.
     fn submission(&self, user: &str, secs: Secs, accepted: impl FnOnce(&mut Account)) -> Reply {
         let key = self.account_key(user);
-        let refused = self.disabled_refusal(&key, secs);
+        let refused = self.disabled_refusal(&self.rules(), &key, secs);
         let mut acct = self.state.account_mut(&key);
         acct.last_seen = secs;
         acct.live_submission_at = Some(secs);
@@ -284,8 +284,7 @@ impl Engine {
 
     /// The refusal for an account the accounts file lists as disabled (its attempts raise
     /// the alert; MAIL and RCPT after an accepted AUTH are refused quietly).
-    fn disabled_refusal(&self, key: &str, secs: Secs) -> Option<Refusal> {
-        let rules = self.rules();
+    fn disabled_refusal(&self, rules: &RulesConfig, key: &str, secs: Secs) -> Option<Refusal> {
         let rule = &rules.disabled_credentials;
         if !rule.enabled {
             return None;
@@ -579,7 +578,7 @@ impl Engine {
         let secs = now.as_second();
         let user = self.account_key(user);
         let rules = self.rules();
-        let refused = self.disabled_refusal(&user, secs);
+        let refused = self.disabled_refusal(&rules, &user, secs);
         let (reply, trips) = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::impossible_travel::{leg, place, same_listed_asn};
-use super::response::{Action, ResponseSettings, Scope, validate_range};
+use super::impossible_travel::{comparable_leg, place};
+use super::response::{Action, Scope, response_settings, validate_range};
 use super::{Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::GeoInfo;
@@ -58,15 +58,7 @@ impl DistantLogins {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "distant_logins";
 
-    fn settings(&self) -> ResponseSettings<'_> {
-        ResponseSettings {
-            table: Self::NAME,
-            scope: Scope::Account,
-            action: self.response,
-            secs: self.response_secs,
-            message: &self.message,
-        }
-    }
+    response_settings!(Scope::Account);
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         validate_range(
@@ -96,11 +88,10 @@ impl DistantLogins {
         user: &str,
         now: Secs,
     ) -> Option<Trip> {
-        let prev = prev?;
-        if !self.enabled || same_listed_asn(&self.ignore_asns, prev, geo) {
+        if !self.enabled {
             return None;
         }
-        let leg = leg(prev, geo, now)?;
+        let (prev, leg) = comparable_leg(prev, geo, now, &self.ignore_asns)?;
         if leg.distance_km < self.min_distance_km || leg.secs > self.window_secs as Secs {
             return None;
         }

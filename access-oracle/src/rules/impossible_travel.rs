@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::response::{Action, ResponseSettings, Scope, validate_range};
+use super::response::{Action, Scope, response_settings, validate_range};
 use super::{Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::{GeoInfo, Location};
@@ -97,8 +97,24 @@ pub fn leg(prev: &LoginPlace, geo: &GeoInfo, now: Secs) -> Option<Leg> {
     })
 }
 
+/// The leg from the account's previous located login to this one, unless there is none,
+/// this address has no coordinates, or both logins are inside one ASN of `ignore_asns`
+/// (its addresses do not say where the user is). Shared by the travel rules.
+pub(crate) fn comparable_leg<'p>(
+    prev: Option<&'p LoginPlace>,
+    geo: &GeoInfo,
+    now: Secs,
+    ignore_asns: &[u32],
+) -> Option<(&'p LoginPlace, Leg)> {
+    let prev = prev?;
+    if same_listed_asn(ignore_asns, prev, geo) {
+        return None;
+    }
+    Some((prev, leg(prev, geo, now)?))
+}
+
 /// Whether both logins are inside one of `asns`.
-pub(crate) fn same_listed_asn(asns: &[u32], prev: &LoginPlace, geo: &GeoInfo) -> bool {
+fn same_listed_asn(asns: &[u32], prev: &LoginPlace, geo: &GeoInfo) -> bool {
     matches!((prev.asn, geo.asn), (Some(a), Some(b)) if a == b && asns.contains(&a))
 }
 
@@ -114,15 +130,7 @@ impl ImpossibleTravel {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "impossible_travel";
 
-    fn settings(&self) -> ResponseSettings<'_> {
-        ResponseSettings {
-            table: Self::NAME,
-            scope: Scope::Account,
-            action: self.response,
-            secs: self.response_secs,
-            message: &self.message,
-        }
-    }
+    response_settings!(Scope::Account);
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         validate_range(
@@ -153,11 +161,10 @@ impl ImpossibleTravel {
         user: &str,
         now: Secs,
     ) -> Option<Trip> {
-        let prev = prev?;
-        if !self.enabled || same_listed_asn(&self.ignore_asns, prev, geo) {
+        if !self.enabled {
             return None;
         }
-        let leg = leg(prev, geo, now)?;
+        let (prev, leg) = comparable_leg(prev, geo, now, &self.ignore_asns)?;
         if leg.effective_km <= self.min_distance_km || leg.speed_kmh <= self.max_speed_kmh {
             return None;
         }

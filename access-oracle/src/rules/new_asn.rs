@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::response::{Action, ResponseSettings, Scope};
+use super::response::{Action, Scope, response_settings};
 use super::{Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::GeoInfo;
@@ -44,15 +44,7 @@ impl NewAsn {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "new_asn";
 
-    fn settings(&self) -> ResponseSettings<'_> {
-        ResponseSettings {
-            table: Self::NAME,
-            scope: Scope::Account,
-            action: self.response,
-            secs: self.response_secs,
-            message: &self.message,
-        }
-    }
+    response_settings!(Scope::Account);
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         self.settings().validate(problems);

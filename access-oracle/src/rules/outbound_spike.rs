@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::response::{Action, ResponseSettings, Scope, validate_range};
+use super::response::{Action, Scope, response_settings, validate_range};
 use super::{Severity, Trip};
 use crate::config::Problems;
 use crate::state::Secs;
@@ -55,15 +55,7 @@ impl OutboundSpike {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "outbound_spike";
 
-    fn settings(&self) -> ResponseSettings<'_> {
-        ResponseSettings {
-            table: Self::NAME,
-            scope: Scope::Sending,
-            action: self.response,
-            secs: self.response_secs,
-            message: &self.message,
-        }
-    }
+    response_settings!(Scope::Sending);
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         validate_range(problems, Self::NAME, "factor", self.factor, 1.0, 1000.0);

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::response::{Action, ResponseSettings, Scope};
+use super::response::{Action, Scope, response_settings};
 use super::{Severity, Trip, validate_common};
 use crate::config::Problems;
 use crate::state::{IpRecord, Secs};
@@ -52,15 +52,7 @@ impl PasswordSpraying {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "password_spraying";
 
-    fn settings(&self) -> ResponseSettings<'_> {
-        ResponseSettings {
-            table: Self::NAME,
-            scope: Scope::Ip,
-            action: self.response,
-            secs: self.response_secs,
-            message: &self.message,
-        }
-    }
+    response_settings!(Scope::Ip);
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         validate_common(

@@ -68,6 +68,23 @@ impl Action {
     }
 }
 
+/// Defines `fn settings(&self) -> ResponseSettings` for a rule table with the fields
+/// `response`, `response_secs` and `message`, in the given [`Scope`].
+macro_rules! response_settings {
+    ($scope:expr) => {
+        fn settings(&self) -> $crate::rules::response::ResponseSettings<'_> {
+            $crate::rules::response::ResponseSettings {
+                table: Self::NAME,
+                scope: $scope,
+                action: self.response,
+                secs: self.response_secs,
+                message: &self.message,
+            }
+        }
+    };
+}
+pub(crate) use response_settings;
+
 /// The response settings of one rule, borrowed from its table.
 pub(crate) struct ResponseSettings<'a> {
     pub(crate) table: &'static str,
