@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `ctl`, `parse`, `replay`, `ingest`, `demo`.
+//! The command line: `serve`, `check-config`, `ctl`, `parse`, `replay`, `ingest`,
+//! `audit`, `demo`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -118,6 +119,22 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check or search the audit trail (read from its files: works with the oracle
+    /// stopped; needs read access to the trail, and to its key for `verify`).
+    Audit {
+        /// The config that says where the trail is; the embedded defaults without it.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// The state directory (overrides server.state_dir).
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+        /// The trail's directory (overrides [audit] dir).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Start the oracle on its defaults in a temporary directory and drive real Exim
     /// through a brute-force and a burst scenario, printing the alerts as they fire.
     Demo {
@@ -127,6 +144,46 @@ pub enum Command {
         /// Keep the temporary directory afterwards.
         #[arg(long)]
         keep: bool,
+    },
+}
+
+/// `access-oracle audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every record's chain value and sequence; name the first that does not
+    /// check. Exit status 0 when all do, 1 otherwise.
+    Verify {
+        /// The chain's key (overrides [audit] key_file).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find records by account, address or network, time and kind.
+    Search {
+        /// The account (case ignored); also matches the administrator of admin records.
+        #[arg(long)]
+        user: Option<String>,
+        /// An address or a network (`192.0.2.0/24`).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Events at or after this time (RFC 3339, e.g. `2026-11-01T00:00:00Z`).
+        #[arg(long)]
+        since: Option<jiff::Timestamp>,
+        /// Events before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+        /// Only these kinds (repeat or separate with commas): auth, sent, logout,
+        /// mailbox, admin, alert, release, unblock.
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        /// The most records shown in the table (the newest); `--json` prints all.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

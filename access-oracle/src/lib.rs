@@ -12,6 +12,7 @@
 //!   `.mmdb` files, CIDR block and allow lists, reverse DNS, the disabled-accounts file.
 //! * [`persist`]: the state snapshot (baselines, holds, blocks) across restarts.
 //! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
+//! * [`audit`]: the hash-chained audit trail, `audit verify` and `audit search`.
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
 //! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod alert;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -43,6 +43,58 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+fn audit(
+    mut at: access_oracle::audit::command::Location,
+    command: access_oracle::cli::AuditCommand,
+) -> anyhow::Result<ExitCode> {
+    use access_oracle::audit::command::{run_search, run_verify};
+    use access_oracle::audit::search::Query;
+    use access_oracle::cli::AuditCommand;
+    match command {
+        AuditCommand::Verify { key_file, json } => {
+            at.key_file = key_file;
+            run_verify(&at, json)
+        }
+        AuditCommand::Search {
+            user,
+            ip,
+            since,
+            until,
+            kind,
+            limit,
+            json,
+        } => {
+            let ip = ip
+                .map(|text| {
+                    text.parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            anyhow::anyhow!("--ip {text:?} is not an address or a network")
+                        })
+                })
+                .transpose()?;
+            let kinds = kind
+                .iter()
+                .map(|k| {
+                    serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--kind {k:?}: expected auth, sent, logout, mailbox, admin, alert, release or unblock"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let query = Query {
+                user,
+                ip,
+                since,
+                until,
+                kinds,
+            };
+            run_search(&at, &query, limit, json)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -137,6 +189,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress: !quiet,
                 files,
             },
+        ),
+        Command::Audit {
+            config,
+            state_dir,
+            dir,
+            command,
+        } => audit(
+            access_oracle::audit::command::Location {
+                config,
+                state_dir,
+                dir,
+                key_file: None,
+            },
+            command,
         ),
         Command::Demo { lib, keep } => runtime()?.block_on(demo::run(lib, keep)),
     }

@@ -305,6 +305,7 @@ impl Config {
             }
         }
         raw.policy.validate(&mut p, &raw.rules);
+        raw.audit.validate(&mut p);
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {
             return Err(p);
         };

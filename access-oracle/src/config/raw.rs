@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub sources: Vec<SourceConfig>,
     /// Dovecot's auth policy endpoint (`[policy]`); off unless `listen` is set.
     pub policy: PolicyConfig,
+    /// The audit trail (`[audit]`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// A socket file mode, as `"0660"` or `0o660`.

@@ -15,13 +15,14 @@ use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
+use crate::audit::{self, AuditSink};
 use crate::config::Config;
 use crate::enrich::disabled::{Disabled, DisabledAccounts};
 use crate::enrich::{GeoInfo, GeoIp, IpLists};
@@ -51,6 +52,8 @@ pub struct Engine {
     messages: dashmap::DashMap<Box<str>, (Box<str>, Secs)>,
     /// Dovecot sessions: failed attempts their auth lines reported, and when last seen.
     sessions: dashmap::DashMap<Box<str>, (u32, Secs)>,
+    /// The audit trail's writer, when it is on.
+    audit: OnceLock<AuditSink>,
 }
 
 /// What the engine knows from outside: GeoIP/ASN, address lists, disabled accounts.
@@ -90,6 +93,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) client: Option<&'a str>,
     /// The caller says the account is disabled.
     pub(crate) disabled: bool,
+    /// For a log event: the file and the line's offset, for the audit trail.
+    pub(crate) line: Option<(&'a str, u64)>,
 }
 
 /// The reply for a hold or block in force.
@@ -148,6 +153,7 @@ impl Engine {
             started: now,
             messages: dashmap::DashMap::new(),
             sessions: dashmap::DashMap::new(),
+            audit: OnceLock::new(),
         };
         (engine, rx)
     }
@@ -191,6 +197,24 @@ impl Engine {
         *self.enrichment.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(enrichment);
     }
 
+    /// Sends what happens from now on to the audit trail (once; later calls are
+    /// ignored).
+    pub fn set_audit(&self, sink: AuditSink) {
+        let _ = self.audit.set(sink);
+    }
+
+    /// The audit trail's writer, when it is on.
+    pub fn audit(&self) -> Option<&AuditSink> {
+        self.audit.get()
+    }
+
+    /// Records `record()` in the audit trail, when it is on.
+    pub(crate) fn audit_record(&self, record: impl FnOnce() -> audit::Record) {
+        if let Some(sink) = self.audit.get() {
+            sink.record(record());
+        }
+    }
+
     /// The live state, for the admin socket and the sweeper.
     pub fn state(&self) -> &State {
         &self.state
@@ -227,6 +251,7 @@ impl Engine {
                     origin: Origin::Live,
                     client: a.helo.as_deref(),
                     disabled: a.disabled,
+                    line: None,
                 },
                 now,
             ),
@@ -241,6 +266,7 @@ impl Engine {
                     origin: Origin::Live,
                     client: l.client.as_deref(),
                     disabled: l.disabled,
+                    line: None,
                 },
                 now,
             ),
@@ -248,15 +274,28 @@ impl Engine {
                 acct.totals.messages += 1;
             }),
             Command::Rcpt(r) => self.rcpt(&r.user, r.ip, now),
-            Command::Data(d) => self.submission(&d.user, secs, |acct| {
-                acct.timeline.push(Entry::Sent {
-                    time: secs,
-                    msgid: d.msgid.as_deref().map(Arc::from),
-                    rcpts: d.rcpts.unwrap_or(0),
-                    ip: d.ip,
-                    origin: Origin::Live,
+            Command::Data(d) => {
+                let reply = self.submission(&d.user, secs, |acct| {
+                    acct.timeline.push(Entry::Sent {
+                        time: secs,
+                        msgid: d.msgid.as_deref().map(Arc::from),
+                        rcpts: d.rcpts.unwrap_or(0),
+                        ip: d.ip,
+                        origin: Origin::Live,
+                    });
                 });
-            }),
+                self.audit_record(|| {
+                    let mut r = audit::Record::new(audit::Kind::Sent, audit::Source::Live, now)
+                        .user(&self.account_key(&d.user))
+                        .ip(d.ip)
+                        .protocol(Some("smtp"));
+                    r.msgid = d.msgid.as_deref().map(Into::into);
+                    r.rcpts = d.rcpts;
+                    audit_verdict(&mut r, &reply);
+                    r
+                });
+                reply
+            }
             Command::Connect(c) => self.connect(c.ip, now),
         };
         self.stats.reply(&reply);
@@ -527,6 +566,29 @@ impl Engine {
             self.state.account_mut(&user).totals.refused += 1;
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
+        if !already_counted {
+            self.audit_record(|| {
+                let source = match at.origin {
+                    Origin::Live => audit::Source::Live,
+                    Origin::Log => audit::Source::Log,
+                };
+                let mut r = audit::Record::new(audit::Kind::Auth, source, now)
+                    .user(&user)
+                    .ip(at.ip)
+                    .protocol(protocol);
+                r.result = Some(at.result);
+                r.session = at.session.map(Into::into);
+                if let Some((file, offset)) = at.line {
+                    r.file = Some(file.to_string());
+                    r.offset = Some(offset);
+                }
+                // A log line is a record of what happened: the oracle gave no verdict.
+                if at.origin == Origin::Live {
+                    audit_verdict(&mut r, &reply);
+                }
+                r
+            });
+        }
         // The address's name, for alerts: from the cache only (a miss asks the
         // background resolver, for next time); never waited for.
         let rdns = match at.ip {
@@ -657,6 +719,18 @@ impl Engine {
 
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.
     fn raise(&self, alert: Alert) {
+        self.audit_record(|| {
+            let mut r = audit::Record::new(audit::Kind::Alert, audit::Source::Oracle, alert.time)
+                .ip(alert.ip)
+                .protocol(alert.protocol.as_deref());
+            r.user = alert.account.as_deref().map(Into::into);
+            r.rule = Some(alert.rule.into());
+            r.severity = Some(alert.severity);
+            r.response = Some(alert.response);
+            r.until = (alert.response != Response::Alert).then_some(alert.expires);
+            r.reason = Some(alert.summary.clone());
+            r
+        });
         let alert = Arc::new(alert);
         // A rule that fired may have put a hold or block in place: snapshot it.
         self.state.mark_dirty();
@@ -774,8 +848,9 @@ impl Engine {
     }
 
     /// Releases an account: ends its hold and forgets its failures and recipient count,
-    /// so it does not trip again on old events. Returns what was cleared.
-    pub fn release(&self, user: &str, now: Timestamp) -> Value {
+    /// so it does not trip again on old events. Returns what was cleared. `by` names the
+    /// administrator, for the audit trail.
+    pub fn release(&self, user: &str, now: Timestamp, by: &str) -> Value {
         let key = self.account_key(user);
         let Some(mut acct) = self.state.tracked_account_mut(&key) else {
             return json!({ "account": key, "released": false, "reason": "account not tracked" });
@@ -786,6 +861,20 @@ impl Engine {
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
         acct.rcpts.clear();
         acct.throttle = None;
+        drop(acct);
+        self.audit_record(|| {
+            let mut r =
+                audit::Record::new(audit::Kind::Release, audit::Source::Admin, now).user(&key);
+            r.admin = Some(by.into());
+            r.reason = Some(match &hold {
+                Some(h) => format!("hold by {} ended early; counters reset", h.rule),
+                None => "no hold in force; counters reset".into(),
+            });
+            r.until = hold
+                .as_ref()
+                .and_then(|h| Timestamp::from_second(h.until).ok());
+            r
+        });
         json!({
             "account": key,
             "released": true,
@@ -794,14 +883,28 @@ impl Engine {
         })
     }
 
-    /// Lifts an authentication block from an address.
-    pub fn unblock(&self, ip: IpAddr, now: Timestamp) -> Value {
+    /// Lifts an authentication block from an address; `by` names the administrator.
+    pub fn unblock(&self, ip: IpAddr, now: Timestamp, by: &str) -> Value {
         let Some(mut rec) = self.state.tracked_ip_mut(ip) else {
             return json!({ "ip": ip, "unblocked": false, "reason": "address not tracked" });
         };
         self.state.mark_dirty();
         let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
         rec.auth_failures.clear();
+        drop(rec);
+        self.audit_record(|| {
+            let mut r =
+                audit::Record::new(audit::Kind::Unblock, audit::Source::Admin, now).ip(Some(ip));
+            r.admin = Some(by.into());
+            r.reason = Some(match &block {
+                Some(b) => format!("block by {} lifted early; counters reset", b.rule),
+                None => "no block in force; counters reset".into(),
+            });
+            r.until = block
+                .as_ref()
+                .and_then(|b| Timestamp::from_second(b.until).ok());
+            r
+        });
         json!({ "ip": ip, "unblocked": block.is_some(), "block": block.as_ref().map(hold_json) })
     }
 
@@ -827,6 +930,19 @@ impl Engine {
                 .collect::<Vec<_>>(),
         })
     }
+}
+
+/// Puts a live verdict on an audit record.
+fn audit_verdict(r: &mut audit::Record, reply: &Reply) {
+    let (verdict, text) = match reply {
+        Reply::Accept => ("accept", None),
+        Reply::Defer(t) => ("defer", Some(t)),
+        Reply::Deny(t) => ("deny", Some(t)),
+        Reply::Error(t) => ("error", Some(t)),
+        Reply::Pong => return,
+    };
+    r.verdict = Some(verdict.into());
+    r.reason = text.cloned();
 }
 
 fn ts(secs: Secs) -> String {

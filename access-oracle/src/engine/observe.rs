@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::{self, Kind, Source};
 use crate::protocol::{Outcome, Reply};
 use crate::sources::{EventKind, LogEvent};
 use crate::state::{Entry, Origin, Secs};
@@ -105,6 +106,41 @@ impl Engine {
                         bytes_out: ev.bytes_out,
                     });
                 }
+                drop(acct);
+                self.audit_record(|| {
+                    let mut r = log_record(Kind::Logout, ev, &key);
+                    r.bytes_in = ev.bytes_in;
+                    r.bytes_out = ev.bytes_out;
+                    r.fetched = ev.fetched;
+                    r.deleted = ev.deleted.or(ev.expunged);
+                    r
+                });
+                Observed {
+                    counted: true,
+                    ..Observed::default()
+                }
+            }
+            EventKind::MailboxAction | EventKind::AdminAction => {
+                // Only the audit trail keeps these: who read, moved or deleted what.
+                let kind = if ev.kind == EventKind::AdminAction {
+                    Kind::Admin
+                } else {
+                    Kind::Mailbox
+                };
+                let key = ev.user.as_deref().map(|u| self.account_key(u));
+                self.audit_record(|| {
+                    let mut r = log_record(kind, ev, key.as_deref().unwrap_or(""));
+                    r.user = key.as_deref().map(Into::into);
+                    r.action = ev.action.clone();
+                    r.admin = ev.admin.clone();
+                    r.mailbox = ev.mailbox.clone();
+                    r.from_mailbox = ev.from_mailbox.clone();
+                    r.uid = ev.uid;
+                    r.msgid = ev.msgid.clone();
+                    r.message_id = ev.message_id.clone();
+                    r.reason = ev.reason.as_deref().map(str::to_string);
+                    r
+                });
                 Observed {
                     counted: true,
                     ..Observed::default()
@@ -192,6 +228,7 @@ impl Engine {
             origin: Origin::Log,
             client: ev.helo.as_deref(),
             disabled: false,
+            line: Some((&ev.file, ev.offset)),
         };
         let mut verdict = self.attempt(&attempt, ev.time);
         for _ in 1..repeat {
@@ -264,6 +301,14 @@ impl Engine {
                 ip: ev.ip,
                 origin: Origin::Log,
             });
+            self.audit_record(|| {
+                let mut r = log_record(Kind::Sent, ev, &key);
+                r.protocol = Some("smtp".into());
+                r.msgid = ev.msgid.clone();
+                r.message_id = ev.message_id.clone();
+                r.rcpts = Some(rcpts);
+                r
+            });
             let counted = self.count_rcpts(&mut acct, &key, rcpts, secs, &rules);
             deferred = counted.deferred;
             trips = counted.trips;
@@ -284,6 +329,21 @@ impl Engine {
             rcpts_deferred: deferred,
         }
     }
+}
+
+/// An audit record of a log event: its time, account, address, protocol, session, and
+/// where in which file it was read.
+fn log_record(kind: Kind, ev: &LogEvent, user: &str) -> audit::Record {
+    let mut r = audit::Record::new(kind, Source::Log, ev.time)
+        .ip(ev.ip)
+        .protocol(ev.protocol.map(crate::sources::Protocol::as_str));
+    if !user.is_empty() {
+        r.user = Some(user.into());
+    }
+    r.session = ev.session.clone();
+    r.file = Some(ev.file.to_string());
+    r.offset = Some(ev.offset);
+    r
 }
 
 /// The event's protocol; [`UNKNOWN_PROTOCOL`] for Dovecot's auth-process lines, which

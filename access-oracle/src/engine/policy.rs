@@ -157,10 +157,28 @@ impl Engine {
         let counter = match &verdict {
             PolicyVerdict::Continue => &stats.continued,
             PolicyVerdict::Tarpit { .. } => &stats.tarpitted,
-            PolicyVerdict::Reject { .. } => {
-                if let Some(mut acct) = self.state.tracked_account_mut(&self.account_key(user)) {
+            PolicyVerdict::Reject { message, rule } => {
+                let key = self.account_key(user);
+                if let Some(mut acct) = self.state.tracked_account_mut(&key) {
                     acct.totals.refused += 1;
                 }
+                // Dovecot reports this attempt as refused by policy, which is not
+                // counted: the refusal is recorded here.
+                self.audit_record(|| {
+                    let mut r = crate::audit::Record::new(
+                        crate::audit::Kind::Auth,
+                        crate::audit::Source::Live,
+                        now,
+                    )
+                    .ip(ip);
+                    if !key.is_empty() {
+                        r.user = Some((*key).into());
+                    }
+                    r.verdict = Some("deny".into());
+                    r.rule = Some((*rule).into());
+                    r.reason = Some(message.to_string());
+                    r
+                });
                 &stats.rejected
             }
         };
@@ -262,6 +280,7 @@ impl Engine {
                 origin: Origin::Live,
                 client: None,
                 disabled: false,
+                line: None,
             },
             now,
         );

@@ -83,7 +83,7 @@ fn release_ends_the_hold_and_forgets_the_failures() {
     }
     let report = e.account_report("alice", t(6));
     assert_eq!(report["hold"]["rule"], "failed_logins_account");
-    let released = e.release("alice", t(7));
+    let released = e.release("alice", t(7), "test");
     assert_eq!(released["released"], true);
     assert!(released["hold"].is_object());
     assert_eq!(
@@ -170,7 +170,7 @@ fn many_failures_from_one_address_defer_its_auth_only() {
         "accept"
     );
     assert_eq!(
-        e.unblock("198.51.100.7".parse().unwrap(), t(40))["unblocked"],
+        e.unblock("198.51.100.7".parse().unwrap(), t(40), "test")["unblocked"],
         true
     );
 }
@@ -471,7 +471,7 @@ fn spraying_blocks_the_address_from_the_next_request() {
         "accept",
         "the accounts are not held"
     );
-    let report = e.unblock("203.0.113.66".parse().unwrap(), t(30));
+    let report = e.unblock("203.0.113.66".parse().unwrap(), t(30), "test");
     assert_eq!(report["unblocked"], true);
     assert_eq!(ask(&e, "connect ip=203.0.113.66", 31), "accept");
 }
@@ -596,7 +596,7 @@ fn outbound_spike_throttles_against_the_accounts_own_average() {
         "not held: throttled"
     );
     assert_eq!(
-        e.release("carol", t(start + 300))["cleared_recipient_count"],
+        e.release("carol", t(start + 300), "test")["cleared_recipient_count"],
         true
     );
     assert_eq!(
@@ -741,4 +741,166 @@ async fn alerts_carry_the_reverse_name_once_it_is_known() {
     assert_eq!(spray.rdns.as_deref(), Some("sprayer.example.net"));
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+mod audit_trail {
+    //! What the engine writes to the audit trail: each attempt once, with its verdict;
+    //! what was sent; sessions and mailbox actions from the logs; rules that fired;
+    //! administrators' releases.
+
+    use super::*;
+    use crate::audit::search::{Query, search};
+    use crate::audit::{AuditConfig, Kind, Record, Source};
+    use crate::sources::{EventKind, LineContext, LogEvent, Protocol};
+
+    fn with_trail(
+        dir: &std::path::Path,
+    ) -> (
+        Engine,
+        mpsc::Receiver<Arc<Alert>>,
+        crate::audit::AuditWriter,
+    ) {
+        let (e, rx) = engine();
+        let config = AuditConfig {
+            fsync: false,
+            ..AuditConfig::default()
+        };
+        let (sink, writer) = crate::audit::start(&config, dir, false).unwrap().unwrap();
+        e.set_audit(sink);
+        (e, rx, writer)
+    }
+
+    fn records(dir: &std::path::Path) -> Vec<Record> {
+        let mut v = Vec::new();
+        search(&dir.join("audit"), &Query::default(), |r| v.push(r)).unwrap();
+        v
+    }
+
+    fn ev(kind: EventKind, at: i64, user: &str) -> LogEvent {
+        let ctx = LineContext::new("/var/log/dovecot.log", jiff::tz::TimeZone::UTC, t(at));
+        let mut e = LogEvent::new(kind, t(at), &ctx);
+        e.user = Some(user.into());
+        e.ip = "192.0.2.55".parse().ok();
+        e.protocol = Some(Protocol::Imap);
+        e.session = Some("sess1".into());
+        e
+    }
+
+    #[test]
+    fn attempts_verdicts_messages_alerts_and_releases_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _rx, writer) = with_trail(dir.path());
+        for i in 0..5 {
+            ask(
+                &e,
+                &format!("auth user=Alice ip=203.0.113.9 result=fail pwhash={i:x}"),
+                i,
+            );
+        }
+        // Held: the next attempt is deferred, and the trail says so.
+        ask(&e, "auth user=alice ip=203.0.113.9 result=ok", 10);
+        e.release("alice", t(20), "uid 0 (root)");
+        ask(
+            &e,
+            "data user=alice ip=192.0.2.1 msgid=1abc-000001-AB rcpts=3",
+            30,
+        );
+        writer.close();
+        let r = records(dir.path());
+        let kinds: Vec<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "auth", "auth", "auth", "auth", "auth", "alert", "auth", "release", "sent"
+            ]
+        );
+        assert!(r[..5].iter().all(|r| r.user.as_deref() == Some("alice")
+            && r.result == Some(Outcome::Fail)
+            && r.verdict.as_deref() == Some("accept")
+            && r.source == Source::Live
+            && r.protocol.as_deref() == Some("smtp")));
+        assert_eq!(r[0].time, t(0));
+        assert_eq!(r[5].rule.as_deref(), Some("failed_logins_account"));
+        assert_eq!(r[5].until, Some(t(4 + 900)));
+        assert_eq!(r[6].verdict.as_deref(), Some("defer"));
+        assert!(
+            r[6].reason
+                .as_deref()
+                .unwrap()
+                .contains("temporarily locked")
+        );
+        assert_eq!(r[7].admin.as_deref(), Some("uid 0 (root)"));
+        assert!(
+            r[7].reason
+                .as_deref()
+                .unwrap()
+                .contains("failed_logins_account")
+        );
+        assert_eq!(
+            (r[8].rcpts, r[8].msgid.as_deref()),
+            (Some(3), Some("1abc-000001-AB"))
+        );
+        // Nothing in it is a password or its hash.
+        let text = std::fs::read_to_string(
+            crate::audit::segment::list(&dir.path().join("audit")).unwrap()[0]
+                .1
+                .clone(),
+        )
+        .unwrap();
+        assert!(!text.contains("pwhash"));
+    }
+
+    #[test]
+    fn log_events_are_recorded_once_with_their_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _rx, writer) = with_trail(dir.path());
+        // Live first, then its log line: one record.
+        ask(
+            &e,
+            "login user=bob ip=192.0.2.55 result=ok protocol=imap",
+            0,
+        );
+        let mut login = ev(EventKind::Auth, 1, "bob");
+        login.result = Some(Outcome::Ok);
+        e.observe(&login);
+        // A failure only the log saw.
+        let mut failed = ev(EventKind::Auth, 2, "bob");
+        failed.result = Some(Outcome::Fail);
+        failed.offset = 4096;
+        e.observe(&failed);
+        let mut expunge = ev(EventKind::MailboxAction, 3, "bob");
+        expunge.action = Some("expunge".into());
+        expunge.mailbox = Some("INBOX".into());
+        expunge.uid = Some(42);
+        e.observe(&expunge);
+        let mut master = ev(EventKind::AdminAction, 4, "bob");
+        master.action = Some("master_login".into());
+        master.admin = Some("helpdesk".into());
+        e.observe(&master);
+        let mut logout = ev(EventKind::Logout, 5, "bob");
+        logout.bytes_in = Some(100);
+        logout.bytes_out = Some(20_000);
+        e.observe(&logout);
+        // A delivery is mail flow, not access: not recorded.
+        e.observe(&ev(EventKind::Delivery, 6, "bob"));
+        writer.close();
+        let r = records(dir.path());
+        let kinds: Vec<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["auth", "auth", "mailbox", "admin", "logout"]);
+        assert_eq!(r[0].source, Source::Live);
+        assert_eq!(r[1].source, Source::Log);
+        assert_eq!(
+            r[1].verdict, None,
+            "the oracle gave no verdict on a log line"
+        );
+        assert_eq!(r[1].file.as_deref(), Some("/var/log/dovecot.log"));
+        assert_eq!(r[1].offset, Some(4096));
+        assert_eq!(
+            (r[2].action.as_deref(), r[2].uid),
+            (Some("expunge"), Some(42))
+        );
+        assert_eq!(r[3].admin.as_deref(), Some("helpdesk"));
+        assert_eq!((r[4].bytes_in, r[4].bytes_out), (Some(100), Some(20_000)));
+        assert!(r.iter().all(|r| r.kind != Kind::Segment));
+    }
 }

@@ -309,7 +309,7 @@ fn short(s: &str) -> &str {
 }
 
 /// The local outcome of an authentication attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The password was right.

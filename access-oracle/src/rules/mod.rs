@@ -58,7 +58,7 @@ impl Severity {
 }
 
 /// What the oracle did when a rule fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Nothing but the alert.

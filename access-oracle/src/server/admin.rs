@@ -110,7 +110,8 @@ async fn connection(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<(
                 if req.required_role() == Role::Admin {
                     tracing::info!(uid = uid.as_raw(), request = ?req, "admin change");
                 }
-                json!({ "ok": true, "data": execute(ctx, &req, Timestamp::now()) })
+                let by = peer_name(uid);
+                json!({ "ok": true, "data": execute(ctx, &req, Timestamp::now(), &by) })
             }
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -120,7 +121,15 @@ async fn connection(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<(
     Ok(())
 }
 
-fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
+/// The peer as the audit trail names it: `uid 1000 (alice)`.
+fn peer_name(uid: Uid) -> String {
+    match User::from_uid(uid).ok().flatten() {
+        Some(u) => format!("uid {uid} ({})", u.name),
+        None => format!("uid {uid}"),
+    }
+}
+
+fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp, by: &str) -> Value {
     let engine = &ctx.engine;
     match req {
         AdminRequest::Status => {
@@ -143,6 +152,7 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
                 "baselines": state.baseline_count(),
                 "enrichment": enrichment,
                 "in_force": engine.responses_in_force(now),
+                "audit": engine.audit().map(|a| a.status()),
                 "counters": engine.stats.snapshot(),
             })
         }
@@ -155,8 +165,8 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp) -> Value {
             baseline: true,
         } => engine.baseline_report(user, now),
         AdminRequest::Alerts { limit } => json!(engine.recent_alerts(*limit)),
-        AdminRequest::Release { user } => engine.release(user, now),
-        AdminRequest::Unblock { ip } => engine.unblock(*ip, now),
+        AdminRequest::Release { user } => engine.release(user, now, by),
+        AdminRequest::Unblock { ip } => engine.unblock(*ip, now, by),
     }
 }
 

@@ -78,6 +78,18 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     });
     housekeeping::restore(&engine, &config.state_dir);
     report_inactive_rules(&engine);
+    let audit_writer = match crate::audit::start(&config.raw.audit, &config.state_dir, false)
+        .context("cannot open the audit trail ([audit])")?
+    {
+        Some((sink, writer)) => {
+            engine.set_audit(sink);
+            Some(writer)
+        }
+        None => {
+            tracing::warn!("the audit trail is off ([audit] enabled = false)");
+            None
+        }
+    };
     let engine = Arc::new(engine);
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
@@ -189,6 +201,10 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         }
         let _ = sink_stop_tx.send(true);
         sink_task.await.context("alert sink failed")?;
+        // Every event source has stopped: write the last audit records.
+        if let Some(writer) = audit_writer {
+            let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        }
         housekeeping::write_snapshot(task_engine.clone(), state_dir).await;
         drop((exim_file, admin_file));
         tracing::info!("access-oracle stopped");
@@ -234,9 +250,10 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.state_dir != current.state_dir
                 || new.alert_file != current.alert_file
                 || new.sources != current.sources
+                || new.raw.audit != current.raw.audit
             {
                 tracing::warn!(
-                    "socket, state, alert file or source settings changed: they take effect at the next restart"
+                    "socket, state, alert file, source or audit settings changed: they take effect at the next restart"
                 );
             }
             if new.policy.listen != current.policy.listen

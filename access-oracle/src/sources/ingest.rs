@@ -74,6 +74,10 @@ pub struct IngestReport {
     pub snapshot: PathBuf,
     /// Where dead letters went.
     pub dead_letters: PathBuf,
+    /// Where the audit trail is, when it is on.
+    pub audit_dir: Option<PathBuf>,
+    /// Records the history added to the audit trail.
+    pub audit_records: u64,
 }
 
 /// One file's reader: events in file order, then its counts.
@@ -138,7 +142,18 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     if let Err(e) = snapshot::read(engine.state(), &config.state_dir, now) {
         anyhow::bail!("{e}: move it aside or remove it to start from empty state");
     }
+    // The history goes into the audit trail too, each record with its own time.
+    let audit_writer = match crate::audit::start(&config.raw.audit, &config.state_dir, true)
+        .context("cannot open the audit trail ([audit])")?
+    {
+        Some((sink, writer)) => {
+            engine.set_audit(sink);
+            Some(writer)
+        }
+        None => None,
+    };
     let mut report = IngestReport {
+        audit_dir: engine.audit().map(|a| a.dir().to_path_buf()),
         baselines_before: engine.state().baseline_count(),
         snapshot: config.state_dir.join(snapshot::FILE_NAME),
         dead_letters: opts
@@ -219,6 +234,20 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
         .flush()
         .context("writing dead letters")?;
     report.baselines_after = engine.state().baseline_count();
+    if let Some(writer) = audit_writer {
+        writer.close();
+        if let Some(sink) = engine.audit() {
+            let stats = sink.stats();
+            report.audit_records = stats.written.load(Ordering::Relaxed);
+            let errors = stats.write_errors.load(Ordering::Relaxed);
+            if report.audit_records < stats.queued.load(Ordering::Relaxed) {
+                anyhow::bail!(
+                    "the audit trail {} refused records ({errors} write errors; see the log)",
+                    sink.dir().display()
+                );
+            }
+        }
+    }
     snapshot::write(engine.state(), &config.state_dir, now)
         .context("writing the state snapshot")?;
     Ok(report)
@@ -313,6 +342,13 @@ pub fn render(r: &IngestReport) -> String {
             "0".into()
         } else {
             format!("{alerts}: {}", by_rule.join(", "))
+        },
+    ]);
+    t.add_row([
+        "audit trail records added".to_string(),
+        match &r.audit_dir {
+            Some(dir) => format!("{} ({})", r.audit_records, dir.display()),
+            None => "none: [audit] enabled = false".into(),
         },
     ]);
     t.add_row([

@@ -1,0 +1,408 @@
+//! One audit record, and how it is chained to the one before.
+//!
+//! A record is one line of JSON. Its last field is `chain`: the HMAC-SHA256, under the
+//! trail's key, of the previous record's `chain` (32 bytes) followed by the line up to
+//! that field (with the closing `}` put back). Changing, removing, reordering or adding a
+//! record anywhere breaks every `chain` after it, and without the key nobody can compute
+//! new ones.
+
+use std::net::IpAddr;
+
+use compact_str::CompactString;
+use hmac::{Hmac, Mac};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::protocol::Outcome;
+use crate::rules::{Response, Severity};
+
+/// A chain value: the MAC of a record.
+pub type Chain = [u8; 32];
+
+/// The chain value before the first record of a trail.
+pub const GENESIS: Chain = [0; 32];
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The first record of each segment file: the chain value it continues from.
+    Segment,
+    /// Segments removed by retention: their names and the last record they held.
+    Retention,
+    /// The end of a segment was found cut off (the oracle stopped while writing it):
+    /// what was dropped.
+    Recovered,
+    /// An authentication attempt (SMTP AUTH, IMAP, POP3, ...), or a login refused before
+    /// the password was checked (`verdict` without `result`).
+    Auth,
+    /// A message submitted by an authenticated account.
+    Sent,
+    /// An IMAP / POP3 session ended, with its counters.
+    Logout,
+    /// Something done to a mailbox or a message in it (Dovecot `mail_log`).
+    Mailbox,
+    /// An administrator acted: Exim message actions (`frozen by`, `removed by`), a
+    /// Dovecot master-user login into someone's mailbox.
+    Admin,
+    /// A rule fired: its response and until when.
+    Alert,
+    /// An administrator ended an account's hold (`ctl release`).
+    Release,
+    /// An administrator lifted an address's block (`ctl unblock`).
+    Unblock,
+}
+
+impl Kind {
+    /// The kind as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Segment => "segment",
+            Kind::Retention => "retention",
+            Kind::Recovered => "recovered",
+            Kind::Auth => "auth",
+            Kind::Sent => "sent",
+            Kind::Logout => "logout",
+            Kind::Mailbox => "mailbox",
+            Kind::Admin => "admin",
+            Kind::Alert => "alert",
+            Kind::Release => "release",
+            Kind::Unblock => "unblock",
+        }
+    }
+
+    /// Whether the trail writes this kind itself (segment bookkeeping).
+    pub fn is_bookkeeping(self) -> bool {
+        matches!(self, Kind::Segment | Kind::Retention | Kind::Recovered)
+    }
+}
+
+/// Where a record's event was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Exim or Dovecot asked the oracle.
+    Live,
+    /// A log file the oracle follows.
+    Log,
+    /// `access-oracle ingest` (history backfilled with its own times).
+    Ingest,
+    /// The oracle itself (rules, the trail's bookkeeping).
+    Oracle,
+    /// An administrator through the admin socket.
+    Admin,
+}
+
+/// One audit record. Fields a kind does not use are absent from its line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the trail, from 1, with no gaps.
+    #[serde(default)]
+    pub seq: u64,
+    /// When it happened (a log line's own time for log events).
+    pub time: Timestamp,
+    /// When it was written to the trail.
+    #[serde(default = "Timestamp::default")]
+    pub logged: Timestamp,
+    /// What it is about.
+    pub kind: Kind,
+    /// Where it was learnt.
+    pub source: Source,
+    /// The account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<CompactString>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The service (`smtp`, `imap`, `pop3`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<CompactString>,
+    /// For `auth`: whether the credentials were accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+    /// For live requests: what the oracle answered (`accept`, `defer`, `deny`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<CompactString>,
+    /// The text of a refusal, a hold, an alert's summary, a log line's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Dovecot's session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<CompactString>,
+    /// Exim's message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<CompactString>,
+    /// The message's `Message-ID` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<CompactString>,
+    /// Recipients of a sent message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcpts: Option<u64>,
+    /// Bytes from the client in a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Bytes to the client in a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    /// Messages fetched in a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<u64>,
+    /// Messages deleted or expunged in a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// The mailbox acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<CompactString>,
+    /// The source mailbox of a copy or rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_mailbox: Option<CompactString>,
+    /// The message's IMAP UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// What was done (`expunge`, `frozen`, `master_login`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<CompactString>,
+    /// Who acted with privileges: Exim's `by NAME`, Dovecot's master user, the admin
+    /// socket's peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<CompactString>,
+    /// For `alert`: the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<CompactString>,
+    /// For `alert`: its severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// For `alert`: the response applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+    /// When a response, hold or block ends (or ended, for `release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    /// The log file of a log event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The line's offset in that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// For `segment`: the chain value this segment continues from (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_chain: Option<String>,
+    /// For `segment`: the file it continues; for `retention`: the last file removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_file: Option<String>,
+    /// For `retention`: the files removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// For `retention`: the last record removed (its `seq`); for `recovered`, the
+    /// number of bytes dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
+    /// For `retention`: the chain value of that last record (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through_chain: Option<String>,
+}
+
+impl Record {
+    /// A record of `kind` at `time` from `source`, every other field empty.
+    pub fn new(kind: Kind, source: Source, time: Timestamp) -> Record {
+        Record {
+            seq: 0,
+            time,
+            logged: time,
+            kind,
+            source,
+            user: None,
+            ip: None,
+            protocol: None,
+            result: None,
+            verdict: None,
+            reason: None,
+            session: None,
+            msgid: None,
+            message_id: None,
+            rcpts: None,
+            bytes_in: None,
+            bytes_out: None,
+            fetched: None,
+            deleted: None,
+            mailbox: None,
+            from_mailbox: None,
+            uid: None,
+            action: None,
+            admin: None,
+            rule: None,
+            severity: None,
+            response: None,
+            until: None,
+            file: None,
+            offset: None,
+            prev_chain: None,
+            prev_file: None,
+            removed: Vec::new(),
+            through: None,
+            through_chain: None,
+        }
+    }
+
+    /// Sets the account.
+    pub fn user(mut self, user: &str) -> Record {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the address.
+    pub fn ip(mut self, ip: Option<IpAddr>) -> Record {
+        self.ip = ip;
+        self
+    }
+
+    /// Sets the protocol (unless unknown).
+    pub fn protocol(mut self, protocol: Option<&str>) -> Record {
+        self.protocol = protocol.map(Into::into);
+        self
+    }
+}
+
+/// What sits between a record's fields and its chain value on a line.
+const CHAIN_FIELD: &str = ",\"chain\":\"";
+
+/// The line of `record` (with `seq` and `logged` already set) chained after `prev`,
+/// without the newline, and the record's chain value.
+pub fn seal(record: &Record, prev: &Chain, key: &[u8]) -> (String, Chain) {
+    let mut line =
+        serde_json::to_string(record).expect("a record always serializes (no maps, no floats)");
+    let chain = mac(key, prev, line.as_bytes());
+    line.pop(); // the closing brace
+    line.push_str(CHAIN_FIELD);
+    line.push_str(&hex::encode(chain));
+    line.push_str("\"}");
+    (line, chain)
+}
+
+/// A line taken apart: the sealed content (what the MAC covers) and the chain value.
+#[derive(Debug)]
+pub struct Unsealed {
+    /// The record's JSON without its `chain` field.
+    pub content: String,
+    /// The chain value the line claims.
+    pub chain: Chain,
+}
+
+/// Takes a line apart, or says why it is not a sealed record.
+pub fn unseal(line: &str) -> Result<Unsealed, String> {
+    let Some(at) = line.rfind(CHAIN_FIELD) else {
+        return Err("no chain field: not a sealed record".into());
+    };
+    // A `"` inside a JSON string is escaped, so the last unescaped `,"chain":"` is ours.
+    let hex_part = line[at + CHAIN_FIELD.len()..]
+        .strip_suffix("\"}")
+        .ok_or("the chain field is not the record's last field")?;
+    let mut chain = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut chain)
+        .map_err(|e| format!("the chain value is not 64 hex digits: {e}"))?;
+    let mut content = String::with_capacity(at + 1);
+    content.push_str(&line[..at]);
+    content.push('}');
+    Ok(Unsealed { content, chain })
+}
+
+/// The chain value of `content` after `prev`.
+pub fn mac(key: &[u8], prev: &Chain, content: &[u8]) -> Chain {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(prev);
+    m.update(content);
+    m.finalize().into_bytes().into()
+}
+
+/// Whether `content` after `prev` has the chain value `claimed` (compared in constant
+/// time).
+pub fn check(key: &[u8], prev: &Chain, content: &[u8], claimed: &Chain) -> bool {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(prev);
+    m.update(content);
+    m.verify_slice(claimed).is_ok()
+}
+
+/// A chain value as text.
+pub fn chain_hex(chain: &Chain) -> String {
+    hex::encode(chain)
+}
+
+/// A chain value from text.
+pub fn parse_chain(text: &str) -> Option<Chain> {
+    let mut chain = [0u8; 32];
+    hex::decode_to_slice(text, &mut chain).ok()?;
+    Some(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn sample() -> Record {
+        let mut r = Record::new(
+            Kind::Auth,
+            Source::Live,
+            "2026-11-28T10:00:00Z".parse().unwrap(),
+        )
+        .user("alice@example.org")
+        .ip(Some("192.0.2.7".parse().unwrap()))
+        .protocol(Some("imap"));
+        r.seq = 7;
+        r.result = Some(Outcome::Fail);
+        r.reason = Some(r#"tricky ,"chain":"00"} text"#.into());
+        r
+    }
+
+    #[test]
+    fn a_sealed_line_unseals_to_its_content_and_checks() {
+        let prev = [9u8; 32];
+        let (line, chain) = seal(&sample(), &prev, KEY);
+        assert!(line.ends_with("\"}"), "{line}");
+        let u = unseal(&line).unwrap();
+        assert_eq!(u.chain, chain);
+        assert!(check(KEY, &prev, u.content.as_bytes(), &u.chain));
+        let back: Record = serde_json::from_str(&u.content).unwrap();
+        assert_eq!(back, sample());
+        // The record reads back with its chain field present too.
+        let with_chain: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(with_chain, sample());
+    }
+
+    #[test]
+    fn any_change_breaks_the_chain() {
+        let prev = [1u8; 32];
+        let (line, _) = seal(&sample(), &prev, KEY);
+        let edited = line.replace("alice", "alicf");
+        let u = unseal(&edited).unwrap();
+        assert!(!check(KEY, &prev, u.content.as_bytes(), &u.chain));
+        // Same line after another predecessor.
+        let u = unseal(&line).unwrap();
+        assert!(!check(KEY, &[2u8; 32], u.content.as_bytes(), &u.chain));
+        // Another key.
+        assert!(!check(
+            b"another key, same length, 32 byt",
+            &prev,
+            u.content.as_bytes(),
+            &u.chain
+        ));
+    }
+
+    #[test]
+    fn lines_that_are_not_sealed_records_say_why() {
+        assert!(unseal("{}").unwrap_err().contains("no chain field"));
+        assert!(
+            unseal(r#"{"a":1,"chain":"00"}"#)
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        assert!(
+            unseal(r#"{"a":1,"chain":"00","b":2}"#)
+                .unwrap_err()
+                .contains("last field")
+        );
+    }
+}

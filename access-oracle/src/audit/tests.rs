@@ -1,0 +1,402 @@
+//! The trail on real files: appending, resuming, day segments, retention, a cut-off
+//! end, tampering of every kind, the writer thread, search.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use super::record::{Kind, Record, Source};
+use super::search::{Query, search};
+use super::verify::verify;
+use super::*;
+use crate::protocol::Outcome;
+
+fn config(dir: &Path) -> AuditConfig {
+    AuditConfig {
+        dir: Some(dir.join("audit")),
+        key_file: Some(dir.join("audit.key")),
+        fsync: false,
+        ..AuditConfig::default()
+    }
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn auth(user: &str, ip: &str, result: Outcome, time: &str) -> Record {
+    let mut r = Record::new(Kind::Auth, Source::Live, t(time))
+        .user(user)
+        .ip(Some(ip.parse().unwrap()))
+        .protocol(Some("imap"));
+    r.result = Some(result);
+    r
+}
+
+fn key(dir: &Path) -> Vec<u8> {
+    read_key(&config(dir), dir).unwrap()
+}
+
+fn audit_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("audit")
+}
+
+/// A trail of `n` auth records written on 2026-11-28.
+fn trail_with(dir: &Path, n: usize) {
+    let now = t("2026-11-28T10:00:00Z");
+    let mut trail = Trail::open(&config(dir), dir, now).unwrap();
+    let mut batch: Vec<Record> = (0..n)
+        .map(|i| {
+            auth(
+                &format!("user{i}@example.org"),
+                "192.0.2.1",
+                Outcome::Fail,
+                "2026-11-28T09:59:00Z",
+            )
+        })
+        .collect();
+    trail.append(&mut batch, now).unwrap();
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn segment_path(dir: &Path, day: &str) -> std::path::PathBuf {
+    audit_dir(dir).join(format!("audit-{day}.jsonl"))
+}
+
+#[test]
+fn records_are_chained_across_batches_restarts_and_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trail_with(d, 3);
+    // Reopened (a restart): the chain goes on.
+    let day2 = t("2026-11-29T00:00:01Z");
+    let mut trail = Trail::open(&config(d), d, day2).unwrap();
+    assert_eq!(trail.seq(), 4, "a segment record and three auth records");
+    trail
+        .append(
+            &mut [auth(
+                "alice",
+                "198.51.100.7",
+                Outcome::Ok,
+                "2026-11-29T00:00:00Z",
+            )],
+            day2,
+        )
+        .unwrap();
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.files, 2);
+    assert_eq!((v.first_seq, v.last_seq, v.records), (Some(1), Some(6), 6));
+    let second = lines(&segment_path(d, "2026-11-29"));
+    assert!(second[0].contains(r#""kind":"segment""#), "{}", second[0]);
+    assert!(second[0].contains(r#""prev_file":"audit-2026-11-28.jsonl""#));
+}
+
+#[test]
+fn verify_names_the_first_record_changed_removed_inserted_or_reordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trail_with(d, 5);
+    let path = segment_path(d, "2026-11-28");
+    let good = lines(&path);
+    let write = |ls: &[String]| std::fs::write(&path, ls.join("\n") + "\n").unwrap();
+    let check = |expect_line: u64, expect_why: &str| {
+        let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+        assert_eq!(b.line, expect_line, "{b}");
+        assert!(b.why.contains(expect_why), "{b}");
+    };
+
+    // Changed: user3 -> userX on line 4.
+    let mut edited = good.clone();
+    edited[3] = edited[3].replace("user2@", "userX@");
+    write(&edited);
+    check(4, "chain value does not match");
+
+    // Removed: line 3 gone; the sequence jumps on the next line.
+    let mut removed = good.clone();
+    removed.remove(2);
+    write(&removed);
+    check(3, "sequence jumps from 2 to 4");
+
+    // Removed at the end and the rest renumbered cannot be hidden without the key:
+    // reordered lines 3 and 4.
+    let mut reordered = good.clone();
+    reordered.swap(2, 3);
+    write(&reordered);
+    check(3, "sequence jumps");
+
+    // Inserted: a copy of line 2 after itself.
+    let mut inserted = good.clone();
+    inserted.insert(2, good[1].clone());
+    write(&inserted);
+    check(3, "sequence jumps from 2 to 2");
+
+    // Garbage.
+    let mut garbage = good.clone();
+    garbage[4] = "not json at all".into();
+    write(&garbage);
+    check(5, "no chain field");
+
+    // And back to the original: ok.
+    write(&good);
+    assert_eq!(verify(&audit_dir(d), &key(d)).unwrap().records, 6);
+
+    // Another key.
+    let other = vec![42u8; 32];
+    let b = verify(&audit_dir(d), &other).unwrap_err();
+    assert_eq!(b.line, 1);
+}
+
+#[test]
+fn a_missing_segment_or_missing_start_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trail_with(d, 2);
+    for day in ["2026-11-29", "2026-11-30"] {
+        let now = t(&format!("{day}T12:00:00Z"));
+        let mut trail = Trail::open(&config(d), d, now).unwrap();
+        trail
+            .append(
+                &mut [auth(
+                    "bob",
+                    "192.0.2.9",
+                    Outcome::Ok,
+                    &format!("{day}T11:00:00Z"),
+                )],
+                now,
+            )
+            .unwrap();
+    }
+    assert_eq!(verify(&audit_dir(d), &key(d)).unwrap().files, 3);
+    // The middle day removed by hand: the third does not continue the first.
+    let middle = segment_path(d, "2026-11-29");
+    let kept = std::fs::read(&middle).unwrap();
+    std::fs::remove_file(&middle).unwrap();
+    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+    assert_eq!(b.file, "audit-2026-11-30.jsonl");
+    assert!(
+        b.why.contains("does not continue audit-2026-11-28.jsonl"),
+        "{b}"
+    );
+    std::fs::write(&middle, kept).unwrap();
+    // The first day removed by hand (not by retention): reported.
+    std::fs::remove_file(segment_path(d, "2026-11-28")).unwrap();
+    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+    assert!(b.why.contains("no retention record accounts"), "{b}");
+}
+
+#[test]
+fn retention_removes_old_days_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cfg = config(d);
+    cfg.retention_days = 2;
+    for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+        let now = t(&format!("{day}T12:00:00Z"));
+        let mut trail = Trail::open(&cfg, d, now).unwrap();
+        trail
+            .append(
+                &mut [auth(
+                    "carol",
+                    "192.0.2.3",
+                    Outcome::Ok,
+                    &format!("{day}T11:00:00Z"),
+                )],
+                now,
+            )
+            .unwrap();
+    }
+    // Four days later, the first three are past retention; opening removes them.
+    let now = t("2026-11-26T08:00:00Z");
+    let mut trail = Trail::open(&cfg, d, now).unwrap();
+    trail
+        .append(
+            &mut [auth(
+                "carol",
+                "192.0.2.3",
+                Outcome::Ok,
+                "2026-11-26T07:00:00Z",
+            )],
+            now,
+        )
+        .unwrap();
+    let days: Vec<String> = segment::list(&audit_dir(d))
+        .unwrap()
+        .into_iter()
+        .map(|(day, _)| day.to_string())
+        .collect();
+    assert_eq!(days, ["2026-11-26"]);
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.removed_through_seq, Some(6), "{v:?}");
+    assert_eq!((v.first_seq, v.last_seq), (Some(7), Some(9)));
+    let retention: Vec<Record> = lines(&segment_path(d, "2026-11-26"))
+        .iter()
+        .map(|l| serde_json::from_str::<Record>(l).unwrap())
+        .filter(|r| r.kind == Kind::Retention)
+        .collect();
+    assert_eq!(
+        retention[0].removed,
+        [
+            "audit-2026-11-20.jsonl",
+            "audit-2026-11-21.jsonl",
+            "audit-2026-11-22.jsonl"
+        ]
+    );
+}
+
+#[test]
+fn a_record_cut_off_by_a_crash_is_dropped_and_recorded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trail_with(d, 2);
+    let path = segment_path(d, "2026-11-28");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(br#"{"seq":4,"time":"2026-11-28T1"#);
+    std::fs::write(&path, &bytes).unwrap();
+    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+    assert!(b.why.contains("cut off"), "{b}");
+    let now = t("2026-11-28T11:00:00Z");
+    let trail = Trail::open(&config(d), d, now).unwrap();
+    assert_eq!(trail.seq(), 4);
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.last_seq, Some(4));
+    let last: Record = serde_json::from_str(lines(&path).last().unwrap()).unwrap();
+    assert_eq!(last.kind, Kind::Recovered);
+    assert_eq!(last.through, Some(29));
+}
+
+#[test]
+fn one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = t("2026-11-28T10:00:00Z");
+    let first = Trail::open(&config(d), d, now).unwrap();
+    let e = Trail::open(&config(d), d, now).err().unwrap().to_string();
+    assert!(e.contains("another process is writing it"), "{e}");
+    drop(first);
+    assert!(Trail::open(&config(d), d, now).is_ok());
+}
+
+#[test]
+fn a_damaged_last_record_stops_the_open_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trail_with(d, 1);
+    let path = segment_path(d, "2026-11-28");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("garbage line\n");
+    std::fs::write(&path, text).unwrap();
+    let e = Trail::open(&config(d), d, t("2026-11-28T12:00:00Z"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("ends with a damaged record"), "{e}");
+    assert!(e.contains("audit verify"), "{e}");
+}
+
+#[test]
+fn the_writer_thread_writes_everything_before_close_and_flush_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sink, writer) = start(&config(d), d, true).unwrap().unwrap();
+    for i in 0..1000 {
+        let time = if i % 2 == 0 {
+            "2025-01-01T00:00:00Z"
+        } else {
+            "2025-01-01T00:00:30Z"
+        };
+        sink.record(auth("dave", "192.0.2.4", Outcome::Fail, time));
+    }
+    sink.flush();
+    assert_eq!(
+        sink.stats()
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1000
+    );
+    sink.record(auth(
+        "dave",
+        "192.0.2.4",
+        Outcome::Ok,
+        "2025-01-01T00:01:00Z",
+    ));
+    writer.close();
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.records, 1002, "segment + 1001");
+    // Backfilled events are marked as ingested, and keep their own times.
+    let mut early = 0;
+    search(&audit_dir(d), &Query::default(), |r| {
+        assert_eq!(r.source, Source::Ingest);
+        if r.time == t("2025-01-01T00:00:00Z") {
+            early += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(early, 500);
+}
+
+#[test]
+fn search_finds_by_account_address_network_time_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = t("2026-11-28T10:00:00Z");
+    let mut trail = Trail::open(&config(d), d, now).unwrap();
+    let mut sent = Record::new(Kind::Sent, Source::Log, t("2026-11-28T09:30:00Z")).user("Alice");
+    sent.rcpts = Some(3);
+    trail
+        .append(
+            &mut [
+                auth("alice", "192.0.2.1", Outcome::Ok, "2026-11-28T09:00:00Z"),
+                auth("bob", "192.0.2.200", Outcome::Fail, "2026-11-28T09:10:00Z"),
+                auth(
+                    "alice",
+                    "198.51.100.1",
+                    Outcome::Fail,
+                    "2026-11-27T09:20:00Z",
+                ),
+                sent,
+            ],
+            now,
+        )
+        .unwrap();
+    let find = |q: Query| {
+        let mut v = Vec::new();
+        search(&audit_dir(d), &q, |r| v.push(r.seq)).unwrap();
+        v
+    };
+    let user = |u: &str| Query {
+        user: Some(u.into()),
+        ..Query::default()
+    };
+    assert_eq!(find(user("ALICE")), [2, 4, 5]);
+    assert_eq!(
+        find(Query {
+            ip: Some("192.0.2.0/24".parse().unwrap()),
+            ..Query::default()
+        }),
+        [2, 3]
+    );
+    assert_eq!(
+        find(Query {
+            since: Some(t("2026-11-28T00:00:00Z")),
+            until: Some(t("2026-11-28T09:15:00Z")),
+            ..Query::default()
+        }),
+        [2, 3]
+    );
+    assert_eq!(
+        find(Query {
+            kinds: vec![Kind::Sent],
+            ..user("alice")
+        }),
+        [5]
+    );
+    // Bookkeeping records are not search results.
+    assert_eq!(find(Query::default()), [2, 3, 4, 5]);
+}

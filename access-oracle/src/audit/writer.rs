@@ -1,0 +1,484 @@
+//! Appending to the trail: [`Trail`] owns the newest segment file and the chain; a
+//! writer thread ([`spawn`]) takes records from the engine over a channel and appends
+//! them in batches, each batch written with one `write` and flushed to disk before the
+//! next, so the verdict path never waits for the disk.
+//!
+//! Nothing handed to the writer is dropped: a batch that cannot be written (disk full)
+//! is cut back to the last whole record, kept and retried every second, with an error
+//! in the log and a counter; on shutdown, records that still cannot be written are
+//! logged at error level, one by one, as the last place they can go.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use super::config::AuditConfig;
+use super::record::{self, Chain, GENESIS, Kind, Record, Source};
+use super::{key, segment};
+
+/// Records written in one batch at most.
+const BATCH: usize = 4096;
+
+/// The newest segment and the chain's head.
+pub struct Trail {
+    dir: PathBuf,
+    key: Vec<u8>,
+    retention_days: u32,
+    fsync: bool,
+    /// The open segment: its day, file and length (of whole records).
+    open: Option<(Date, File, u64)>,
+    /// The last segment's name, open or not.
+    last_file: Option<String>,
+    /// The last record's sequence number (0 before the first).
+    seq: u64,
+    /// The last record's chain value.
+    chain: Chain,
+    /// Held while the trail is open: one writer at a time (the oracle or an ingest).
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Why the trail cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("audit trail {dir}: {why}")]
+pub struct OpenError {
+    dir: String,
+    why: String,
+}
+
+impl Trail {
+    /// Opens the trail of `config` for appending: reads or creates the key, continues
+    /// the chain from the newest segment's last record, repairs a last line cut off by a
+    /// crash (recording what was dropped) and removes segments past retention.
+    pub fn open(
+        config: &AuditConfig,
+        state_dir: &Path,
+        now: Timestamp,
+    ) -> Result<Trail, OpenError> {
+        let dir = config.dir(state_dir);
+        let err = |why: String| OpenError {
+            dir: dir.display().to_string(),
+            why,
+        };
+        let key = key::read_or_create(&config.key_file(state_dir)).map_err(&err)?;
+        std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))
+            .map_err(|e| err(format!("cannot create its lock file: {e}")))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| {
+                err(format!(
+                    "another process is writing it (a running oracle, or an ingest): {e}"
+                ))
+            })?;
+        let mut trail = Trail {
+            dir: dir.clone(),
+            key,
+            retention_days: config.retention_days,
+            fsync: config.fsync,
+            open: None,
+            last_file: None,
+            seq: 0,
+            chain: GENESIS,
+            _lock: lock,
+        };
+        trail.resume(now).map_err(err)?;
+        // A segment of an earlier day is closed: the next record starts today's.
+        if trail
+            .open
+            .as_ref()
+            .is_some_and(|(day, _, _)| *day != segment::day_of(now))
+        {
+            trail.open = None;
+        }
+        if let Some(r) = trail.expire(now).map_err(|e| err(e.to_string()))? {
+            trail
+                .append(&mut [r], now)
+                .map_err(|e| err(format!("cannot write: {e}")))?;
+        }
+        Ok(trail)
+    }
+
+    /// The last record's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn resume(&mut self, now: Timestamp) -> Result<(), String> {
+        let segments =
+            segment::list(&self.dir).map_err(|e| format!("cannot list its segments: {e}"))?;
+        let Some((day, path)) = segments.last() else {
+            return Ok(());
+        };
+        let name = file_name(path);
+        let tail = segment::tail(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let Some(line) = tail.last_line.as_deref() else {
+            // Created, then stopped before its first record was whole: start it again.
+            if tail.len > 0 {
+                tracing::warn!(file = %name, bytes = tail.len, "audit segment holds only a cut-off record; starting it again");
+            }
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove {name}: {e}"))?;
+            if segments.len() > 1 {
+                return self.resume(now);
+            }
+            return Ok(());
+        };
+        let damaged = |why: String| {
+            format!(
+                "{name} ends with a damaged record ({why}); the oracle does not append to a \
+                 trail it cannot continue. Check it with `access-oracle audit verify`, then \
+                 move the file aside to go on from the segment before it"
+            )
+        };
+        let unsealed = record::unseal(line).map_err(damaged)?;
+        let last: Record = serde_json::from_str(&unsealed.content)
+            .map_err(|e| damaged(format!("not a record: {e}")))?;
+        self.seq = last.seq;
+        self.chain = unsealed.chain;
+        self.last_file = Some(name.clone());
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {name}: {e}"))?;
+        let whole = tail.len - tail.cut_bytes;
+        if tail.cut_bytes > 0 {
+            file.set_len(whole)
+                .map_err(|e| format!("cannot cut the damaged end of {name}: {e}"))?;
+        }
+        self.open = Some((*day, file, whole));
+        if tail.cut_bytes > 0 {
+            tracing::warn!(file = %name, bytes = tail.cut_bytes, "audit segment ended with a record cut off by a crash; dropped and recorded");
+            let mut r = Record::new(Kind::Recovered, Source::Oracle, now);
+            r.through = Some(tail.cut_bytes);
+            r.reason = Some(format!(
+                "{} bytes after record {} of {name} were cut off (the oracle stopped while writing) and dropped",
+                tail.cut_bytes, self.seq
+            ));
+            self.append(&mut [r], now)
+                .map_err(|e| format!("cannot write to {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Appends `records` (setting their `seq` and `logged`), opening the day's segment
+    /// first when the day changed. On an error nothing of the batch stays in the file
+    /// and the chain is where it was.
+    pub fn append(&mut self, records: &mut [Record], now: Timestamp) -> std::io::Result<()> {
+        let today = segment::day_of(now);
+        if self.open.as_ref().is_none_or(|(day, _, _)| *day != today) {
+            self.start_segment(today, now)?;
+        }
+        self.write(records, now)
+    }
+
+    fn write(&mut self, records: &mut [Record], now: Timestamp) -> std::io::Result<()> {
+        let (_, file, len) = self.open.as_mut().expect("a segment is open");
+        let mut seq = self.seq;
+        let mut chain = self.chain;
+        let mut buf = String::with_capacity(records.len() * 256);
+        for r in records.iter_mut() {
+            seq += 1;
+            r.seq = seq;
+            r.logged = now;
+            let (line, c) = record::seal(r, &chain, &self.key);
+            chain = c;
+            buf.push_str(&line);
+            buf.push('\n');
+        }
+        let written = file
+            .write_all(buf.as_bytes())
+            .and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            // Leave no partial record behind: the batch is retried whole.
+            let _ = file.set_len(*len);
+            return Err(e);
+        }
+        *len += buf.len() as u64;
+        self.seq = seq;
+        self.chain = chain;
+        Ok(())
+    }
+
+    /// Opens the segment of `day` (a new file that starts with a `segment` record) and
+    /// removes the segments past retention.
+    fn start_segment(&mut self, day: Date, now: Timestamp) -> std::io::Result<()> {
+        let name = segment::name(day);
+        let path = self.dir.join(&name);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if self.fsync {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        let prev_file = self.last_file.replace(name);
+        self.open = Some((day, file, len));
+        if len == 0 {
+            let mut header = Record::new(Kind::Segment, Source::Oracle, now);
+            header.prev_chain = Some(record::chain_hex(&self.chain));
+            header.prev_file = prev_file;
+            self.write(&mut [header], now)?;
+        }
+        match self.expire(now)? {
+            Some(r) => self.write(&mut [r], now),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes segments older than the retention (never the open one); returns the
+    /// record that says so, to be written next.
+    fn expire(&mut self, now: Timestamp) -> std::io::Result<Option<Record>> {
+        let cutoff = segment::day_of(now)
+            .checked_sub(jiff::Span::new().days(i64::from(self.retention_days)))
+            .unwrap_or(Date::MIN);
+        let open_day = self.open.as_ref().map(|(d, _, _)| *d);
+        let expired: Vec<(Date, PathBuf)> = segment::list(&self.dir)?
+            .into_iter()
+            .filter(|(day, _)| *day < cutoff && Some(*day) != open_day)
+            .collect();
+        let Some((_, newest)) = expired.last() else {
+            return Ok(None);
+        };
+        // The last record removed, so `verify` can tell removal from loss.
+        let tail = segment::tail(newest)?;
+        let last = tail
+            .last_line
+            .as_deref()
+            .and_then(|l| record::unseal(l).ok())
+            .and_then(|u| {
+                let seq = serde_json::from_str::<Record>(&u.content).ok()?.seq;
+                Some((seq, u.chain))
+            });
+        let mut removed = Vec::new();
+        for (_, path) in &expired {
+            std::fs::remove_file(path)?;
+            removed.push(file_name(path));
+        }
+        tracing::info!(
+            files = removed.len(),
+            retention_days = self.retention_days,
+            "audit segments past retention removed"
+        );
+        let mut r = Record::new(Kind::Retention, Source::Oracle, now);
+        r.reason = Some(format!(
+            "segments older than {} days removed",
+            self.retention_days
+        ));
+        r.prev_file = removed.last().cloned();
+        r.removed = removed;
+        if let Some((seq, chain)) = last {
+            r.through = Some(seq);
+            r.through_chain = Some(record::chain_hex(&chain));
+        }
+        Ok(Some(r))
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What goes to the writer thread.
+enum Message {
+    Record(Box<Record>),
+    /// Answered once everything sent before is written.
+    Flush(SyncSender<()>),
+    /// Write what is queued, then stop.
+    Close,
+}
+
+/// Counters of the writer, shared with `ctl status`.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Records handed to the writer.
+    pub queued: AtomicU64,
+    /// Records written.
+    pub written: AtomicU64,
+    /// Failed attempts to write a batch.
+    pub write_errors: AtomicU64,
+}
+
+/// The engine's end: hands records to the writer, never waits for the disk.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: Sender<Message>,
+    stats: Arc<AuditStats>,
+    backfill: bool,
+    dir: Arc<Path>,
+}
+
+impl AuditSink {
+    /// Hands a record to the writer. When the sink belongs to `access-oracle ingest`,
+    /// every record is marked `ingest`: it comes from the backfilled history.
+    pub fn record(&self, mut record: Record) {
+        if self.backfill {
+            record.source = Source::Ingest;
+        }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Message::Record(Box::new(record))).is_err() {
+            // Only after `AuditWriter::close`: nothing records after shutdown.
+            tracing::error!("audit record after the trail was closed");
+        }
+    }
+
+    /// Waits until every record handed over before is written (or the writer stopped).
+    pub fn flush(&self) {
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(Message::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+
+    /// Where the trail is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The counters and the directory, for `ctl status`.
+    pub fn status(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (queued, written) = (n(&self.stats.queued), n(&self.stats.written));
+        serde_json::json!({
+            "dir": self.dir,
+            "written": written,
+            "waiting": queued.saturating_sub(written),
+            "write_errors": n(&self.stats.write_errors),
+        })
+    }
+}
+
+/// The writer thread, to close on shutdown (dropping it closes it too).
+pub struct AuditWriter {
+    thread: Option<std::thread::JoinHandle<()>>,
+    tx: Sender<Message>,
+}
+
+impl AuditWriter {
+    /// Writes what is queued and stops the thread; records handed over later are
+    /// refused (and logged).
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.tx.send(Message::Close);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the writer thread of `trail`. `backfill` marks log events as `ingest`.
+pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
+    let (tx, rx) = channel();
+    let stats = Arc::new(AuditStats::default());
+    let dir: Arc<Path> = Arc::from(trail.dir.as_path());
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || run(trail, rx, &thread_stats))
+        .expect("cannot start the audit writer thread");
+    (
+        AuditSink {
+            tx: tx.clone(),
+            stats,
+            backfill,
+            dir,
+        },
+        AuditWriter {
+            thread: Some(thread),
+            tx,
+        },
+    )
+}
+
+fn run(mut trail: Trail, rx: Receiver<Message>, stats: &AuditStats) {
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut waiting: Vec<SyncSender<()>> = Vec::new();
+    let mut open = true;
+    while open {
+        // Wait for one message, then take whatever else is already queued.
+        match rx.recv() {
+            Ok(m) => open = take(m, &mut batch, &mut waiting),
+            Err(_) => open = false,
+        }
+        // After Close, everything still queued is taken.
+        while batch.len() < BATCH || !open {
+            match rx.try_recv() {
+                Ok(m) => open &= take(m, &mut batch, &mut waiting),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        write_batch(&mut trail, &mut batch, stats, open);
+        for w in waiting.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Takes one message; false for `Close`.
+fn take(m: Message, batch: &mut Vec<Record>, waiting: &mut Vec<SyncSender<()>>) -> bool {
+    match m {
+        Message::Record(r) => batch.push(*r),
+        Message::Flush(w) => waiting.push(w),
+        Message::Close => return false,
+    }
+    true
+}
+
+/// Writes the batch, retrying every second while the disk refuses; when closing, gives
+/// up after a few tries and logs the records instead.
+fn write_batch(trail: &mut Trail, batch: &mut Vec<Record>, stats: &AuditStats, open: bool) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut tries = 0;
+    loop {
+        match trail.append(batch, Timestamp::now()) {
+            Ok(()) => {
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(dir = %trail.dir.display(), error = %e, records = batch.len(), "cannot write the audit trail; retrying");
+                if !open && tries >= 5 {
+                    for r in batch.drain(..) {
+                        tracing::error!(record = %serde_json::to_string(&r).unwrap_or_default(), "audit record not written");
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
