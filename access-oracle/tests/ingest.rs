@@ -113,12 +113,80 @@ fn past_logs_become_baselines_merged_by_time() {
     // last Dovecot one (Oct 17) read after it.
     assert_eq!(b.last_place.as_ref().unwrap().ip.to_string(), "192.0.2.10");
 
-    // Ingesting again adds to what is there.
+    // The history is in the audit trail: every login and message, with its own time
+    // and where it was read, marked as ingested.
+    let alerts: u64 = report["alerts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(report["audit_records"], 31 + 28 + alerts, "{report}");
+    let logins = audit(
+        &config,
+        &["search", "--user", "alice", "--kind", "auth", "--json"],
+    );
+    let logins: Vec<serde_json::Value> = String::from_utf8(logins.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logins.len(), 31);
+    assert!(
+        logins
+            .iter()
+            .all(|r| r["source"] == "ingest" && r["result"] == "ok")
+    );
+    assert!(
+        logins.iter().all(|r| r["verdict"].is_null()),
+        "no verdict on history"
+    );
+    let first_exim = logins
+        .iter()
+        .find(|r| r["protocol"] == "smtp")
+        .expect("an SMTP login");
+    assert_eq!(first_exim["time"], "2026-10-01T09:10:00Z");
+    assert!(
+        first_exim["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("mainlog.1.gz")
+    );
+    assert_eq!(first_exim["offset"], 0);
+    let imap: Vec<&serde_json::Value> = logins.iter().filter(|r| r["protocol"] == "imap").collect();
+    assert_eq!(imap.len(), 3);
+    assert_eq!(imap[0]["ip"], "2001:db8::5");
+    let verified = audit(&config, &["verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+
+    // Ingesting again adds to what is there, on the same chain.
     let again = ingest(&config, &[&dovecot_log]);
     assert!(again.status.success());
     let state = State::default();
     snapshot::read(&state, &dir.path().join("state"), 1_800_000_000).unwrap();
     assert_eq!(state.baseline("alice").unwrap().logins, 34);
+    let verified = audit(&config, &["verify", "--json"]);
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(
+        verified["verified"]["records"].as_u64().unwrap(),
+        1 + 31 + 28 + alerts + 3,
+        "one segment record, the first ingest, the second: {verified}"
+    );
+}
+
+fn audit(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_access-oracle"))
+        .arg("audit")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -1,0 +1,147 @@
+//! The audit trail through real Exim 4.96: what a brute force, a hold, a release and a
+//! sent message leave in it; `audit verify` across a restart; tampering found.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use exim_access_e2e::process::{self, Finished};
+use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World, paths};
+use serde_json::Value;
+
+const ATTACKER: &str = "203.0.113.9";
+const HOME: &str = "192.0.2.10";
+
+fn auth_only(user: &str, password: &str) -> Dialogue {
+    Dialogue::new()
+        .ehlo("client.example")
+        .auth_plain(user, password)
+        .quit()
+}
+
+/// `access-oracle audit <args> --state-dir <state>`.
+fn audit(world: &World, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(paths::oracle_bin());
+    cmd.arg("audit")
+        .args(args)
+        .arg("--state-dir")
+        .arg(world.state_dir());
+    process::run(cmd, b"", Duration::from_secs(30))
+}
+
+fn search(world: &World, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["search", "--json"];
+    all.extend_from_slice(args);
+    let out = audit(world, &all);
+    out.assert_success();
+    out.stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn segments(state: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(state.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
+    let world = World::new(&["alice"]);
+    let mut oracle = Oracle::start(&world);
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+
+    for i in 0..5 {
+        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        s.assert_oracle_answered();
+        assert_eq!(s.reply("AUTH").code, 535, "{}", s.transcript());
+    }
+    let held = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    assert_eq!(held.reply("AUTH").code / 100, 4, "{}", held.transcript());
+    oracle.ctl(&["release", "alice"]).assert_success();
+    let sent = exim.bh(
+        HOME,
+        &Dialogue::new()
+            .ehlo("laptop.example")
+            .auth_plain("alice", PASSWORD)
+            .mail_from("alice@example.org")
+            .rcpt_to("bob@example.net")
+            .rcpt_to("carol@example.net")
+            .data("hello")
+            .quit(),
+    );
+    assert_eq!(sent.reply("DATA").code / 100, 3, "{}", sent.transcript());
+    // Stopping writes what is queued.
+    oracle.stop();
+
+    let records = search(&world, &["--user", "alice"]);
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "auth", "auth", "auth", "auth", "auth", "alert", "auth", "release", "auth", "sent"
+        ],
+        "{records:#?}"
+    );
+    for r in &records[..5] {
+        assert_eq!(r["result"], "fail");
+        assert_eq!(r["ip"], ATTACKER);
+        assert_eq!(r["protocol"], "smtp");
+        assert_eq!(r["source"], "live");
+        assert_eq!(r["verdict"], "accept", "Exim's own 535 stands");
+    }
+    assert_eq!(records[5]["rule"], "failed_logins_account");
+    assert_eq!(records[5]["response"], "hold_account");
+    assert_eq!(records[6]["verdict"], "defer");
+    assert_eq!(records[6]["result"], "ok");
+    assert!(records[7]["admin"].as_str().unwrap().starts_with("uid "));
+    assert_eq!(records[8]["verdict"], "accept");
+    assert_eq!(records[9]["rcpts"], 2);
+    assert_eq!(records[9]["ip"], HOME);
+    // By address: the attacker's five attempts and the alert.
+    assert_eq!(search(&world, &["--ip", "203.0.113.0/24"]).len(), 6);
+    assert_eq!(search(&world, &["--kind", "alert"]).len(), 1);
+
+    let verified = audit(&world, &["verify"]);
+    verified.assert_success();
+    assert!(
+        verified.stdout_text().contains(": ok, 11 records"),
+        "{}",
+        verified.stdout_text()
+    );
+
+    // A restart continues the chain.
+    oracle.restart();
+    let s = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    assert_eq!(s.reply("AUTH").code, 235);
+    oracle.stop();
+    let verified = audit(&world, &["verify", "--json"]);
+    verified.assert_success();
+    let v: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(v["verified"]["last_seq"], 12, "{v}");
+
+    // Someone edits the trail to hide where the attack came from.
+    let file = segments(&world.state_dir()).pop().unwrap();
+    let text = fs::read_to_string(&file).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains(ATTACKER))
+        .expect("the attacker's address");
+    fs::write(&file, text.replacen(ATTACKER, "192.0.2.99", 1)).unwrap();
+    let broken = audit(&world, &["verify"]);
+    assert_eq!(broken.status.code(), Some(1), "{}", broken.stdout_text());
+    let out = broken.stdout_text();
+    assert!(
+        out.contains(&format!("line {}", line + 1)) && out.contains("chain value does not match"),
+        "{out}"
+    );
+}
