@@ -2,8 +2,10 @@
 //! `parse_line` alone, and `parse_line` + `Engine::handle` per verb, on a warm state of
 //! [`ACCOUNTS`] accounts (each with a login, recipients and an address behind it).
 //!
-//! The last group adds enrichment: GeoIP City + ASN lookups and the location rules on a
-//! successful AUTH, against the same engine without databases.
+//! The enrichment group adds GeoIP City + ASN lookups and the location rules on a
+//! successful AUTH, against the same engine without databases. The audit group runs the
+//! same AUTH lines with the audit trail on (records handed to its writer thread, which
+//! writes and fdatasyncs them on the side), and measures the writer's own throughput.
 //!
 //! Run: `cargo bench -p access-oracle --bench engine`. Results and their reading are in
 //! `docs/PERFORMANCE.md`. The floor to compare against is in the same run: the tokenizer
@@ -263,10 +265,95 @@ fn with_geoip(c: &mut Criterion) {
     });
 }
 
+/// AUTH with the audit trail on, against the same warm engine without it; then how
+/// many records per second the writer puts on disk (batches, fdatasync each).
+fn with_audit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (engine, _alerts, all, mut n) = warm_engine();
+    let mut g = c.benchmark_group(format!("auth with the audit trail, {ACCOUNTS} accounts"));
+    g.throughput(Throughput::Elements(1));
+    type Pick = fn(&Lines) -> &[u8];
+    let cases: [(&str, Pick); 2] = [
+        ("auth ok", |l| &l.auth_ok),
+        ("auth fail pwhash", |l| &l.auth_fail),
+    ];
+    let mut run = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+                   label: &str| {
+        for (name, pick) in cases {
+            let mut i = 0usize;
+            g.bench_function(format!("{name}, {label}"), |b| {
+                b.iter(|| {
+                    let line = pick(&all[i % ACCOUNTS]);
+                    i += 1;
+                    n += 1;
+                    let cmd = parse_line(black_box(line)).expect("valid line");
+                    engine.handle(&cmd, clock(n))
+                })
+            });
+        }
+    };
+    run(&mut g, "no trail");
+    let config = access_oracle::audit::AuditConfig::default();
+    let (sink, writer) = access_oracle::audit::start(&config, dir.path(), false)
+        .expect("the trail opens")
+        .expect("the trail is on");
+    engine.set_audit(sink);
+    run(&mut g, "trail on");
+    g.finish();
+    check_all_accepted(&engine, "audit");
+    let audit = engine.audit().expect("the trail is on");
+    audit.flush();
+    println!("audit trail: {}", audit.status());
+    drop(writer);
+
+    // The writer alone: records handed over as fast as possible, until all are on disk.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (sink, writer) = access_oracle::audit::start(&config, dir.path(), false)
+        .expect("the trail opens")
+        .expect("the trail is on");
+    let record = |i: usize| {
+        let mut r = access_oracle::audit::Record::new(
+            access_oracle::audit::Kind::Auth,
+            access_oracle::audit::Source::Live,
+            clock(i as u64),
+        )
+        .user(&user(i))
+        .ip(Some(ip(i).into()))
+        .protocol(Some("smtp"));
+        r.result = Some(access_oracle::protocol::Outcome::Fail);
+        r.verdict = Some("accept".into());
+        r
+    };
+    let mut g = c.benchmark_group("audit writer");
+    const RECORDS: usize = 100_000;
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    g.sample_size(10);
+    g.bench_function(
+        format!("{RECORDS} records to disk, fdatasync per batch"),
+        |b| {
+            b.iter(|| {
+                for i in 0..RECORDS {
+                    sink.record(record(i));
+                }
+                sink.flush();
+            })
+        },
+    );
+    g.finish();
+    println!("audit writer: {}", sink.status());
+    drop(writer);
+}
+
 // The macro defines an undocumented `pub fn benches`.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::parsing, super::verbs, super::with_geoip);
+    criterion::criterion_group!(
+        benches,
+        super::parsing,
+        super::verbs,
+        super::with_geoip,
+        super::with_audit
+    );
 }
 
 criterion_main!(group::benches);
