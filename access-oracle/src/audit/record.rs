@@ -267,17 +267,30 @@ impl Record {
 /// What sits between a record's fields and its chain value on a line.
 const CHAIN_FIELD: &str = ",\"chain\":\"";
 
-/// The line of `record` (with `seq` and `logged` already set) chained after `prev`,
-/// without the newline, and the record's chain value.
+/// Appends the line of `record` (with `seq` and `logged` already set) chained after
+/// `prev` to `buf`, without the newline; returns the record's chain value.
+pub fn seal_into(buf: &mut Vec<u8>, record: &Record, prev: &Chain, key: &[u8]) -> Chain {
+    let start = buf.len();
+    serde_json::to_writer(&mut *buf, record)
+        .expect("a record always serializes (no maps, no floats)");
+    let chain = mac(key, prev, &buf[start..]);
+    buf.pop(); // the closing brace
+    buf.extend_from_slice(CHAIN_FIELD.as_bytes());
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(chain, &mut hex).expect("64 digits for 32 bytes");
+    buf.extend_from_slice(&hex);
+    buf.extend_from_slice(b"\"}");
+    chain
+}
+
+/// The line of `record` chained after `prev`, without the newline, and its chain value.
 pub fn seal(record: &Record, prev: &Chain, key: &[u8]) -> (String, Chain) {
-    let mut line =
-        serde_json::to_string(record).expect("a record always serializes (no maps, no floats)");
-    let chain = mac(key, prev, line.as_bytes());
-    line.pop(); // the closing brace
-    line.push_str(CHAIN_FIELD);
-    line.push_str(&hex::encode(chain));
-    line.push_str("\"}");
-    (line, chain)
+    let mut buf = Vec::with_capacity(512);
+    let chain = seal_into(&mut buf, record, prev, key);
+    (
+        String::from_utf8(buf).expect("serde_json writes UTF-8"),
+        chain,
+    )
 }
 
 /// A line taken apart: the sealed content (what the MAC covers) and the chain value.

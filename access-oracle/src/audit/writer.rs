@@ -42,6 +42,8 @@ pub struct Trail {
     chain: Chain,
     /// Held while the trail is open: one writer at a time (the oracle or an ingest).
     _lock: nix::fcntl::Flock<File>,
+    /// The lines of a batch, reused.
+    buf: Vec<u8>,
 }
 
 /// Why the trail cannot be opened.
@@ -90,6 +92,7 @@ impl Trail {
             seq: 0,
             chain: GENESIS,
             _lock: lock,
+            buf: Vec::new(),
         };
         trail.resume(now).map_err(err)?;
         // A segment of an earlier day is closed: the next record starts today's.
@@ -177,7 +180,11 @@ impl Trail {
     /// Appends `records` (setting their `seq` and `logged`), opening the day's segment
     /// first when the day changed. On an error nothing of the batch stays in the file
     /// and the chain is where it was.
-    pub fn append(&mut self, records: &mut [Record], now: Timestamp) -> std::io::Result<()> {
+    pub fn append<R: std::borrow::BorrowMut<Record>>(
+        &mut self,
+        records: &mut [R],
+        now: Timestamp,
+    ) -> std::io::Result<()> {
         let today = segment::day_of(now);
         if self.open.as_ref().is_none_or(|(day, _, _)| *day != today) {
             self.start_segment(today, now)?;
@@ -185,22 +192,26 @@ impl Trail {
         self.write(records, now)
     }
 
-    fn write(&mut self, records: &mut [Record], now: Timestamp) -> std::io::Result<()> {
+    fn write<R: std::borrow::BorrowMut<Record>>(
+        &mut self,
+        records: &mut [R],
+        now: Timestamp,
+    ) -> std::io::Result<()> {
         let (_, file, len) = self.open.as_mut().expect("a segment is open");
         let mut seq = self.seq;
         let mut chain = self.chain;
-        let mut buf = String::with_capacity(records.len() * 256);
+        let buf = &mut self.buf;
+        buf.clear();
         for r in records.iter_mut() {
+            let r = r.borrow_mut();
             seq += 1;
             r.seq = seq;
             r.logged = now;
-            let (line, c) = record::seal(r, &chain, &self.key);
-            chain = c;
-            buf.push_str(&line);
-            buf.push('\n');
+            chain = record::seal_into(buf, r, &chain, &self.key);
+            buf.push(b'\n');
         }
         let written = file
-            .write_all(buf.as_bytes())
+            .write_all(buf)
             .and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Leave no partial record behind: the batch is retried whole.
@@ -414,7 +425,7 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
 }
 
 fn run(mut trail: Trail, rx: Receiver<Message>, stats: &AuditStats) {
-    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
     let mut waiting: Vec<SyncSender<()>> = Vec::new();
     let mut open = true;
     while open {
@@ -442,9 +453,9 @@ fn run(mut trail: Trail, rx: Receiver<Message>, stats: &AuditStats) {
 }
 
 /// Takes one message; false for `Close`.
-fn take(m: Message, batch: &mut Vec<Record>, waiting: &mut Vec<SyncSender<()>>) -> bool {
+fn take(m: Message, batch: &mut Vec<Box<Record>>, waiting: &mut Vec<SyncSender<()>>) -> bool {
     match m {
-        Message::Record(r) => batch.push(*r),
+        Message::Record(r) => batch.push(r),
         Message::Flush(w) => waiting.push(w),
         Message::Close => return false,
     }
@@ -453,7 +464,7 @@ fn take(m: Message, batch: &mut Vec<Record>, waiting: &mut Vec<SyncSender<()>>) 
 
 /// Writes the batch, retrying every second while the disk refuses; when closing, gives
 /// up after a few tries and logs the records instead.
-fn write_batch(trail: &mut Trail, batch: &mut Vec<Record>, stats: &AuditStats, open: bool) {
+fn write_batch(trail: &mut Trail, batch: &mut Vec<Box<Record>>, stats: &AuditStats, open: bool) {
     if batch.is_empty() {
         return;
     }
