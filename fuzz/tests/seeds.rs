@@ -88,11 +88,13 @@ const POLICY_BODIES: &[&[u8]] = &[
     b"",
 ];
 
-/// Byte streams for `policy_http`: requests as Dovecot's HTTP client sends them, several
+/// Byte streams for `policy_http`: an `allow` and a `report` as Dovecot 2.3.19 sent them
+/// in the end-to-end tests (read off the oracle's socket with strace), several requests
 /// in one buffer, each HTTP/1.1 feature the endpoint reads (chunks, `100-continue`,
 /// HTTP/1.0, `Connection`), and each way a request can be refused.
 const HTTP_REQUESTS: &[&[u8]] = &[
-    b"POST /policy?command=allow HTTP/1.1\r\nHost: 127.0.0.1:8091\r\nDate: Sat, 28 Nov 2026 09:13:00 GMT\r\nUser-Agent: dovecot/2.3\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nX-API-Key: test-key-0123456789abcdef\r\nContent-Length: 38\r\n\r\n{\"login\":\"alice\",\"remote\":\"192.0.2.1\"}",
+    b"POST /policy?command=allow HTTP/1.1\r\nHost: 127.0.0.1:39005\r\nDate: Sat, 28 Nov 2026 10:09:08 GMT\r\nUser-Agent: dovecot/auth-policy-client\r\nContent-Length: 186\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nX-API-Key:  e2e-policy-key-5f0c2a9d41b7e386\r\n\r\n{\"device_id\":\"\",\"local\":\"127.0.0.1\",\"login\":\"alice\",\"mech\":\"PLAIN\",\"protocol\":\"imap\",\"pwhash\":\"02fc\",\"remote\":\"198.51.100.11\",\"rport\":\"40000\",\"session_id\":\"tW8SXlNhQJzGM2QL\",\"tls\":false}",
+    b"POST /policy?command=report HTTP/1.1\r\nHost: 127.0.0.1:39005\r\nDate: Sat, 28 Nov 2026 10:09:08 GMT\r\nUser-Agent: dovecot/auth-policy-client\r\nContent-Length: 223\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nX-API-Key:  e2e-policy-key-5f0c2a9d41b7e386\r\n\r\n{\"device_id\":\"\",\"local\":\"127.0.0.1\",\"login\":\"alice\",\"mech\":\"PLAIN\",\"protocol\":\"imap\",\"pwhash\":\"02fc\",\"remote\":\"198.51.100.11\",\"rport\":\"40000\",\"session_id\":\"tW8SXlNhQJzGM2QL\",\"success\":true,\"policy_reject\":false,\"tls\":false}",
     b"POST /policy?command=allow HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}POST /policy?command=report HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"success\":false}POST /p",
     b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3;ext=1\r\n1, \r\nA\r\n\"b\":\"xyz\"}\r\n0\r\nTrailer: t\r\n\r\n",
     b"POST /policy HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
