@@ -554,6 +554,11 @@ async fn connection<H: Handler>(
     let mut stopping = false;
     let deadline = tokio::time::sleep(HEADER_READ_TIMEOUT);
     let mut deadline = std::pin::pin!(deadline);
+    // One wait for the shutdown signal for the connection's whole life: a new one per
+    // read would take the lock of the watch's waiter list, shared by every connection,
+    // twice per request.
+    let stop = shutdown.changed();
+    let mut stop = std::pin::pin!(stop);
     loop {
         let mut used = 0;
         let mut close = false;
@@ -616,7 +621,7 @@ async fn connection<H: Handler>(
                 tracing::debug!(peer = %peer, "policy connection idle or too slow: closed");
                 return;
             }
-            _ = shutdown.changed(), if !stopping => stopping = true,
+            _ = stop.as_mut(), if !stopping => stopping = true,
         }
     }
 }
