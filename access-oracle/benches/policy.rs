@@ -1,19 +1,22 @@
-//! The Dovecot policy endpoint over HTTP/1.1 keep-alive, side by side with a bare axum
-//! handler measured in the same run: the floor of any handler on this HTTP stack.
+//! The Dovecot policy endpoint over HTTP/1.1 keep-alive, side by side with empty
+//! handlers measured in the same run: the floor of any handler on each HTTP stack.
 //!
-//! Run: `cargo bench -p access-oracle --bench policy` (about 1 min; prints markdown
+//! Run: `cargo bench -p access-oracle --bench policy` (about 1.5 min; prints markdown
 //! tables). Results and their reading are in `docs/PERFORMANCE.md`.
 //!
 //! * Servers, in this process, on one tokio multi-thread runtime as `access-oracle serve`
-//!   builds it (a worker per CPU), both accepted and served by the endpoint's own
-//!   `server::policy::serve` (hyper HTTP/1.1 connections, keep-alive):
-//!   - the policy endpoint: `server::policy::router` with the API key check, the JSON
-//!     reader and the engine on the default rules, warmed with [`ACCOUNTS`] accounts
-//!     that have logged in (`POLICY_BENCH_ACCOUNTS=N` for another number);
-//!   - the floor: an axum router whose handler returns the same fixed JSON
-//!     (`{"status":0,"msg":""}`) without looking at the request;
-//!   - the floor reading the body: the same, after reading the body into `Bytes` as the
-//!     endpoint must (hyper hands it over separately from the head).
+//!   builds it (a worker per CPU):
+//!   - the axum floor: an axum router whose handler returns the same fixed JSON
+//!     (`{"status":0,"msg":""}`) without looking at the request, on hyper HTTP/1.1
+//!     connections (keep-alive, header read timeout: how the endpoint was served before
+//!     its own HTTP loop, and what a user of the usual stack would write);
+//!   - the same, after reading the body into `Bytes` as an endpoint must;
+//!   - the endpoint's own HTTP loop (`server::policy::http::serve`) with a handler that
+//!     returns the same fixed JSON: the floor of that loop;
+//!   - the policy endpoint: `server::policy::serve`, the same loop with the API key
+//!     check, the JSON reader and the engine on the default rules, warmed with
+//!     [`ACCOUNTS`] accounts that have logged in (`POLICY_BENCH_ACCOUNTS=N` for another
+//!     number).
 //! * Clients, in a separate process (this binary run again with a `client-*`
 //!   argument), as Dovecot's auth process is separate: raw HTTP/1.1 over keep-alive TCP
 //!   connections, one request in flight per connection as Dovecot's HTTP client sends
@@ -29,8 +32,8 @@
 //! `access-oracle serve`).
 //!
 //! The servers are measured in rotating order over several rounds so that the
-//! drift of a shared VM hits both. Without `--bench` (e.g. `cargo test --benches`) it
-//! runs a few hundred requests only, as a smoke test.
+//! drift of a shared VM hits all of them. Without `--bench` (e.g. `cargo test --benches`)
+//! it runs a few hundred requests only, as a smoke test.
 
 mod common;
 
@@ -46,14 +49,19 @@ use access_oracle::engine::Engine;
 use access_oracle::engine::policy::{PolicyAttempt, PolicySettings};
 use access_oracle::protocol::Outcome;
 use access_oracle::server::policy::api_key::ApiKey;
-use access_oracle::server::policy::{self, Shared};
+use access_oracle::server::policy::http::{self, Reply};
+use access_oracle::server::policy::{self, HEADER_READ_TIMEOUT, Shared};
 use anyhow::{Context, bail, ensure};
 use axum::Router;
+use axum::body::Body;
 use axum::http::header;
 use axum::routing::post;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tower_service::Service;
 
 /// Accounts the engine knows before measuring (`POLICY_BENCH_ACCOUNTS` overrides it),
 /// and over which the requests' users vary.
@@ -106,11 +114,16 @@ const SMOKE: Plan = Plan {
 };
 
 /// The servers, in the order of their tables' columns.
-const KINDS: [&str; 3] = [
-    "floor (bare axum handler)",
-    "floor reading the body",
+const KINDS: [&str; 4] = [
+    "axum floor",
+    "axum floor reading the body",
+    "own HTTP loop floor",
     "policy endpoint",
 ];
+
+/// The columns of [`KINDS`] the policy endpoint is compared with.
+const AXUM_FLOOR: usize = 0;
+const OWN_FLOOR: usize = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -188,13 +201,32 @@ impl Servers {
                     ([(header::CONTENT_TYPE, "application/json")], CONTINUE)
                 }),
             );
-            let app = policy::router("/policy", shared);
             let mut addrs = Vec::new();
-            for router in [floor, floor_body, app] {
+            for router in [floor, floor_body] {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 addrs.push(listener.local_addr()?);
-                tokio::spawn(policy::serve(listener, router, 1024, stopped.clone()));
+                tokio::spawn(serve_axum(listener, router));
             }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            let route = "/policy".into();
+            tokio::spawn(http::serve(
+                listener,
+                route,
+                Arc::new(Fixed),
+                1024,
+                stopped.clone(),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            let route = "/policy".into();
+            tokio::spawn(policy::serve(
+                listener,
+                route,
+                shared,
+                1024,
+                stopped.clone(),
+            ));
             anyhow::Ok(addrs)
         })?;
         Ok(Servers {
@@ -221,6 +253,43 @@ impl Servers {
     fn stop(self) {
         let _ = self.stop.send(true);
         self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// The floor of the endpoint's HTTP loop: the fixed answer, the request unread.
+struct Fixed;
+
+impl http::Handler for Fixed {
+    fn handle(&self, _request: &http::Request<'_>, _peer: SocketAddr) -> Reply {
+        Reply::json(CONTINUE)
+    }
+}
+
+/// Serves `app` as the endpoint was served before its own HTTP loop: each connection
+/// by hyper's HTTP/1.1 connection (keep-alive, header read timeout, TCP_NODELAY) with
+/// axum's router as the service. Runs until the runtime stops.
+async fn serve_axum(listener: tokio::net::TcpListener, app: Router) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: axum::extract::Request<Incoming>| {
+                    let mut app = app.clone();
+                    async move { app.call(req.map(Body::new)).await }
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
@@ -348,20 +417,24 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duratio
     let header = |extra: &str| {
         let names: Vec<&str> = KINDS.to_vec();
         println!(
-            "| measure | {} | policy / floor |{extra}",
+            "| measure | {} | policy / axum floor | policy / own floor |{extra}",
             names.join(" | ")
         );
         println!(
             "|---|{}{}",
-            "---:|".repeat(KINDS.len() + 1),
+            "---:|".repeat(KINDS.len() + 2),
             if extra.is_empty() { "" } else { "---|" }
         );
     };
     let row = |name: &str, values: Vec<f64>, digits: usize, target: Option<&str>| {
         let cells: Vec<String> = values.iter().map(|v| format!("{v:.digits$}")).collect();
-        let ratio = values[values.len() - 1] / values[0];
+        let policy = values[values.len() - 1];
+        let (axum, own) = (policy / values[AXUM_FLOOR], policy / values[OWN_FLOOR]);
         let target = target.map_or(String::new(), |t| format!(" {t} |"));
-        println!("| {name} | {} | {ratio:.2}x |{target}", cells.join(" | "));
+        println!(
+            "| {name} | {} | {axum:.2}x | {own:.2}x |{target}",
+            cells.join(" | ")
+        );
     };
     println!();
     println!(
@@ -443,7 +516,7 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duratio
             .join(", ")
     };
     println!(
-        "| rounds (requests/s) | {} | | |",
+        "| rounds (requests/s) | {} | | | |",
         results
             .iter()
             .map(|r| list(&r.rounds))

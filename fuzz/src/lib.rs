@@ -11,15 +11,21 @@
 //!   guess.
 //! * [`dovecot_log`]: Dovecot log lines.
 //! * [`policy_json`]: the JSON body of a Dovecot auth policy request.
+//! * [`policy_http`]: the bytes of a connection to the policy endpoint (HTTP/1.1 heads,
+//!   bodies, chunks).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 
 use access_oracle::config::{Config, RawConfig};
 use access_oracle::engine::Engine;
 use access_oracle::engine::policy::{PolicyAttempt, PolicySettings, PolicyVerdict};
 use access_oracle::protocol::{self, MAX_USER_BYTES, Outcome, ProtocolError, Reply};
+use access_oracle::server::policy::http::{
+    self, MAX_BODY_BYTES, MAX_REQUEST_BYTES, Parsed, Progress,
+};
 use access_oracle::server::policy::request::{self, MAX_PROTOCOL_BYTES, MAX_SESSION_BYTES};
 use access_oracle::server::policy::verdict_json;
 use access_oracle::sources::{Format, LineContext, ParseStats, parse_line};
@@ -30,11 +36,12 @@ use jiff::tz::TimeZone;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
-pub const TARGETS: [(&str, Body); 4] = [
+pub const TARGETS: [(&str, Body); 5] = [
     ("protocol_line", protocol_line),
     ("exim_log", exim_log),
     ("dovecot_log", dovecot_log),
     ("policy_json", policy_json),
+    ("policy_http", policy_http),
 ];
 
 /// One request line from a client of the Exim socket.
@@ -254,6 +261,96 @@ fn answer_reads_back(verdict: &PolicyVerdict) {
         PolicyVerdict::Reject { message, .. } => {
             assert_eq!(status, -1);
             assert_eq!(v["msg"].as_str(), Some(&**message), "answer {body:?}");
+        }
+    }
+}
+
+/// Bytes received on a connection of the policy endpoint, read by
+/// `server::policy::http::parse` as the connection reads them.
+///
+/// Properties: no panic; every request read from the buffer, one after another (as
+/// pipelined requests are), takes at least one byte and at most what is left, within
+/// the limits (body, whole request), so reading ends; the first request read in two
+/// pieces (split where the first byte says, the parser's `Progress` kept in between)
+/// reads as in one piece: the same request, or a refusal if either piece was refused.
+pub fn policy_http(data: &[u8]) {
+    let whole = http_outcome(data, &mut Progress::default());
+    let split = data
+        .first()
+        .map_or(0, |&b| usize::from(b) * data.len() / 256);
+    let mut progress = Progress::default();
+    match http_outcome(&data[..split], &mut progress) {
+        HttpOutcome::Partial => {
+            let again = http_outcome(data, &mut progress);
+            assert_eq!(again, whole, "read in two pieces split at {split}");
+        }
+        HttpOutcome::Refused(_) => {
+            assert!(
+                matches!(whole, HttpOutcome::Refused(_)),
+                "refused in a piece of {split} bytes, {whole:?} in one"
+            );
+        }
+        first => assert_eq!(first, whole, "a whole request in the first {split} bytes"),
+    }
+    // Pipelined: request after request from the same buffer.
+    let mut progress = Progress::default();
+    let mut at = 0;
+    while let HttpOutcome::Request { len, .. } = http_outcome(&data[at..], &mut progress) {
+        assert!(
+            len >= 1 && len <= data.len() - at,
+            "a request of {len} bytes"
+        );
+        at += len;
+    }
+}
+
+/// What [`http::parse`] made of some bytes, owned, for comparisons; "send `100
+/// Continue`" counts as "read more".
+#[derive(Debug, PartialEq, Eq)]
+enum HttpOutcome {
+    Request {
+        method: String,
+        path: String,
+        query: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        keep_alive: bool,
+        len: usize,
+    },
+    Partial,
+    Refused(u16),
+}
+
+fn http_outcome(data: &[u8], progress: &mut Progress) -> HttpOutcome {
+    let mut headers = [const { MaybeUninit::uninit() }; http::MAX_HEADERS];
+    match http::parse(data, progress, &mut headers) {
+        Parsed::Request(r, len) => {
+            assert!(
+                r.body.len() <= MAX_BODY_BYTES,
+                "a body of {} bytes",
+                r.body.len()
+            );
+            assert!(len <= MAX_REQUEST_BYTES, "a request of {len} bytes");
+            assert!(r.headers.len() <= http::MAX_HEADERS);
+            HttpOutcome::Request {
+                method: r.method.to_string(),
+                path: r.path.to_string(),
+                query: r.query.map(str::to_string),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
+                body: r.body.to_vec(),
+                keep_alive: r.keep_alive,
+                len,
+            }
+        }
+        Parsed::Partial | Parsed::Continue => HttpOutcome::Partial,
+        Parsed::Refused(status, why) => {
+            assert!(matches!(status.code(), 400 | 413 | 431), "{status:?}");
+            assert!(!why.chars().any(char::is_control), "reason {why:?}");
+            HttpOutcome::Refused(status.code())
         }
     }
 }

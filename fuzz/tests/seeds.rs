@@ -1,9 +1,10 @@
 //! The committed seeds, and every line of the parser fixtures, through the fuzz target
 //! bodies: the targets' properties checked on the stable toolchain, without libFuzzer.
 //!
-//! `seeds/<target>/` is made here: the protocol lines listed below, and the lines of
-//! `access-oracle/tests/fixtures/` one per file (one of each shape, at most
-//! [`MAX_SEEDS`]). After the fixtures change, rewrite it and review the diff:
+//! `seeds/<target>/` is made here: the protocol lines, policy bodies and HTTP requests
+//! listed below, and the lines of `access-oracle/tests/fixtures/` one per file (one of
+//! each shape, at most [`MAX_SEEDS`]). After the fixtures change, rewrite it and review
+//! the diff:
 //!
 //! ```sh
 //! UPDATE_SEEDS=1 cargo test --manifest-path fuzz/Cargo.toml
@@ -87,6 +88,35 @@ const POLICY_BODIES: &[&[u8]] = &[
     b"",
 ];
 
+/// Byte streams for `policy_http`: an `allow` and a `report` as Dovecot 2.3.19 sent them
+/// in the end-to-end tests (read off the oracle's socket with strace), several requests
+/// in one buffer, each HTTP/1.1 feature the endpoint reads (chunks, `100-continue`,
+/// HTTP/1.0, `Connection`), and each way a request can be refused.
+const HTTP_REQUESTS: &[&[u8]] = &[
+    b"POST /policy?command=allow HTTP/1.1\r\nHost: 127.0.0.1:39005\r\nDate: Sat, 28 Nov 2026 10:09:08 GMT\r\nUser-Agent: dovecot/auth-policy-client\r\nContent-Length: 186\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nX-API-Key:  e2e-policy-key-5f0c2a9d41b7e386\r\n\r\n{\"device_id\":\"\",\"local\":\"127.0.0.1\",\"login\":\"alice\",\"mech\":\"PLAIN\",\"protocol\":\"imap\",\"pwhash\":\"02fc\",\"remote\":\"198.51.100.11\",\"rport\":\"40000\",\"session_id\":\"tW8SXlNhQJzGM2QL\",\"tls\":false}",
+    b"POST /policy?command=report HTTP/1.1\r\nHost: 127.0.0.1:39005\r\nDate: Sat, 28 Nov 2026 10:09:08 GMT\r\nUser-Agent: dovecot/auth-policy-client\r\nContent-Length: 223\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nX-API-Key:  e2e-policy-key-5f0c2a9d41b7e386\r\n\r\n{\"device_id\":\"\",\"local\":\"127.0.0.1\",\"login\":\"alice\",\"mech\":\"PLAIN\",\"protocol\":\"imap\",\"pwhash\":\"02fc\",\"remote\":\"198.51.100.11\",\"rport\":\"40000\",\"session_id\":\"tW8SXlNhQJzGM2QL\",\"success\":true,\"policy_reject\":false,\"tls\":false}",
+    b"POST /policy?command=allow HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}POST /policy?command=report HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"success\":false}POST /p",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3;ext=1\r\n1, \r\nA\r\n\"b\":\"xyz\"}\r\n0\r\nTrailer: t\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n{\"a\":1}",
+    b"POST /policy HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST /policy HTTP/1.1\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
+    b"\r\n\r\nGET /policy?command=allow HTTP/1.1\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /policy HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
+    b"POST /policy HTTP/1.1\r\nContent-Length: 16385\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+    b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
+    b"POST /policy HTTP/1.1\r\nNo colon\r\n\r\n",
+    b"POST /policy HTTP/2.0\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"POST /policy HTTP/1.1\r\nHost: x\r\n",
+    b"",
+];
+
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -121,6 +151,25 @@ fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             .collect();
         let long_login = format!(r#"{{"login":"{}","success":false}}"#, r"\u00e9".repeat(200));
         seeds.push(("long-login".into(), long_login.into_bytes()));
+        return seeds;
+    }
+    if target == "policy_http" {
+        let mut seeds: Vec<(String, Vec<u8>)> = HTTP_REQUESTS
+            .iter()
+            .enumerate()
+            .map(|(i, request)| (format!("request-{i:02}"), request.to_vec()))
+            .collect();
+        // Past the limits: a long head, too many header fields, chunk framing.
+        let long_head = format!("POST /policy HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(8200));
+        let many: String = (0..65).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let many = format!("POST /policy HTTP/1.1\r\n{many}\r\n");
+        let mut tiny = b"POST /policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        while tiny.len() < 41_000 {
+            tiny.extend_from_slice(b"1;pad\r\nx\r\n");
+        }
+        seeds.push(("long-head".into(), long_head.into_bytes()));
+        seeds.push(("many-headers".into(), many.into_bytes()));
+        seeds.push(("tiny-chunks".into(), tiny));
         return seeds;
     }
     let dovecot = target == "dovecot_log";
@@ -228,7 +277,7 @@ fn fixture_lines_pass_the_log_targets() {
         for line in data.split(|&b| b == b'\n') {
             let log_targets = TARGETS
                 .into_iter()
-                .filter(|(t, _)| !matches!(*t, "protocol_line" | "policy_json"));
+                .filter(|(t, _)| !matches!(*t, "protocol_line" | "policy_json" | "policy_http"));
             for (target, body) in log_targets {
                 run(body, line, Path::new(&format!("{name} ({target})")));
             }
@@ -240,6 +289,13 @@ fn fixture_lines_pass_the_log_targets() {
 fn policy_bodies_pass_the_policy_target() {
     for (name, data) in made_seeds("policy_json") {
         run(exim_access_fuzz::policy_json, &data, Path::new(&name));
+    }
+}
+
+#[test]
+fn http_requests_pass_the_http_target() {
+    for (name, data) in made_seeds("policy_http") {
+        run(exim_access_fuzz::policy_http, &data, Path::new(&name));
     }
 }
 

@@ -12,33 +12,25 @@
 //! the peer's address, a counter. A body that is not a JSON object: 400 with the reason.
 //! Nothing a client sends can make the handler panic (the parser is fuzzed).
 //!
-//! Connections: accepted here (capped by `max_connections`, like the Exim socket), each
-//! served by hyper's HTTP/1.1 connection (keep-alive; an idle or slow connection is closed
-//! after [`HEADER_READ_TIMEOUT`]) with axum's router as the service. On shutdown, idle
-//! connections close at once and busy ones after their current request.
+//! Connections: accepted and served by [`http`] (HTTP/1.1 keep-alive on `httparse`,
+//! capped by `max_connections` like the Exim socket; an idle or slow connection is closed
+//! after [`HEADER_READ_TIMEOUT`]); this file is the [`http::Handler`] behind it. On
+//! shutdown, idle connections close at once and busy ones after their current request.
 
 pub mod api_key;
 pub mod config;
+pub mod http;
 pub mod request;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
-use axum::routing::post;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tower_service::Service;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 use crate::engine::Engine;
 use crate::engine::UNKNOWN_PROTOCOL;
@@ -46,14 +38,10 @@ use crate::engine::policy::{PolicyAttempt, PolicySettings, PolicyVerdict};
 use crate::protocol::Outcome;
 use api_key::{ApiKey, Presented};
 use config::PolicyConfig;
+use http::{Reply, Request, Status};
 use request::PolicyRequest;
 
-/// The largest request body read, in bytes; Dovecot's are a few hundred.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// How long a connection may take to send a request's headers, and how long an idle
-/// keep-alive connection stays open. Dovecot closes its idle ones after 10 s.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub use http::{HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
 
 /// The reply to `report` and to an `allow` that lets the login go on.
 const CONTINUE: &[u8] = br#"{"status":0,"msg":""}"#;
@@ -93,11 +81,6 @@ impl Shared {
 enum Command {
     Allow,
     Report,
-}
-
-/// The router: `POST <path>`; anything else gets 404 or 405 from axum.
-pub fn router(path: &str, shared: Arc<Shared>) -> Router {
-    Router::new().route(path, post(handle)).with_state(shared)
 }
 
 /// A running endpoint, for the server's shutdown and reload.
@@ -144,8 +127,13 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {addr} (policy.listen)"))?;
     let addr = listener.local_addr().unwrap_or(addr);
     let shared = Arc::new(Shared::new(engine, key, config.settings()));
-    let app = router(&config.path, shared.clone());
-    let task = tokio::spawn(serve(listener, app, config.max_connections, shutdown));
+    let task = tokio::spawn(serve(
+        listener,
+        config.path.as_str().into(),
+        shared.clone(),
+        config.max_connections,
+        shutdown,
+    ));
     tracing::info!(listen = %addr, path = %config.path, "dovecot policy endpoint listening");
     Ok(Endpoint {
         addr,
@@ -155,151 +143,75 @@ pub async fn start(
     })
 }
 
-/// Accepts connections until `shutdown` turns true; returns the semaphore whose permits
-/// are held by open connections, so the caller can wait for them.
+/// Accepts connections until `shutdown` turns true and answers `POST <path>` on them;
+/// returns the semaphore whose permits are held by open connections, so the caller can
+/// wait for them.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    path: Arc<str>,
+    shared: Arc<Shared>,
     max_connections: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Arc<Semaphore> {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the policy endpoint");
-                    // Typically EMFILE: give connections a moment to close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            app.clone(),
-            permit,
-            shutdown.clone(),
-        ));
-    }
-    slots
+    http::serve(listener, path, shared, max_connections, shutdown).await
 }
 
-/// Serves one connection: HTTP/1.1 keep-alive, requests one after another.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    _permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut app = app.clone();
-        async move { app.call(req.map(Body::new)).await }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(peer = %peer, error = %e, "policy connection ended with an error");
-                }
-                break;
-            }
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
+impl http::Handler for Shared {
+    fn handle(&self, req: &Request<'_>, peer: SocketAddr) -> Reply {
+        let stats = &self.engine.stats.policy;
+        match self.key.check(req.header(self.key.header())) {
+            Presented::Right => {}
+            wrong => {
+                stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = %peer,
+                    header = self.key.header(),
+                    key = if wrong == Presented::Missing { "missing" } else { "wrong" },
+                    "policy request refused: missing or wrong API key"
+                );
+                return Reply::error(Status::Unauthorized, "missing or wrong API key");
             }
         }
+        let command = match command(req.query) {
+            Ok(c) => c,
+            Err(why) => return malformed(self, peer, Status::BadRequest, &why),
+        };
+        let request = match request::parse(req.body) {
+            Ok(r) => r,
+            Err(e) => return malformed(self, peer, Status::BadRequest, &e.to_string()),
+        };
+        let now = Timestamp::now();
+        match command {
+            Command::Allow => {
+                let settings = self.settings();
+                let verdict = self.engine.policy_allow(
+                    request.login.as_deref().unwrap_or(""),
+                    request.remote,
+                    &settings,
+                    now,
+                );
+                log_verdict(&request, &verdict);
+                Reply::json(verdict_json(&verdict))
+            }
+            Command::Report => report(self, &request, now, peer),
+        }
     }
-}
 
-/// One request.
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
-    let stats = &shared.engine.stats.policy;
-    let (parts, body) = req.into_parts();
-    match shared.key.check(&parts.headers) {
-        Presented::Right => {}
-        wrong => {
-            stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                peer = %peer,
-                header = shared.key.header(),
-                key = if wrong == Presented::Missing { "missing" } else { "wrong" },
-                "policy request refused: missing or wrong API key"
-            );
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-        }
-    }
-    let command = match command(parts.uri.query()) {
-        Ok(c) => c,
-        Err(why) => return malformed(&shared, peer, StatusCode::BAD_REQUEST, &why),
-    };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        let why = format!("request body over {MAX_BODY_BYTES} bytes");
-        return malformed(&shared, peer, StatusCode::PAYLOAD_TOO_LARGE, &why);
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(e) => {
-            let why = format!("cannot read the request body: {e}");
-            return malformed(&shared, peer, StatusCode::BAD_REQUEST, &why);
-        }
-    };
-    let request = match request::parse(&bytes) {
-        Ok(r) => r,
-        Err(e) => return malformed(&shared, peer, StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let now = Timestamp::now();
-    match command {
-        Command::Allow => {
-            let settings = shared.settings();
-            let verdict = shared.engine.policy_allow(
-                request.login.as_deref().unwrap_or(""),
-                request.remote,
-                &settings,
-                now,
-            );
-            log_verdict(&request, &verdict);
-            json(verdict_json(&verdict))
-        }
-        Command::Report => report(&shared, &request, now, peer),
+    /// A request the HTTP layer refused (unreadable head, body over the limit) is
+    /// counted and logged like a malformed body.
+    fn refused(&self, peer: SocketAddr, status: Status, why: &str) {
+        count_malformed(self, peer, status, why);
     }
 }
 
 /// Records a `report`.
-fn report(shared: &Shared, r: &PolicyRequest, now: Timestamp, peer: SocketAddr) -> Response {
+fn report(shared: &Shared, r: &PolicyRequest, now: Timestamp, peer: SocketAddr) -> Reply {
     let stats = &shared.engine.stats.policy;
     let Some(success) = r.success else {
         return malformed(
             shared,
             peer,
-            StatusCode::BAD_REQUEST,
+            Status::BadRequest,
             "malformed policy request: a report needs `success` (true or false)",
         );
     };
@@ -325,7 +237,7 @@ fn report(shared: &Shared, r: &PolicyRequest, now: Timestamp, peer: SocketAddr) 
     } else {
         stats.report_anonymous.fetch_add(1, Ordering::Relaxed);
     }
-    json(Bytes::from_static(CONTINUE))
+    Reply::json(CONTINUE)
 }
 
 /// The `command` of the query string (`command=allow` or `command=report`, possibly among
@@ -349,13 +261,14 @@ fn command(query: Option<&str>) -> Result<Command, String> {
 }
 
 /// The JSON answer to `allow` for a verdict.
-pub fn verdict_json(v: &PolicyVerdict) -> Bytes {
+pub fn verdict_json(v: &PolicyVerdict) -> Cow<'static, [u8]> {
     match v {
-        PolicyVerdict::Continue => Bytes::from_static(CONTINUE),
-        PolicyVerdict::Tarpit { secs, failures } => Bytes::from(format!(
-            r#"{{"status":{secs},"msg":"tarpit after {failures} failed logins"}}"#
-        )),
-        PolicyVerdict::Reject { message, .. } => Bytes::from(
+        PolicyVerdict::Continue => Cow::Borrowed(CONTINUE),
+        PolicyVerdict::Tarpit { secs, failures } => Cow::Owned(
+            format!(r#"{{"status":{secs},"msg":"tarpit after {failures} failed logins"}}"#)
+                .into_bytes(),
+        ),
+        PolicyVerdict::Reject { message, .. } => Cow::Owned(
             serde_json::to_vec(&serde_json::json!({ "status": -1, "msg": &**message }))
                 .unwrap_or_else(|_| br#"{"status":-1,"msg":""}"#.to_vec()),
         ),
@@ -378,31 +291,20 @@ fn log_verdict(r: &PolicyRequest, v: &PolicyVerdict) {
     }
 }
 
-fn json(body: Bytes) -> Response {
-    let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+/// Counts and logs a malformed request, and answers it with the reason.
+fn malformed(shared: &Shared, peer: SocketAddr, status: Status, why: &str) -> Reply {
+    count_malformed(shared, peer, status, why);
+    Reply::error(status, why)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
-    let mut response = json(Bytes::from(body));
-    *response.status_mut() = status;
-    response
-}
-
-fn malformed(shared: &Shared, peer: SocketAddr, status: StatusCode, why: &str) -> Response {
+fn count_malformed(shared: &Shared, peer: SocketAddr, status: Status, why: &str) {
     shared
         .engine
         .stats
         .policy
         .malformed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(peer = %peer, status = status.as_u16(), reason = why, "malformed policy request");
-    error(status, why)
+    tracing::debug!(peer = %peer, status = status.code(), reason = why, "malformed policy request");
 }
 
 #[cfg(test)]

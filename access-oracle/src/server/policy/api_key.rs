@@ -6,13 +6,13 @@
 //! with it, byte by byte without an early exit: the time taken says nothing about how
 //! much of a guess was right, nor how long the key is.
 
-use axum::http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
 /// The header and the digest of the key it must carry.
 #[derive(Clone)]
 pub struct ApiKey {
-    header: HeaderName,
+    /// Lowercase.
+    header: Box<str>,
     digest: [u8; 32],
 }
 
@@ -30,27 +30,29 @@ pub enum Presented {
 impl ApiKey {
     /// The key `key`, expected in header `header`.
     pub fn new(header: &str, key: &str) -> Result<ApiKey, String> {
-        let header = HeaderName::from_bytes(header.as_bytes())
-            .map_err(|_| format!("{header:?} is not an HTTP header name"))?;
+        if !is_header_name(header) {
+            return Err(format!("{header:?} is not an HTTP header name"));
+        }
         Ok(ApiKey {
-            header,
+            header: header.to_ascii_lowercase().into(),
             digest: Sha256::digest(key.trim().as_bytes()).into(),
         })
     }
 
-    /// The header's name (lowercase), for log lines.
+    /// The header's name (lowercase), for log lines and to look it up in a request.
     pub fn header(&self) -> &str {
-        self.header.as_str()
+        &self.header
     }
 
-    /// Checks the request's headers. Only the first header of the name counts.
-    pub fn check(&self, headers: &HeaderMap) -> Presented {
-        let Some(value) = headers.get(&self.header) else {
+    /// Checks the value of the request's first header of that name (`None`: no such
+    /// header).
+    pub fn check(&self, value: Option<&[u8]>) -> Presented {
+        let Some(value) = value else {
             return Presented::Missing;
         };
         // HTTP parsers strip the spaces around a value; Dovecot's `Name: key` arrives
         // as `key`, but be sure.
-        let presented = value.as_bytes().trim_ascii();
+        let presented = value.trim_ascii();
         let digest: [u8; 32] = Sha256::digest(presented).into();
         if same(&digest, &self.digest) {
             Presented::Right
@@ -68,6 +70,14 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// Whether `name` is an HTTP header name: a token (RFC 9110, section 5.1).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Whether two digests are equal, looking at every byte whatever the first difference.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let mut diff = 0u8;
@@ -80,27 +90,38 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use crate::server::policy::http::Request;
 
-    fn headers(name: &str, value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-        h
+    /// `check` on a request with one header `name: value`, looked up as the endpoint does.
+    fn check(k: &ApiKey, name: &str, value: &str) -> Presented {
+        let headers = [httparse::Header {
+            name,
+            value: value.as_bytes(),
+        }];
+        let request = Request {
+            method: "POST",
+            path: "/",
+            query: None,
+            version: 1,
+            headers: &headers,
+            body: b"",
+            keep_alive: true,
+        };
+        k.check(request.header(k.header()))
     }
 
     #[test]
     fn the_right_key_in_the_right_header_passes() {
         let k = ApiKey::new("X-API-Key", "0123456789abcdef-secret").unwrap();
         assert_eq!(k.header(), "x-api-key");
+        assert!(ApiKey::new("X API Key", "0123456789abcdef-secret").is_err());
+        assert!(ApiKey::new("", "0123456789abcdef-secret").is_err());
         assert_eq!(
-            k.check(&headers("x-api-key", "0123456789abcdef-secret")),
+            check(&k, "x-api-key", "0123456789abcdef-secret"),
             Presented::Right
         );
         assert_eq!(
-            k.check(&headers("X-Api-Key", " 0123456789abcdef-secret ")),
+            check(&k, "X-Api-Key", " 0123456789abcdef-secret "),
             Presented::Right,
             "header names ignore case; spaces around the value do not count"
         );
@@ -110,16 +131,16 @@ mod tests {
     fn wrong_and_missing_keys_are_told_apart() {
         let k = ApiKey::new("X-API-Key", "0123456789abcdef-secret").unwrap();
         assert_eq!(
-            k.check(&headers("x-api-key", "0123456789abcdef-secreT")),
+            check(&k, "x-api-key", "0123456789abcdef-secreT"),
             Presented::Wrong
         );
         assert_eq!(
-            k.check(&headers("x-api-key", "0123456789abcdef-secret-and-more")),
+            check(&k, "x-api-key", "0123456789abcdef-secret-and-more"),
             Presented::Wrong
         );
-        assert_eq!(k.check(&headers("x-api-key", "")), Presented::Wrong);
+        assert_eq!(check(&k, "x-api-key", ""), Presented::Wrong);
         assert_eq!(
-            k.check(&headers("authorization", "0123456789abcdef-secret")),
+            check(&k, "authorization", "0123456789abcdef-secret"),
             Presented::Missing
         );
     }
@@ -129,7 +150,7 @@ mod tests {
         // Dovecot: auth_policy_server_api_header = Authorization: Basic dXNlcjpwYXNzd29yZA==
         let k = ApiKey::new("Authorization", "Basic dXNlcjpwYXNzd29yZA==").unwrap();
         assert_eq!(
-            k.check(&headers("authorization", "Basic dXNlcjpwYXNzd29yZA==")),
+            check(&k, "authorization", "Basic dXNlcjpwYXNzd29yZA=="),
             Presented::Right
         );
         assert!(

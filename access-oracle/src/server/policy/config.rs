@@ -155,7 +155,7 @@ impl PolicyConfig {
                 self.path
             ));
         }
-        if axum::http::HeaderName::from_bytes(self.api_key_header.as_bytes()).is_err() {
+        if !super::api_key::is_header_name(&self.api_key_header) {
             problems.add(format!(
                 "policy.api_key_header is not an HTTP header name: {:?}",
                 self.api_key_header

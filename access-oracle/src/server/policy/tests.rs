@@ -32,7 +32,7 @@ async fn start(settings: PolicySettings) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, router("/policy", shared), 8, stopped));
+    let task = tokio::spawn(serve(listener, "/policy".into(), shared, 8, stopped));
     Fixture {
         addr,
         engine,
@@ -245,7 +245,15 @@ async fn malformed_requests_get_400_with_the_reason() {
     }
     assert_eq!(stat(&f.engine, "malformed"), cases.len() as u64);
     let big = format!("{{\"login\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
-    assert_eq!(c.allow(&big).await.0, 413);
+    assert_eq!(
+        c.allow(&big).await,
+        (413, r#"{"error":"request body over 16384 bytes"}"#.into())
+    );
+    assert_eq!(stat(&f.engine, "malformed"), cases.len() as u64 + 1);
+    // The rest of an oversized body is not read: the connection closes after the 413.
+    let mut rest = Vec::new();
+    assert_eq!(c.rd.read_to_end(&mut rest).await.unwrap(), 0);
+    let mut c = Client::connect(f.addr).await;
     assert_eq!(
         c.allow("{}").await,
         (200, r#"{"status":0,"msg":""}"#.into())
