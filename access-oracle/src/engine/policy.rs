@@ -117,7 +117,7 @@ pub struct PolicyStats {
     pub report_anonymous: AtomicU64,
     /// Requests refused for a missing or wrong API key (401).
     pub unauthorized: AtomicU64,
-    /// Requests refused as malformed (400, 413).
+    /// Requests refused as malformed (400, 413, 431).
     pub malformed: AtomicU64,
 }
 
