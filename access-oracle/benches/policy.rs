@@ -28,6 +28,10 @@
 //! * Throughput: [`CONNECTIONS`] connections driven by one event-loop thread, requests
 //!   per second over a fixed time, with the latency of each request under that load.
 //!
+//! The endpoint's engine keeps the audit trail, as `access-oracle serve` does by
+//! default (each `report` is a record its thread writes and fdatasyncs);
+//! `POLICY_BENCH_AUDIT=0` measures without it.
+//!
 //! `POLICY_BENCH_WORKERS=N` sets the servers' worker threads (default: one per CPU, as
 //! `access-oracle serve`).
 //!
@@ -154,6 +158,8 @@ struct Servers {
     engine: Arc<Engine>,
     addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// The audit trail's writer and directory, when it is on.
+    _audit: Option<(access_oracle::audit::AuditWriter, tempfile::TempDir)>,
 }
 
 impl Servers {
@@ -185,6 +191,22 @@ impl Servers {
                 now,
             );
         }
+        // The audit trail, on by default as in `access-oracle serve` (after the warm-up,
+        // which is not recorded): every report is a record, written and fdatasynced by
+        // its thread on the same two CPUs. `POLICY_BENCH_AUDIT=0` measures without it.
+        let audit = if std::env::var("POLICY_BENCH_AUDIT").as_deref() == Ok("0") {
+            None
+        } else {
+            let dir = tempfile::tempdir().context("a directory for the audit trail")?;
+            let (sink, writer) = access_oracle::audit::start(
+                &access_oracle::audit::AuditConfig::default(),
+                dir.path(),
+                false,
+            )?
+            .context("the audit trail is on by default")?;
+            engine.set_audit(sink);
+            Some((writer, dir))
+        };
         let key = ApiKey::new("X-API-Key", KEY).map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared::new(engine.clone(), key, PolicySettings::default()));
         let (stop, stopped) = watch::channel(false);
@@ -234,6 +256,7 @@ impl Servers {
             engine,
             addrs,
             stop,
+            _audit: audit,
         })
     }
 
@@ -405,11 +428,19 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
         refused == 0,
         "the endpoint answered {refused} requests other than continue"
     );
+    let audit = servers.engine.audit().map(|a| {
+        a.flush();
+        a.status()
+    });
     servers.stop();
     for r in &mut results {
         r.latency.sort_unstable();
     }
     print_report(plan, &results, handled, started.elapsed());
+    match audit {
+        Some(status) => println!("\nAudit trail on (as `serve` runs by default): {status}"),
+        None => println!("\nAudit trail off (POLICY_BENCH_AUDIT=0)."),
+    }
     Ok(())
 }
 

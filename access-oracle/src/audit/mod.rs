@@ -11,7 +11,8 @@
 //! * How: one JSON line per record in day files (`<dir>/audit-YYYY-MM-DD.jsonl`), each
 //!   line ending with an HMAC-SHA256 over the previous line's value and its own content
 //!   ([`record`]). The engine hands records to a writer thread ([`writer`]) that writes
-//!   them in batches and `fdatasync`s each batch: the verdict never waits for the disk.
+//!   them in batches and `fdatasync`s them at least every second: the verdict never waits
+//!   for the disk.
 //! * `access-oracle audit verify` ([`verify`]) names the first record that does not
 //!   check; `access-oracle audit search` ([`search`]) finds records by account, address,
 //!   time and kind.

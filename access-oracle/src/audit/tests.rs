@@ -15,7 +15,7 @@ fn config(dir: &Path) -> AuditConfig {
     AuditConfig {
         dir: Some(dir.join("audit")),
         key_file: Some(dir.join("audit.key")),
-        fsync: false,
+        sync_interval_ms: 60_000,
         ..AuditConfig::default()
     }
 }

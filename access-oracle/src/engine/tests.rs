@@ -762,7 +762,7 @@ mod audit_trail {
     ) {
         let (e, rx) = engine();
         let config = AuditConfig {
-            fsync: false,
+            sync_interval_ms: 60_000,
             ..AuditConfig::default()
         };
         let (sink, writer) = crate::audit::start(&config, dir, false).unwrap().unwrap();
