@@ -11,6 +11,7 @@
 //!   guess.
 //! * [`dovecot_log`]: Dovecot log lines.
 //! * [`policy_json`]: the JSON body of a Dovecot auth policy request.
+//! * [`audit_line`]: a line of an audit trail file.
 //! * [`policy_http`]: the bytes of a connection to the policy endpoint (HTTP/1.1 heads,
 //!   bodies, chunks).
 #![forbid(unsafe_code)]
@@ -36,13 +37,48 @@ use jiff::tz::TimeZone;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
-pub const TARGETS: [(&str, Body); 5] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("protocol_line", protocol_line),
     ("exim_log", exim_log),
     ("dovecot_log", dovecot_log),
     ("policy_json", policy_json),
     ("policy_http", policy_http),
+    ("audit_line", audit_line),
 ];
+
+/// One line of an audit trail file, as `audit verify` and `audit search` read it (the
+/// files can be edited by anyone who can write them).
+///
+/// Properties: no panic; a line that comes apart into content and chain value and whose
+/// content reads as a record, sealed again, comes apart into a content that reads as
+/// the same record, with a chain value that checks.
+pub fn audit_line(data: &[u8]) {
+    use access_oracle::audit::record::{self, GENESIS, Record};
+    const KEY: &[u8] = b"fuzz key, 32 bytes long, no more";
+    let Ok(line) = std::str::from_utf8(data) else {
+        return;
+    };
+    // What `search` does with every line.
+    let _ = serde_json::from_str::<Record>(line);
+    // What `verify` does.
+    let Ok(unsealed) = record::unseal(line) else {
+        return;
+    };
+    let _ = record::check(KEY, &GENESIS, unsealed.content.as_bytes(), &unsealed.chain);
+    let Ok(r) = serde_json::from_str::<Record>(&unsealed.content) else {
+        return;
+    };
+    let prev = [7u8; 32];
+    let (sealed, chain) = record::seal(&r, &prev, KEY);
+    let again = record::unseal(&sealed).unwrap_or_else(|e| panic!("{sealed:?}: {e}"));
+    assert_eq!(again.chain, chain, "{sealed:?}");
+    assert!(
+        record::check(KEY, &prev, again.content.as_bytes(), &chain),
+        "{sealed:?}"
+    );
+    let back: Record = serde_json::from_str(&again.content).expect("a sealed record reads back");
+    assert_eq!(back, r, "{sealed:?}");
+}
 
 /// One request line from a client of the Exim socket.
 ///

@@ -88,6 +88,20 @@ const POLICY_BODIES: &[&[u8]] = &[
     b"",
 ];
 
+/// Lines for `audit_line`: records as `ingest` wrote them (a segment start, a login, a
+/// message, a failure whose user was edited afterwards), and lines that are not records.
+const AUDIT_LINES: &[&[u8]] = &[
+    br#"{"seq":1,"time":"2026-11-28T09:53:39.583847875Z","logged":"2026-11-28T09:53:39.583847875Z","kind":"segment","source":"oracle","prev_chain":"0000000000000000000000000000000000000000000000000000000000000000","chain":"4170dcdd5ddcc38c798c14bfb2aedc95fdf8633185a62d6a86550387cbebde3f"}"#,
+    br#"{"seq":2,"time":"2026-10-01T09:10:00Z","logged":"2026-11-28T09:53:39.583847875Z","kind":"auth","source":"ingest","user":"alice","ip":"192.0.2.10","protocol":"smtp","result":"ok","file":"mainlog","offset":0,"chain":"fac7bd65f012d3af90430ead2ab4920c3a6ebd49074413b102a71431effcba26"}"#,
+    br#"{"seq":3,"time":"2026-10-01T09:10:00Z","logged":"2026-11-28T09:53:39.596316103Z","kind":"sent","source":"ingest","user":"alice","ip":"192.0.2.10","protocol":"smtp","msgid":"1tQx01-000001-AB","message_id":"m1@example.org","rcpts":1,"file":"mainlog","offset":0,"chain":"dae57940e14ccecf9b5bc0a834061cf0dde759c120077789701a41074ed69696"}"#,
+    br#"{"seq":4,"time":"2026-10-01T09:11:00Z","logged":"2026-11-28T09:53:39.596316103Z","kind":"auth","source":"ingest","user":"eve","ip":"198.51.100.9","protocol":"smtp","result":"fail","file":"mainlog","offset":164,"chain":"ca32d6e9965ea2bfc4e1b8f7579c815176903277930180d219920edea22507a3"}"#,
+    br#"{"seq":5,"time":"2026-11-28T10:00:00Z","kind":"alert","source":"oracle","user":"a"b","rule":"failed_logins_account","severity":"high","response":"hold_account","until":"2026-11-28T10:15:00Z","reason":"x ,"chain":"00"} y","chain":"00"}"#,
+    br#"{"seq":6,"time":"2026-11-28T10:00:00Z","kind":"release","source":"admin","removed":["a","b"],"chain":"zz"}"#,
+    b"{}",
+    b"not json",
+    b"",
+];
+
 /// Byte streams for `policy_http`: an `allow` and a `report` as Dovecot 2.3.19 sent them
 /// in the end-to-end tests (read off the oracle's socket with strace), several requests
 /// in one buffer, each HTTP/1.1 feature the endpoint reads (chunks, `100-continue`,
@@ -152,6 +166,13 @@ fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         let long_login = format!(r#"{{"login":"{}","success":false}}"#, r"\u00e9".repeat(200));
         seeds.push(("long-login".into(), long_login.into_bytes()));
         return seeds;
+    }
+    if target == "audit_line" {
+        return AUDIT_LINES
+            .iter()
+            .enumerate()
+            .map(|(i, line)| (format!("line-{i:02}"), line.to_vec()))
+            .collect();
     }
     if target == "policy_http" {
         let mut seeds: Vec<(String, Vec<u8>)> = HTTP_REQUESTS
@@ -277,7 +298,12 @@ fn fixture_lines_pass_the_log_targets() {
         for line in data.split(|&b| b == b'\n') {
             let log_targets = TARGETS
                 .into_iter()
-                .filter(|(t, _)| !matches!(*t, "protocol_line" | "policy_json" | "policy_http"));
+                .filter(|(t, _)| {
+                    !matches!(
+                        *t,
+                        "protocol_line" | "policy_json" | "policy_http" | "audit_line"
+                    )
+                });
             for (target, body) in log_targets {
                 run(body, line, Path::new(&format!("{name} ({target})")));
             }
@@ -289,6 +315,13 @@ fn fixture_lines_pass_the_log_targets() {
 fn policy_bodies_pass_the_policy_target() {
     for (name, data) in made_seeds("policy_json") {
         run(exim_access_fuzz::policy_json, &data, Path::new(&name));
+    }
+}
+
+#[test]
+fn audit_lines_pass_the_audit_target() {
+    for (name, data) in made_seeds("audit_line") {
+        run(exim_access_fuzz::audit_line, &data, Path::new(&name));
     }
 }
 
