@@ -129,6 +129,34 @@ pub async fn run(lib: Option<PathBuf>, keep: bool) -> anyhow::Result<ExitCode> {
         .lines()
         .count();
     println!("\n{lines} alert(s) written to {}", alert_file.display());
+
+    // The audit trail the oracle kept meanwhile (written and closed at its stop).
+    let state = dir.path().join("state");
+    let audit_dir = crate::audit::AuditConfig::default().dir(&state);
+    let key = crate::audit::read_key(&crate::audit::AuditConfig::default(), &state)
+        .map_err(anyhow::Error::msg)?;
+    let verified = crate::audit::verify::verify(&audit_dir, &key)?;
+    println!(
+        "\n3. Audit trail: {} records in {}; access-oracle audit verify: ok",
+        verified.records,
+        audit_dir.display()
+    );
+    let query = crate::audit::search::Query {
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    let mut alice = Vec::new();
+    crate::audit::search::search(&audit_dir, &query, |r| alice.push(r))?;
+    println!("  access-oracle audit search --user alice:");
+    for r in &alice {
+        println!(
+            "    {}  {:<7} {:<15} {}",
+            r.time.strftime("%H:%M:%S"),
+            r.kind.as_str(),
+            r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            crate::audit::command::what(r)
+        );
+    }
     if keep {
         println!("kept {}", dir.path().display());
     }
