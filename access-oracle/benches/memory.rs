@@ -17,7 +17,7 @@
 //! `docs/PERFORMANCE.md`). `ACCOUNTS=N` changes the count.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 use access_oracle::config::{Config, RawConfig};
 use access_oracle::engine::Engine;
@@ -31,23 +31,30 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+/// Whether allocations are counted; off while the restart is timed, where one shared
+/// counter updated by every decoding thread would slow what is measured.
+static COUNTING: AtomicBool = AtomicBool::new(true);
+
+fn count(bytes: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: forwards to the system allocator unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size() as isize);
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
         // SAFETY: ptr came from System.alloc with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
+        count(new_size as isize - layout.size() as isize);
         // SAFETY: as for realloc.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -106,7 +113,10 @@ fn main() {
         }
     }
     let idle = (live() - before) as f64 / n as f64;
-    // Restart: the snapshot of these baselines written, then read into a fresh state.
+    // Restart: the snapshot of these baselines written, then read into a fresh state,
+    // with the counting off (nothing allocated meanwhile outlives it: the fresh state is
+    // dropped before it is back on).
+    COUNTING.store(false, Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let t = std::time::Instant::now();
     snapshot::write(engine.state(), dir.path(), 1_800_000_000).expect("write");
@@ -120,6 +130,8 @@ fn main() {
     let read = t.elapsed();
     assert_eq!(fresh.baseline_count(), n);
     drop(fresh);
+    drop(dir);
+    COUNTING.store(true, Ordering::Relaxed);
     // The same accounts recently active: one login and one recipient each, live.
     let before_live = live();
     for i in 0..n {

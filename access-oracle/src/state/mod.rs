@@ -142,12 +142,16 @@ impl IpRecord {
     }
 }
 
+/// The state maps' hasher: seeded at random per process, so an attacker choosing
+/// account names cannot aim at one bucket, and much cheaper than SipHash on short keys.
+pub type Hasher = foldhash::fast::RandomState;
+
 /// All live state.
 #[derive(Debug)]
 pub struct State {
-    accounts: DashMap<Box<str>, Account>,
-    ips: DashMap<IpAddr, IpRecord>,
-    baselines: DashMap<Box<str>, Box<Baseline>>,
+    accounts: DashMap<Box<str>, Account, Hasher>,
+    ips: DashMap<IpAddr, IpRecord, Hasher>,
+    baselines: DashMap<Box<str>, Box<Baseline>, Hasher>,
     /// Whether anything the snapshot keeps may have changed since it was last written.
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -155,9 +159,9 @@ pub struct State {
 impl Default for State {
     fn default() -> Self {
         State {
-            accounts: DashMap::with_shard_amount(64),
-            ips: DashMap::with_shard_amount(64),
-            baselines: DashMap::with_shard_amount(64),
+            accounts: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
+            ips: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
+            baselines: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -199,7 +203,7 @@ impl State {
     }
 
     /// Every baseline, for snapshots.
-    pub fn baselines(&self) -> &DashMap<Box<str>, Box<Baseline>> {
+    pub fn baselines(&self) -> &DashMap<Box<str>, Box<Baseline>, Hasher> {
         &self.baselines
     }
 
