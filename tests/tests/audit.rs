@@ -77,6 +77,19 @@ fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
             .quit(),
     );
     assert_eq!(sent.reply("DATA").code / 100, 3, "{}", sent.transcript());
+    let status = oracle.ctl(&["status"]);
+    status.assert_success();
+    assert!(
+        status.stdout_text().contains("audit trail")
+            && status.stdout_text().contains("0 write errors"),
+        "{}",
+        status.stdout_text()
+    );
+    let json = oracle.ctl_json(&["status"]);
+    assert!(
+        json["audit"]["dir"].as_str().unwrap().ends_with("/audit"),
+        "{json}"
+    );
     // Stopping writes what is queued.
     oracle.stop();
 

@@ -134,6 +134,21 @@ fn render_status(d: &Value) -> String {
             )
         },
     ]);
+    let audit = &d["audit"];
+    t.add_row([
+        "audit trail".to_string(),
+        if audit.is_null() {
+            "off ([audit] enabled = false)".to_string()
+        } else {
+            format!(
+                "{} records written, {} waiting, {} write errors ({})",
+                text(&audit["written"]),
+                text(&audit["waiting"]),
+                text(&audit["write_errors"]),
+                text(&audit["dir"])
+            )
+        },
+    ]);
     let c = &d["counters"];
     let pairs = |v: &Value| -> String {
         v.as_array()
