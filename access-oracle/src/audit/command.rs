@@ -78,6 +78,9 @@ pub fn run_verify(at: &Location, json: bool) -> anyhow::Result<ExitCode> {
                     write!(out, "; records 1 to {through} removed by retention")?;
                 }
                 writeln!(out)?;
+                for (seq, why) in &v.recovered {
+                    writeln!(out, "  note: record {seq} (recovered): {why}")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

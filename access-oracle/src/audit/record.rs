@@ -337,6 +337,16 @@ pub fn check(key: &[u8], prev: &Chain, content: &[u8], claimed: &Chain) -> bool 
     m.verify_slice(claimed).is_ok()
 }
 
+/// The MAC of the trail's head (its last record's sequence number and chain value),
+/// kept in `<dir>/head.json` so that records cut from the end are noticed.
+pub fn head_mac(key: &[u8], seq: u64, chain: &Chain) -> Chain {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"exim-access audit head");
+    m.update(&seq.to_le_bytes());
+    m.update(chain);
+    m.finalize().into_bytes().into()
+}
+
 /// A chain value as text.
 pub fn chain_hex(chain: &Chain) -> String {
     hex::encode(chain)

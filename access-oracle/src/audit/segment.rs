@@ -11,6 +11,9 @@ use jiff::tz::TimeZone;
 const PREFIX: &str = "audit-";
 const SUFFIX: &str = ".jsonl";
 
+/// The file, next to the segments, that names the last record written and flushed.
+pub const HEAD_FILE: &str = "head.json";
+
 /// The longest record line read back when resuming, in bytes.
 pub const MAX_LINE_BYTES: u64 = 1 << 20;
 

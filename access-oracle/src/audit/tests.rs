@@ -400,3 +400,45 @@ fn search_finds_by_account_address_network_time_and_kind() {
     // Bookkeeping records are not search results.
     assert_eq!(find(Query::default()), [2, 3, 4, 5]);
 }
+
+#[test]
+fn records_cut_from_the_end_are_noticed_through_the_head_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sink, writer) = start(&config(d), d, false).unwrap().unwrap();
+    for i in 0..5 {
+        sink.record(auth(
+            &format!("u{i}"),
+            "192.0.2.5",
+            Outcome::Fail,
+            "2026-11-28T10:00:00Z",
+        ));
+    }
+    writer.close();
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!((v.last_seq, v.head_seq), (Some(6), Some(6)));
+    // The last two records removed by hand: the chain of the rest still checks, the
+    // head file does not agree.
+    let path = segment::list(&audit_dir(d)).unwrap().pop().unwrap().1;
+    let all = lines(&path);
+    std::fs::write(&path, all[..4].join("\n") + "\n").unwrap();
+    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+    assert_eq!(b.file, "head.json");
+    assert!(b.why.contains("records were cut from its end"), "{b}");
+    // Reopened, the oracle says so in the chain before going on.
+    let trail = Trail::open(&config(d), d, Timestamp::now()).unwrap();
+    assert_eq!(trail.seq(), 5);
+    drop(trail);
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.recovered.len(), 1);
+    assert!(
+        v.recovered[0].1.contains("records 5 to 6 are missing"),
+        "{v:?}"
+    );
+    // A head file edited to hide it is refused.
+    let head = audit_dir(d).join("head.json");
+    let text = std::fs::read_to_string(&head).unwrap();
+    std::fs::write(&head, text.replace("\"seq\":5", "\"seq\":4")).unwrap();
+    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
+    assert!(b.why.contains("MAC does not match"), "{b}");
+}

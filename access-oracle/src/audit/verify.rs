@@ -27,6 +27,12 @@ pub struct Verified {
     /// When the trail starts after records removed by retention: the last one removed
     /// (as the retention record says).
     pub removed_through_seq: Option<u64>,
+    /// The last record the head file says was flushed to disk (absent for a trail
+    /// that never reached a flush).
+    pub head_seq: Option<u64>,
+    /// `recovered` records: what the oracle found missing or cut off when it reopened
+    /// the trail (sequence number and text), for the auditor to look at.
+    pub recovered: Vec<(u64, String)>,
 }
 
 /// The first place where the trail does not check.
@@ -55,6 +61,8 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
         files: segments.len(),
         ..Verified::default()
     };
+    let head = read_head(dir, key)?;
+    v.head_seq = head.map(|(seq, _)| seq);
     let mut chain: Option<Chain> = None;
     let mut last_seq: Option<u64> = None;
     let mut prev_file: Option<String> = None;
@@ -152,11 +160,24 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
                         .into(),
                 ));
             }
+            if r.kind == Kind::Recovered {
+                v.recovered
+                    .push((r.seq, r.reason.clone().unwrap_or_default()));
+            }
             if r.kind == Kind::Retention
                 && let Some((first_prev, _, _)) = &start
                 && r.through_chain.as_deref().and_then(record::parse_chain) == Some(*first_prev)
             {
                 explained = r.through;
+            }
+            if let Some((head_seq, head_chain)) = head
+                && head_seq == r.seq
+                && head_chain != sealed.chain
+            {
+                return Err(at(format!(
+                    "the head file names another record as seq {head_seq}: the records from \
+                     here on were replaced"
+                )));
             }
             chain = Some(sealed.chain);
             last_seq = Some(r.seq);
@@ -182,6 +203,50 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
             }
         }
     }
+    if let Some((head_seq, _)) = head
+        && last_seq.is_none_or(|last| last < head_seq)
+    {
+        return Err(Broken {
+            file: segment::HEAD_FILE.into(),
+            line: 1,
+            seq: last_seq,
+            why: format!(
+                "the head file says record {head_seq} was written, the trail ends at {}: \
+                 records were cut from its end",
+                last_seq.unwrap_or(0)
+            ),
+        });
+    }
     v.last_seq = last_seq;
     Ok(v)
+}
+
+/// The head file's record number and chain value, checked against its MAC; `None`
+/// when there is no head file.
+pub(crate) fn read_head(dir: &Path, key: &[u8]) -> Result<Option<(u64, Chain)>, Broken> {
+    let broken = |why: String| Broken {
+        file: segment::HEAD_FILE.into(),
+        line: 1,
+        seq: None,
+        why,
+    };
+    let text = match std::fs::read_to_string(dir.join(segment::HEAD_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(broken(format!("cannot read: {e}"))),
+    };
+    let head: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| broken(format!("not JSON: {e}")))?;
+    let seq = head["seq"].as_u64();
+    let chain = head["chain"].as_str().and_then(record::parse_chain);
+    let mac = head["mac"].as_str().and_then(record::parse_chain);
+    let (Some(seq), Some(chain), Some(mac)) = (seq, chain, mac) else {
+        return Err(broken("not a head record (seq, chain, mac)".into()));
+    };
+    if record::head_mac(key, seq, &chain) != mac {
+        return Err(broken(
+            "its MAC does not match: the head file was changed (or the key is another)".into(),
+        ));
+    }
+    Ok(Some((seq, chain)))
 }

@@ -105,6 +105,7 @@ impl Trail {
             buf: Vec::new(),
         };
         trail.resume(now).map_err(err)?;
+        trail.check_head(now).map_err(err)?;
         // A segment of an earlier day is closed: the next record starts today's.
         if trail
             .open
@@ -187,6 +188,36 @@ impl Trail {
         Ok(())
     }
 
+    /// Records cut from the end (by hand: a crash only cuts what was not yet flushed,
+    /// and the head names flushed records only) would vanish without a trace once the
+    /// chain goes on: when the head file names a later record than the trail holds,
+    /// a `recovered` record says which are missing.
+    fn check_head(&mut self, now: Timestamp) -> Result<(), String> {
+        let Ok(Some((head_seq, _))) = super::verify::read_head(&self.dir, &self.key) else {
+            return Ok(());
+        };
+        if head_seq <= self.seq {
+            return Ok(());
+        }
+        let last = self.seq;
+        tracing::error!(
+            last_seq = last,
+            head_seq,
+            "the audit trail ends before the record its head file names: records were cut from its end"
+        );
+        let mut r = Record::new(Kind::Recovered, Source::Oracle, now);
+        r.through = Some(head_seq);
+        r.reason = Some(format!(
+            "the trail ended at record {last} but its head file named record {head_seq}: \
+             records {} to {head_seq} are missing",
+            last + 1
+        ));
+        self.append(&mut [r], now)
+            .map_err(|e| format!("cannot write: {e}"))?;
+        write_head(&self.dir, &self.key, self.seq, &self.chain)
+            .map_err(|e| format!("cannot write the head file: {e}"))
+    }
+
     /// Appends `records` (setting their `seq` and `logged`), opening the day's segment
     /// first when the day changed. On an error nothing of the batch stays in the file
     /// and the chain is where it was.
@@ -223,7 +254,14 @@ impl Trail {
         let due = self.synced.0.elapsed() >= self.sync_interval;
         let written = file
             .write_all(buf)
-            .and_then(|()| if due { file.sync_data() } else { Ok(()) });
+            .and_then(|()| if due { file.sync_data() } else { Ok(()) })
+            .and_then(|()| {
+                if due {
+                    write_head(&self.dir, &self.key, seq, &chain)
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = written {
             // Leave no partial record behind: the batch is retried whole.
             let _ = file.set_len(*len);
@@ -244,6 +282,7 @@ impl Trail {
     pub fn sync(&mut self) -> std::io::Result<()> {
         if let (Some((_, file, _)), (_, true)) = (&self.open, self.synced) {
             file.sync_data()?;
+            write_head(&self.dir, &self.key, self.seq, &self.chain)?;
             self.synced = (std::time::Instant::now(), false);
         }
         Ok(())
@@ -318,6 +357,20 @@ impl Trail {
         }
         Ok(Some(r))
     }
+}
+
+/// Records the trail's head (after its records are on disk): the last record's number
+/// and chain value, with a MAC, replaced atomically. `verify` then notices records cut
+/// from the end, which the chain alone cannot show.
+fn write_head(dir: &Path, key: &[u8], seq: u64, chain: &Chain) -> std::io::Result<()> {
+    let head = serde_json::json!({
+        "seq": seq,
+        "chain": record::chain_hex(chain),
+        "mac": record::chain_hex(&record::head_mac(key, seq, chain)),
+    });
+    let tmp = dir.join(".head.json.tmp");
+    std::fs::write(&tmp, format!("{head}\n"))?;
+    std::fs::rename(&tmp, dir.join(segment::HEAD_FILE))
 }
 
 fn file_name(path: &Path) -> String {
