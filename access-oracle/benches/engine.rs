@@ -22,7 +22,8 @@ use std::net::Ipv4Addr;
 use access_oracle::config::{Config, RawConfig};
 use access_oracle::engine::Engine;
 use access_oracle::protocol::{Reply, parse_line};
-use criterion::{BatchSize, Criterion, Throughput, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_main};
 use jiff::Timestamp;
 
 /// Accounts in the warm state.
@@ -143,16 +144,7 @@ fn verbs(c: &mut Criterion) {
         ("rcpt under ceiling", |l| &l.rcpt),
     ];
     for (name, pick) in cases {
-        let mut i = 0usize;
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                let line = pick(&all[i % ACCOUNTS]);
-                i += 1;
-                n += 1;
-                let cmd = parse_line(black_box(line)).expect("valid line");
-                engine.handle(&cmd, clock(n))
-            })
-        });
+        round_robin(&mut g, name, &engine, &mut n, |i| pick(&all[i]));
         // Nothing above may have measured a defer by accident.
         check_all_accepted(&engine, name);
     }
@@ -181,6 +173,27 @@ fn verbs(c: &mut Criterion) {
         "replies during the whole run: {:?}",
         engine.stats.snapshot().replies
     );
+}
+
+/// Measures `parse_line` + `handle` of `line(i)` for each account `i` in turn, the
+/// simulated clock `n` going on.
+fn round_robin<'a>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    engine: &Engine,
+    n: &mut u64,
+    line: impl Fn(usize) -> &'a [u8],
+) {
+    let mut i = 0usize;
+    g.bench_function(id, |b| {
+        b.iter(|| {
+            let l = line(i % ACCOUNTS);
+            i += 1;
+            *n += 1;
+            let cmd = parse_line(black_box(l)).expect("valid line");
+            engine.handle(&cmd, clock(*n))
+        })
+    });
 }
 
 /// Panics unless every reply so far was `accept` or `pong` and no rule fired.
@@ -245,16 +258,7 @@ fn with_geoip(c: &mut Criterion) {
         } else {
             "no databases"
         };
-        let mut i = 0usize;
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                let line = &geo_lines[i % ACCOUNTS];
-                i += 1;
-                n += 1;
-                let cmd = parse_line(black_box(line)).expect("valid line");
-                engine.handle(&cmd, clock(n))
-            })
-        });
+        round_robin(&mut g, name, &engine, &mut n, |i| &geo_lines[i]);
         check_all_accepted(&engine, name);
     }
     g.finish();
@@ -277,27 +281,18 @@ fn with_audit(c: &mut Criterion) {
         ("auth ok", |l| &l.auth_ok),
         ("auth fail pwhash", |l| &l.auth_fail),
     ];
-    let mut run = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-                   label: &str| {
+    let mut run = |g: &mut BenchmarkGroup<'_, WallTime>, label: &str| {
         for (name, pick) in cases {
-            let mut i = 0usize;
-            g.bench_function(format!("{name}, {label}"), |b| {
-                b.iter(|| {
-                    let line = pick(&all[i % ACCOUNTS]);
-                    i += 1;
-                    n += 1;
-                    let cmd = parse_line(black_box(line)).expect("valid line");
-                    engine.handle(&cmd, clock(n))
-                })
-            });
+            let id = format!("{name}, {label}");
+            round_robin(g, &id, &engine, &mut n, |i| pick(&all[i]));
         }
     };
     run(&mut g, "no trail");
     let config = access_oracle::audit::AuditConfig::default();
-    let (sink, writer) = access_oracle::audit::start(&config, dir.path(), false)
+    let writer = engine
+        .open_audit(&config, dir.path(), false)
         .expect("the trail opens")
         .expect("the trail is on");
-    engine.set_audit(sink);
     run(&mut g, "trail on");
     g.finish();
     check_all_accepted(&engine, "audit");

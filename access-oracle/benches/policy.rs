@@ -198,13 +198,13 @@ impl Servers {
             None
         } else {
             let dir = tempfile::tempdir().context("a directory for the audit trail")?;
-            let (sink, writer) = access_oracle::audit::start(
-                &access_oracle::audit::AuditConfig::default(),
-                dir.path(),
-                false,
-            )?
-            .context("the audit trail is on by default")?;
-            engine.set_audit(sink);
+            let writer = engine
+                .open_audit(
+                    &access_oracle::audit::AuditConfig::default(),
+                    dir.path(),
+                    false,
+                )?
+                .context("the audit trail is on by default")?;
             Some((writer, dir))
         };
         let key = ApiKey::new("X-API-Key", KEY).map_err(anyhow::Error::msg)?;

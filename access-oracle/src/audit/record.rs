@@ -320,31 +320,40 @@ pub fn unseal(line: &str) -> Result<Unsealed, String> {
     Ok(Unsealed { content, chain })
 }
 
+/// The HMAC-SHA256 under `key` of `parts`, one after the other.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        m.update(part);
+    }
+    m
+}
+
 /// The chain value of `content` after `prev`.
 pub fn mac(key: &[u8], prev: &Chain, content: &[u8]) -> Chain {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(prev);
-    m.update(content);
-    m.finalize().into_bytes().into()
+    hmac(key, &[prev, content]).finalize().into_bytes().into()
 }
 
 /// Whether `content` after `prev` has the chain value `claimed` (compared in constant
 /// time).
 pub fn check(key: &[u8], prev: &Chain, content: &[u8], claimed: &Chain) -> bool {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(prev);
-    m.update(content);
-    m.verify_slice(claimed).is_ok()
+    hmac(key, &[prev, content]).verify_slice(claimed).is_ok()
 }
 
 /// The MAC of the trail's head (its last record's sequence number and chain value),
 /// kept in `<dir>/head.json` so that records cut from the end are noticed.
 pub fn head_mac(key: &[u8], seq: u64, chain: &Chain) -> Chain {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(b"exim-access audit head");
-    m.update(&seq.to_le_bytes());
-    m.update(chain);
-    m.finalize().into_bytes().into()
+    hmac(key, &[b"exim-access audit head", &seq.to_le_bytes(), chain])
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Whether `claimed` is the head MAC of `seq` and `chain` (compared in constant time).
+pub fn check_head(key: &[u8], seq: u64, chain: &Chain, claimed: &Chain) -> bool {
+    hmac(key, &[b"exim-access audit head", &seq.to_le_bytes(), chain])
+        .verify_slice(claimed)
+        .is_ok()
 }
 
 /// A chain value as text.

@@ -243,7 +243,7 @@ pub(crate) fn read_head(dir: &Path, key: &[u8]) -> Result<Option<(u64, Chain)>, 
     let (Some(seq), Some(chain), Some(mac)) = (seq, chain, mac) else {
         return Err(broken("not a head record (seq, chain, mac)".into()));
     };
-    if record::head_mac(key, seq, &chain) != mac {
+    if !record::check_head(key, seq, &chain, &mac) {
         return Err(broken(
             "its MAC does not match: the head file was changed (or the key is another)".into(),
         ));

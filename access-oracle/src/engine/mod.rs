@@ -197,10 +197,22 @@ impl Engine {
         *self.enrichment.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(enrichment);
     }
 
-    /// Sends what happens from now on to the audit trail (once; later calls are
-    /// ignored).
-    pub fn set_audit(&self, sink: AuditSink) {
-        let _ = self.audit.set(sink);
+    /// Opens the audit trail of `config` and sends what happens from now on to it;
+    /// returns its writer, to close last (`None` when the trail is off). `backfill`
+    /// marks the records as coming from `ingest`. Once per engine: later trails are
+    /// closed again and ignored.
+    pub fn open_audit(
+        &self,
+        config: &audit::AuditConfig,
+        state_dir: &std::path::Path,
+        backfill: bool,
+    ) -> Result<Option<audit::AuditWriter>, audit::writer::OpenError> {
+        Ok(
+            audit::start(config, state_dir, backfill)?.map(|(sink, writer)| {
+                let _ = self.audit.set(sink);
+                writer
+            }),
+        )
     }
 
     /// The audit trail's writer, when it is on.

@@ -765,8 +765,7 @@ mod audit_trail {
             sync_interval_ms: 60_000,
             ..AuditConfig::default()
         };
-        let (sink, writer) = crate::audit::start(&config, dir, false).unwrap().unwrap();
-        e.set_audit(sink);
+        let writer = e.open_audit(&config, dir, false).unwrap().unwrap();
         (e, rx, writer)
     }
 

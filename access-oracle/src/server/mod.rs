@@ -78,18 +78,12 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     });
     housekeeping::restore(&engine, &config.state_dir);
     report_inactive_rules(&engine);
-    let audit_writer = match crate::audit::start(&config.raw.audit, &config.state_dir, false)
-        .context("cannot open the audit trail ([audit])")?
-    {
-        Some((sink, writer)) => {
-            engine.set_audit(sink);
-            Some(writer)
-        }
-        None => {
-            tracing::warn!("the audit trail is off ([audit] enabled = false)");
-            None
-        }
-    };
+    let audit_writer = engine
+        .open_audit(&config.raw.audit, &config.state_dir, false)
+        .context("cannot open the audit trail ([audit])")?;
+    if audit_writer.is_none() {
+        tracing::warn!("the audit trail is off ([audit] enabled = false)");
+    }
     let engine = Arc::new(engine);
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;

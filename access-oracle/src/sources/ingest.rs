@@ -143,15 +143,9 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
         anyhow::bail!("{e}: move it aside or remove it to start from empty state");
     }
     // The history goes into the audit trail too, each record with its own time.
-    let audit_writer = match crate::audit::start(&config.raw.audit, &config.state_dir, true)
-        .context("cannot open the audit trail ([audit])")?
-    {
-        Some((sink, writer)) => {
-            engine.set_audit(sink);
-            Some(writer)
-        }
-        None => None,
-    };
+    let audit_writer = engine
+        .open_audit(&config.raw.audit, &config.state_dir, true)
+        .context("cannot open the audit trail ([audit])")?;
     let mut report = IngestReport {
         audit_dir: engine.audit().map(|a| a.dir().to_path_buf()),
         baselines_before: engine.state().baseline_count(),
