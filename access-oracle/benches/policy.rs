@@ -79,8 +79,21 @@ fn accounts() -> usize {
         .unwrap_or(ACCOUNTS)
 }
 
-/// Concurrent connections of the throughput test (Dovecot opens up to 100).
+/// Concurrent connections of the throughput test (Dovecot opens up to 100);
+/// `POLICY_BENCH_CONNECTIONS=N` for another number.
 const CONNECTIONS: usize = 64;
+
+fn connections() -> usize {
+    std::env::var("POLICY_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CONNECTIONS)
+}
+
+/// The pinned run's CPUs: the servers', the client's.
+const SERVER_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
 
 /// Distinct prepared requests (users spread over all accounts; at least this many
 /// accounts).
@@ -163,10 +176,27 @@ struct Servers {
 }
 
 impl Servers {
-    fn start() -> anyhow::Result<Servers> {
+    /// Starts the servers; with `pin`, on one worker thread, and every thread of theirs
+    /// (workers, blocking pool, the audit trail's writer) on CPU 0 only.
+    fn start(pin: bool) -> anyhow::Result<Servers> {
+        // Threads inherit the CPUs of the thread that creates them: this one, until
+        // `start` returns.
+        if pin {
+            common::pin_this_thread(Some(SERVER_CPU))?;
+        }
+        let servers = Servers::build(pin);
+        if pin {
+            common::pin_this_thread(None)?;
+        }
+        servers
+    }
+
+    fn build(pin: bool) -> anyhow::Result<Servers> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.enable_all();
-        if let Some(n) = std::env::var("POLICY_BENCH_WORKERS")
+        if pin {
+            builder.worker_threads(1);
+        } else if let Some(n) = std::env::var("POLICY_BENCH_WORKERS")
             .ok()
             .and_then(|n| n.parse().ok())
         {
@@ -342,9 +372,21 @@ struct Results {
 }
 
 fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Which servers to measure: all, or the one `POLICY_BENCH_ONLY` names by its column
+/// (0-3), e.g. to profile one alone.
+fn measured(kind: usize) -> bool {
+    std::env::var("POLICY_BENCH_ONLY")
+        .ok()
+        .and_then(|k| k.parse::<usize>().ok())
+        .is_none_or(|only| only == kind)
 }
 
 fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
@@ -361,19 +403,59 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
         accounts()
     );
     let started = Instant::now();
-    let servers = Servers::start()?;
+    // 1. As `serve` runs: a worker per CPU, the scheduler free to put the servers'
+    //    threads and the client anywhere. Latency, then throughput.
+    let (free, handled, audit) = measure(&exe, plan, false)?;
+    print_report(plan, &free, handled);
+    // 2. Pinned: the servers on one worker, all their threads on CPU 0; the client on
+    //    CPU 1. Each side has a core of its own: the servers' throughput on one core.
+    let pinned = if cpus >= 2 {
+        let (pinned, handled, _) = measure(&exe, plan, true)?;
+        print_pinned(plan, &pinned, handled);
+        true
+    } else {
+        println!("\nOne CPU only: no pinned run.");
+        false
+    };
+    match audit {
+        Some(status) => println!("\nAudit trail on (as `serve` runs by default): {status}"),
+        None => println!("\nAudit trail off (POLICY_BENCH_AUDIT=0)."),
+    }
+    println!(
+        "Run time {:.0} s{}.",
+        started.elapsed().as_secs_f64(),
+        if pinned { "" } else { " (no pinned run)" }
+    );
+    Ok(())
+}
+
+/// Measures every server: latency (not when pinned), then throughput, in rounds of
+/// rotating order. Returns the results, the requests the engine handled and the audit
+/// trail's status.
+fn measure(
+    exe: &std::path::Path,
+    plan: &Plan,
+    pin: bool,
+) -> anyhow::Result<(Vec<Results>, u64, Option<String>)> {
+    let servers = Servers::start(pin)?;
+    let client_cpu = if pin {
+        CLIENT_CPU.to_string()
+    } else {
+        "-".into()
+    };
     let mut results: Vec<Results> = KINDS.iter().map(|_| Results::default()).collect();
     for round in 0..plan.rounds {
         // Rotate which server goes first, round by round.
         let order: Vec<usize> = (0..KINDS.len())
             .map(|k| (k + round) % KINDS.len())
+            .filter(|&k| measured(k))
             .collect();
-        for &kind in &order {
+        for &kind in order.iter().filter(|_| !pin) {
             let addr = servers.addrs[kind].to_string();
             let r = &mut results[kind];
             let cpu0 = process_cpu();
             let out = run_client(
-                &exe,
+                exe,
                 &[
                     "client-latency",
                     &addr,
@@ -393,14 +475,15 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
             let addr = servers.addrs[kind].to_string();
             let cpu0 = process_cpu();
             let out = run_client(
-                &exe,
+                exe,
                 &[
                     "client-throughput",
                     &addr,
-                    &CONNECTIONS.to_string(),
+                    &connections().to_string(),
                     &plan.throughput_warmup.as_millis().to_string(),
                     &plan.throughput_measure.as_millis().to_string(),
                     &(round * 104_729).to_string(),
+                    &client_cpu,
                 ],
             )?;
             let server_cpu = process_cpu() - cpu0;
@@ -430,43 +513,49 @@ fn orchestrate(plan: &Plan) -> anyhow::Result<()> {
     );
     let audit = servers.engine.audit().map(|a| {
         a.flush();
-        a.status()
+        a.status().to_string()
     });
     servers.stop();
     for r in &mut results {
         r.latency.sort_unstable();
     }
-    print_report(plan, &results, handled, started.elapsed());
-    match audit {
-        Some(status) => println!("\nAudit trail on (as `serve` runs by default): {status}"),
-        None => println!("\nAudit trail off (POLICY_BENCH_AUDIT=0)."),
-    }
-    Ok(())
+    Ok((results, handled, audit))
 }
 
-fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duration) {
-    let header = |extra: &str| {
-        let names: Vec<&str> = KINDS.to_vec();
-        println!(
-            "| measure | {} | policy / axum floor | policy / own floor |{extra}",
-            names.join(" | ")
-        );
-        println!(
-            "|---|{}{}",
-            "---:|".repeat(KINDS.len() + 2),
-            if extra.is_empty() { "" } else { "---|" }
-        );
-    };
-    let row = |name: &str, values: Vec<f64>, digits: usize, target: Option<&str>| {
-        let cells: Vec<String> = values.iter().map(|v| format!("{v:.digits$}")).collect();
-        let policy = values[values.len() - 1];
-        let (axum, own) = (policy / values[AXUM_FLOOR], policy / values[OWN_FLOOR]);
-        let target = target.map_or(String::new(), |t| format!(" {t} |"));
-        println!(
-            "| {name} | {} | {axum:.2}x | {own:.2}x |{target}",
-            cells.join(" | ")
-        );
-    };
+/// One row of a table: the servers' values and the endpoint's ratios to the floors.
+fn row(name: &str, values: &[f64], digits: usize, target: Option<&str>) {
+    let cells: Vec<String> = values
+        .iter()
+        .map(|v| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.digits$}")
+            }
+        })
+        .collect();
+    let policy = values[values.len() - 1];
+    let (axum, own) = (policy / values[AXUM_FLOOR], policy / values[OWN_FLOOR]);
+    let target = target.map_or(String::new(), |t| format!(" {t} |"));
+    println!(
+        "| {name} | {} | {axum:.2}x | {own:.2}x |{target}",
+        cells.join(" | ")
+    );
+}
+
+fn header(extra: &str) {
+    println!(
+        "| measure | {} | policy / axum floor | policy / own floor |{extra}",
+        KINDS.join(" | ")
+    );
+    println!(
+        "|---|{}{}",
+        "---:|".repeat(KINDS.len() + 2),
+        if extra.is_empty() { "" } else { "---|" }
+    );
+}
+
+fn print_report(plan: &Plan, results: &[Results], handled: u64) {
     println!();
     println!(
         "Latency: one keep-alive connection, one request at a time, {} timed per server ({} rounds, rotating order), client in its own process.",
@@ -476,70 +565,98 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duratio
     println!();
     header("");
     for (name, q) in [("p50 (µs)", 0.5), ("p99 (µs)", 0.99), ("p99.9 (µs)", 0.999)] {
-        row(
-            name,
-            results
-                .iter()
-                .map(|r| percentile_us(&r.latency, q))
-                .collect(),
-            1,
-            None,
-        );
-    }
-    row(
-        "server CPU per request (µs)",
-        results
+        let values: Vec<f64> = results
             .iter()
-            .map(|r| r.latency_cpu.as_secs_f64() * 1e6 / r.latency_requests as f64)
-            .collect(),
-        1,
-        None,
-    );
+            .map(|r| {
+                if r.latency.is_empty() {
+                    f64::NAN
+                } else {
+                    percentile_us(&r.latency, q)
+                }
+            })
+            .collect();
+        row(name, &values, 1, None);
+    }
+    let values: Vec<f64> = results
+        .iter()
+        .map(|r| r.latency_cpu.as_secs_f64() * 1e6 / r.latency_requests as f64)
+        .collect();
+    row("server CPU per request (µs)", &values, 1, None);
     println!();
     println!(
-        "Throughput: {CONNECTIONS} keep-alive connections, one request in flight each, one client event-loop thread in its own process; median of {} rounds of {:.1} s.",
+        "Throughput: {} keep-alive connections, one request in flight each, one client event-loop thread in its own process; a worker per CPU, threads placed by the scheduler (as `serve`); median of {} rounds of {:.1} s.",
+        connections(),
         plan.rounds,
         plan.throughput_measure.as_secs_f64()
     );
     println!();
+    throughput_table(results);
+    println!();
+    println!(
+        "Every answer was 200 `{{\"status\":0,\"msg\":\"\"}}` ({handled} requests through the engine)."
+    );
+}
+
+fn print_pinned(plan: &Plan, results: &[Results], handled: u64) {
+    println!();
+    println!(
+        "Throughput, pinned: the servers on one worker thread, all their threads (the audit trail's writer too) on CPU {SERVER_CPU}; the client on CPU {CLIENT_CPU}; {} connections; median of {} rounds of {:.1} s.",
+        connections(),
+        plan.rounds,
+        plan.throughput_measure.as_secs_f64()
+    );
+    println!();
+    throughput_table(results);
+    println!();
+    println!(
+        "Every answer was 200 `{{\"status\":0,\"msg\":\"\"}}` ({handled} requests through the engine)."
+    );
+}
+
+fn throughput_table(results: &[Results]) {
     header(" target |");
-    row(
-        "requests/s",
-        results.iter().map(|r| median(&r.rounds)).collect(),
-        0,
-        Some("≥ 50,000/s"),
-    );
-    row(
-        "p50 under load (µs)",
-        results.iter().map(|r| median(&r.loaded_p50)).collect(),
-        0,
-        Some(""),
-    );
-    row(
-        "p99 under load (µs)",
-        results.iter().map(|r| median(&r.loaded_p99)).collect(),
-        0,
-        Some(""),
-    );
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
-    row(
-        "server CPU per request (µs)",
-        results
-            .iter()
-            .map(|r| per(r.server_cpu, r.requests))
-            .collect(),
-        2,
-        Some(""),
-    );
-    row(
-        "client CPU per request (µs)",
-        results
-            .iter()
-            .map(|r| per(r.client_cpu, r.requests))
-            .collect(),
-        2,
-        Some(""),
-    );
+    let rows: [(&str, Vec<f64>, usize, &str); 5] = [
+        (
+            "requests/s",
+            results.iter().map(|r| median(&r.rounds)).collect(),
+            0,
+            "≥ 50,000/s",
+        ),
+        (
+            "p50 under load (µs)",
+            results.iter().map(|r| median(&r.loaded_p50)).collect(),
+            0,
+            "",
+        ),
+        (
+            "p99 under load (µs)",
+            results.iter().map(|r| median(&r.loaded_p99)).collect(),
+            0,
+            "",
+        ),
+        (
+            "server CPU per request (µs)",
+            results
+                .iter()
+                .map(|r| per(r.server_cpu, r.requests))
+                .collect(),
+            2,
+            "",
+        ),
+        (
+            "client CPU per request (µs)",
+            results
+                .iter()
+                .map(|r| per(r.client_cpu, r.requests))
+                .collect(),
+            2,
+            "",
+        ),
+    ];
+    for (name, values, digits, target) in rows {
+        row(name, &values, digits, Some(target));
+    }
     let list = |v: &[f64]| {
         v.iter()
             .map(|r| format!("{r:.0}"))
@@ -553,11 +670,6 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64, elapsed: Duratio
             .map(|r| list(&r.rounds))
             .collect::<Vec<_>>()
             .join(" | ")
-    );
-    println!();
-    println!(
-        "Every answer was 200 `{{\"status\":0,\"msg\":\"\"}}` ({handled} requests through the engine). Run time {:.0} s.",
-        elapsed.as_secs_f64()
     );
 }
 
@@ -599,23 +711,27 @@ fn prepared_requests() -> Vec<Vec<u8>> {
 }
 
 /// Whether `buf` holds a whole response; `Some(Ok(len))` when it does and it is the
-/// expected one, `Some(Err)` for any other complete response.
+/// expected one, `Some(Err)` for any other complete response. Cheap (it runs on the
+/// same two CPUs as the server): one search for the head's end, one pass over its lines.
 fn complete_response(buf: &[u8]) -> Option<Result<usize, String>> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
+    let head_end = memchr::memmem::find(buf, b"\r\n\r\n")? + 4;
+    let head = &buf[..head_end];
+    let length = head
+        .split(|&b| b == b'\n')
+        .find_map(|line| {
+            let (name, value) = line.split_at_checked(15)?;
+            name.eq_ignore_ascii_case(b"content-length:").then(|| {
+                value.trim_ascii().iter().try_fold(0usize, |n, &d| {
+                    d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+                })
+            })?
         })
         .unwrap_or(0);
     if buf.len() < head_end + length {
         return None;
     }
     let body = &buf[head_end..head_end + length];
-    if head.starts_with("HTTP/1.1 200 ") && body == CONTINUE {
+    if head.starts_with(b"HTTP/1.1 200 ") && body == CONTINUE {
         Some(Ok(head_end + length))
     } else {
         Some(Err(format!(
@@ -676,12 +792,15 @@ fn own_cpu() -> Duration {
     })
 }
 
-/// `client-throughput ADDR CONNECTIONS WARMUP_MS MEASURE_MS FIRST`: every connection
-/// keeps one request in flight; prints `counted seconds total client_cpu_s p50_us p99_us`.
+/// `client-throughput ADDR CONNECTIONS WARMUP_MS MEASURE_MS FIRST CPU|-`: every
+/// connection keeps one request in flight, on CPU `CPU` only if one is given; prints `counted seconds total client_cpu_s p50_us p99_us`.
 fn client_throughput(args: &[String]) -> anyhow::Result<()> {
-    let [addr, conns, warmup_ms, measure_ms, first] = args else {
-        bail!("usage: client-throughput ADDR CONNECTIONS WARMUP_MS MEASURE_MS FIRST");
+    let [addr, conns, warmup_ms, measure_ms, first, cpu] = args else {
+        bail!("usage: client-throughput ADDR CONNECTIONS WARMUP_MS MEASURE_MS FIRST CPU|-");
     };
+    if let Ok(cpu) = cpu.parse::<usize>() {
+        common::pin_this_thread(Some(cpu))?;
+    }
     let addr: SocketAddr = addr.parse()?;
     let (conns, warmup, measure, first): (usize, u64, u64, usize) = (
         conns.parse()?,

@@ -175,7 +175,7 @@ impl Servers {
         builder.enable_all();
         if let Some(cpu) = pin {
             builder.on_thread_start(move || {
-                if let Err(e) = pin_this_thread(cpu) {
+                if let Err(e) = common::pin_this_thread(Some(cpu)) {
                     eprintln!("socket bench: cannot pin a runtime thread: {e}");
                 }
             });
@@ -269,12 +269,6 @@ async fn echo_server(listener: UnixListener) {
             }
         });
     }
-}
-
-fn pin_this_thread(cpu: usize) -> nix::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 // ---------------------------------------------------------------------------------
@@ -547,7 +541,7 @@ fn client_latency(args: &[String]) -> anyhow::Result<()> {
     let (count, warmup, first): (usize, usize, usize) =
         (count.parse()?, warmup.parse()?, first.parse()?);
     if let Ok(cpu) = pin.parse::<usize>() {
-        pin_this_thread(cpu)?;
+        common::pin_this_thread(Some(cpu))?;
     }
     let mut stream = UnixStream::connect(socket).with_context(|| format!("connect {socket}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -25,6 +25,21 @@ pub fn process_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Keeps the calling thread (and the threads it creates from now on) on `cpu` only,
+/// or on every CPU again with `None`.
+pub fn pin_this_thread(cpu: Option<usize>) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    let cpus = match cpu {
+        Some(c) => c..c + 1,
+        None => 0..std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    for c in cpus {
+        set.set(c).context("a CPU number")?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("cannot pin to CPU {cpu:?}"))
+}
+
 /// Runs this benchmark's binary again as a client process; returns what it printed.
 pub fn run_client(exe: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(exe)

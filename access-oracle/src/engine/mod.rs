@@ -482,7 +482,7 @@ impl Engine {
                 already_counted = true;
                 reply
             } else {
-                let protocol: Arc<str> = Arc::from(at.protocol);
+                let protocol = crate::state::timeline::protocol_arc(at.protocol);
                 acct.timeline.push(Entry::Login {
                     time: secs,
                     protocol: protocol.clone(),

@@ -100,7 +100,7 @@ impl Engine {
                 if !merged {
                     acct.timeline.push(Entry::Session {
                         time: secs,
-                        protocol: Arc::from(protocol_name(ev)),
+                        protocol: crate::state::timeline::protocol_arc(protocol_name(ev)),
                         session: ev.session.as_deref().map(Arc::from),
                         bytes_in: ev.bytes_in,
                         bytes_out: ev.bytes_out,

@@ -228,7 +228,7 @@ impl Engine {
             );
         }
         if !user.is_empty()
-            && let Some(acct) = self.state.account(&self.account_key(user))
+            && let Some(acct) = self.state.account(&key)
         {
             if let Some(h) = acct.active_hold(secs) {
                 return reject(&h.message, h.rule);

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
@@ -15,6 +15,30 @@ use crate::protocol::Outcome;
 
 /// How many entries an account's timeline keeps.
 pub const TIMELINE_LEN: usize = 32;
+
+/// `protocol` as the `Arc<str>` a login entry keeps: the names Exim and Dovecot use
+/// are shared (no allocation per login, and not one per entry of every account's
+/// timeline); any other name gets its own.
+pub fn protocol_arc(protocol: &str) -> Arc<str> {
+    static KNOWN: LazyLock<[Arc<str>; 8]> = LazyLock::new(|| {
+        [
+            "smtp",
+            "imap",
+            "pop3",
+            "submission",
+            "lmtp",
+            "managesieve",
+            "sieve",
+            crate::engine::UNKNOWN_PROTOCOL,
+        ]
+        .map(Arc::from)
+    });
+    KNOWN
+        .iter()
+        .find(|k| ***k == *protocol)
+        .cloned()
+        .unwrap_or_else(|| Arc::from(protocol))
+}
 
 /// Where an entry was learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,7 +189,7 @@ impl Timeline {
                 && &**s == session
                 && &**p == crate::engine::UNKNOWN_PROTOCOL
             {
-                *p = Arc::from(protocol);
+                *p = protocol_arc(protocol);
             }
         }
     }
@@ -184,6 +208,16 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_protocols_share_one_name() {
+        assert!(Arc::ptr_eq(&protocol_arc("imap"), &protocol_arc("imap")));
+        assert!(!Arc::ptr_eq(
+            &protocol_arc("x-other"),
+            &protocol_arc("x-other")
+        ));
+        assert_eq!(&*protocol_arc("x-other"), "x-other");
+    }
 
     fn login(time: Secs, session: Option<&str>) -> Entry {
         Entry::Login {

@@ -48,7 +48,8 @@ pub struct PolicyRequest<'a> {
     pub local: Option<IpAddr>,
     /// The service, lowercase (`protocol`): `imap`, `pop3`, `smtp`, `submission`, ...
     pub protocol: Option<Cow<'a, str>>,
-    /// The SASL mechanism (`mech`), lowercase, if the site sends it.
+    /// The SASL mechanism (`mech`) as sent (`PLAIN`), if the site sends it. Nothing
+    /// decides on it, so it is not lowercased (that would copy it on every request).
     pub mech: Option<Cow<'a, str>>,
     /// The keyed password hash (`pwhash`), as a number: up to 16 hex digits; a longer
     /// hash (no `auth_policy_hash_truncate`) by its first 16.
@@ -117,7 +118,7 @@ fn build(raw: Raw<'_>) -> PolicyRequest<'_> {
             .and_then(|p| p.parse().ok()),
         local: raw.local.as_ref().and_then(Loose::ip),
         protocol: raw.protocol.and_then(|p| p.word(MAX_PROTOCOL_BYTES)),
-        mech: raw.mech.and_then(|m| m.word(MAX_PROTOCOL_BYTES)),
+        mech: raw.mech.and_then(|m| m.short(MAX_PROTOCOL_BYTES)),
         pwhash: raw.pwhash.as_ref().and_then(Loose::text).and_then(pwhash),
         session_id: raw
             .session_id
@@ -364,22 +365,27 @@ impl<'a> Loose<'a> {
         parse_ip(self.text()?).ok().flatten()
     }
 
-    /// A short lowercase word: a protocol, a mechanism, a failure type.
-    fn word(self, max: usize) -> Option<Cow<'a, str>> {
-        fn lower(t: &str, max: usize) -> Option<&str> {
+    /// A short word, trimmed and cut to `max` bytes; `None` when nothing is left.
+    fn short(self, max: usize) -> Option<Cow<'a, str>> {
+        fn trimmed(t: &str, max: usize) -> Option<&str> {
             let t = cut(t.trim(), max);
             (!t.is_empty()).then_some(t)
         }
         match self.into_text()? {
-            Cow::Borrowed(b) => {
-                let t = lower(b, max)?;
-                Some(if t.bytes().any(|c| c.is_ascii_uppercase()) {
-                    Cow::Owned(t.to_ascii_lowercase())
-                } else {
-                    Cow::Borrowed(t)
-                })
+            Cow::Borrowed(b) => Some(Cow::Borrowed(trimmed(b, max)?)),
+            Cow::Owned(o) => Some(Cow::Owned(trimmed(&o, max)?.to_string())),
+        }
+    }
+
+    /// A short lowercase word: a protocol, a failure type. Borrowed when already
+    /// lowercase.
+    fn word(self, max: usize) -> Option<Cow<'a, str>> {
+        match self.short(max)? {
+            Cow::Borrowed(t) if t.bytes().any(|c| c.is_ascii_uppercase()) => {
+                Some(Cow::Owned(t.to_ascii_lowercase()))
             }
-            Cow::Owned(o) => Some(Cow::Owned(lower(&o, max)?.to_ascii_lowercase())),
+            Cow::Borrowed(t) => Some(Cow::Borrowed(t)),
+            Cow::Owned(o) => Some(Cow::Owned(o.to_ascii_lowercase())),
         }
     }
 }
@@ -467,7 +473,7 @@ mod tests {
         assert_eq!(r.local, Some("127.0.0.1".parse().unwrap()));
         assert_eq!(r.rport, Some(40000));
         assert_eq!(r.protocol.as_deref(), Some("imap"));
-        assert_eq!(r.mech.as_deref(), Some("plain"));
+        assert_eq!(r.mech.as_deref(), Some("PLAIN"), "as sent");
         assert_eq!(r.pwhash, Some(0x082e));
         assert_eq!(r.session_id.as_deref(), Some("d5pzw1BhQJzGM2QH"));
         assert_eq!(r.device_id, None, "empty means absent");
@@ -539,7 +545,10 @@ mod tests {
         let r = parse(REPORT).unwrap();
         assert!(matches!(r.login, Some(Cow::Borrowed("alice"))));
         assert!(matches!(r.protocol, Some(Cow::Borrowed("imap"))));
-        assert!(matches!(r.mech, Some(Cow::Owned(_))), "lowercased");
+        assert!(
+            matches!(r.mech, Some(Cow::Borrowed("PLAIN"))),
+            "not lowercased"
+        );
         assert!(matches!(r.session_id, Some(Cow::Borrowed(_))));
     }
 
