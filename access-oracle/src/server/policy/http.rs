@@ -33,7 +33,6 @@
 //! than `100-continue` (ignored), HTTP/2.
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -450,8 +449,7 @@ fn chunked(
 fn write_response(out: &mut Vec<u8>, reply: &Reply, request: Option<&Request<'_>>, allow: bool) {
     out.extend_from_slice(reply.status.line());
     out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", reply.body.len());
+    out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
     match request {
         Some(r) if r.keep_alive && r.version == 0 => {
             out.extend_from_slice(b"\r\nConnection: keep-alive")
