@@ -1,7 +1,7 @@
 //! The Dovecot policy endpoint over HTTP/1.1 keep-alive, side by side with empty
 //! handlers measured in the same run: the floor of any handler on each HTTP stack.
 //!
-//! Run: `cargo bench -p access-oracle --bench policy` (about 1.5 min; prints markdown
+//! Run: `cargo bench -p access-oracle --bench policy` (about 2 min; prints markdown
 //! tables). Results and their reading are in `docs/PERFORMANCE.md`.
 //!
 //! * Servers, in this process, on one tokio multi-thread runtime as `access-oracle serve`
@@ -27,13 +27,20 @@
 //! * Latency: one connection, one request at a time; p50 / p99 of the round trip.
 //! * Throughput: [`CONNECTIONS`] connections driven by one event-loop thread, requests
 //!   per second over a fixed time, with the latency of each request under that load.
+//!   Twice: as `access-oracle serve` runs (a worker per CPU, threads placed by the
+//!   scheduler, the client among them), then pinned: the servers on one worker with all
+//!   their threads on CPU 0, the client on CPU 1, so each side has a core of its own
+//!   and the servers' throughput on one core is measured apart from where the
+//!   scheduler puts three busy threads on two CPUs.
 //!
 //! The endpoint's engine keeps the audit trail, as `access-oracle serve` does by
 //! default (each `report` is a record its thread writes and fdatasyncs);
 //! `POLICY_BENCH_AUDIT=0` measures without it.
 //!
-//! `POLICY_BENCH_WORKERS=N` sets the servers' worker threads (default: one per CPU, as
-//! `access-oracle serve`).
+//! `POLICY_BENCH_WORKERS=N` sets the servers' worker threads of the first run (default:
+//! one per CPU, as `access-oracle serve`); `POLICY_BENCH_CONNECTIONS=N` the connections;
+//! `POLICY_BENCH_ONLY=K` measures only the server of column `K` (0-3), e.g. to profile
+//! it alone.
 //!
 //! The servers are measured in rotating order over several rounds so that the
 //! drift of a shared VM hits all of them. Without `--bench` (e.g. `cargo test --benches`)
