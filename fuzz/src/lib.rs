@@ -275,7 +275,7 @@ pub fn policy_json(data: &[u8]) {
         tarpit_secs: 3,
         reject_message: None,
     };
-    let verdict = engine.policy_allow(login, r.remote, &settings, now);
+    let verdict = engine.policy_allow(login, r.remote, r.protocol.as_deref(), &settings, now);
     answer_reads_back(&verdict);
     answer_reads_back(&PolicyVerdict::Reject {
         message: login.into(),

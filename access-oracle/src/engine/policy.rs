@@ -142,12 +142,14 @@ impl PolicyStats {
 }
 
 impl Engine {
-    /// Answers Dovecot's `allow` for `user` connecting from `ip` at `now`. Reads the
-    /// state only; a refusal counts as a refused request of the account.
+    /// Answers Dovecot's `allow` for `user` connecting from `ip` over `protocol` (as
+    /// Dovecot names it, if it sent one) at `now`. Reads the state only; a refusal
+    /// counts as a refused request of the account and is an audit record.
     pub fn policy_allow(
         &self,
         user: &str,
         ip: Option<IpAddr>,
+        protocol: Option<&str>,
         settings: &PolicySettings,
         now: Timestamp,
     ) -> PolicyVerdict {
@@ -170,7 +172,8 @@ impl Engine {
                         crate::audit::Source::Live,
                         now,
                     )
-                    .ip(ip);
+                    .ip(ip)
+                    .protocol(protocol);
                     if !key.is_empty() {
                         r.user = Some((*key).into());
                     }
@@ -334,7 +337,7 @@ mod tests {
     #[test]
     fn an_unknown_account_continues_and_is_not_tracked() {
         let (e, _rx) = engine();
-        let v = e.policy_allow("nobody", ip("192.0.2.1"), &settings(3, 10), t(0));
+        let v = e.policy_allow("nobody", ip("192.0.2.1"), None, &settings(3, 10), t(0));
         assert_eq!(v, PolicyVerdict::Continue);
         assert_eq!(e.state().account_count(), 0, "allow only reads");
         assert_eq!(e.state().ip_count(), 0);
@@ -346,7 +349,7 @@ mod tests {
         let s = settings(0, 0);
         for i in 0..3 {
             assert_eq!(
-                e.policy_allow("alice", ip("198.51.100.7"), &s, t(i)),
+                e.policy_allow("alice", ip("198.51.100.7"), None, &s, t(i)),
                 PolicyVerdict::Continue
             );
             report(&e, "alice", "198.51.100.7", "imap", i as u64, false, i);
@@ -359,7 +362,7 @@ mod tests {
         assert_eq!(alert.rule, "failed_logins_account");
         assert_eq!(alert.count, 5);
         // The hold answers every protocol: Dovecot's allow, and the Exim socket.
-        match e.policy_allow("alice", ip("192.0.2.50"), &s, t(10)) {
+        match e.policy_allow("alice", ip("192.0.2.50"), None, &s, t(10)) {
             PolicyVerdict::Reject { message, rule } => {
                 assert_eq!(rule, "failed_logins_account");
                 assert!(
@@ -379,7 +382,7 @@ mod tests {
         );
         // The hold ends: Dovecot's logins continue again.
         assert_eq!(
-            e.policy_allow("alice", ip("192.0.2.50"), &s, t(5 + 900)),
+            e.policy_allow("alice", ip("192.0.2.50"), None, &s, t(5 + 900)),
             PolicyVerdict::Continue
         );
     }
@@ -403,12 +406,12 @@ mod tests {
         let s = settings(2, 0);
         report(&e, "carol", "198.51.100.9", "imap", 1, false, 0);
         assert_eq!(
-            e.policy_allow("carol", ip("198.51.100.9"), &s, t(1)),
+            e.policy_allow("carol", ip("198.51.100.9"), None, &s, t(1)),
             PolicyVerdict::Continue
         );
         report(&e, "carol", "198.51.100.9", "imap", 2, false, 1);
         assert_eq!(
-            e.policy_allow("carol", ip("198.51.100.10"), &s, t(2)),
+            e.policy_allow("carol", ip("198.51.100.10"), None, &s, t(2)),
             PolicyVerdict::Tarpit {
                 secs: 2,
                 failures: 2
@@ -417,7 +420,7 @@ mod tests {
         );
         // Out of the rule's window (300 s): no more tarpit.
         assert_eq!(
-            e.policy_allow("carol", ip("198.51.100.9"), &s, t(302)),
+            e.policy_allow("carol", ip("198.51.100.9"), None, &s, t(302)),
             PolicyVerdict::Continue
         );
         assert_eq!(e.stats.policy.tarpitted.load(Ordering::Relaxed), 1);
@@ -431,14 +434,14 @@ mod tests {
             report(&e, &format!("user{i}"), "203.0.113.66", "pop3", 7, false, i);
         }
         assert_eq!(
-            e.policy_allow("someone", ip("203.0.113.66"), &s, t(5)),
+            e.policy_allow("someone", ip("203.0.113.66"), None, &s, t(5)),
             PolicyVerdict::Tarpit {
                 secs: 2,
                 failures: 4
             }
         );
         assert_eq!(
-            e.policy_allow("someone", ip("203.0.113.67"), &s, t(5)),
+            e.policy_allow("someone", ip("203.0.113.67"), None, &s, t(5)),
             PolicyVerdict::Continue,
             "another address is not concerned"
         );
@@ -448,7 +451,7 @@ mod tests {
         // Ten distinct accounts: password spraying blocks the address (before the
         // twenty failures of failed_logins_ip, whose block would be weaker).
         assert_eq!(rx.try_recv().unwrap().rule, "password_spraying");
-        match e.policy_allow("someone", ip("203.0.113.66"), &s, t(7)) {
+        match e.policy_allow("someone", ip("203.0.113.66"), None, &s, t(7)) {
             PolicyVerdict::Reject { rule, message } => {
                 assert_eq!(rule, "password_spraying");
                 assert!(
@@ -471,7 +474,7 @@ mod tests {
             ..settings(0, 0)
         };
         assert_eq!(
-            e.policy_allow("dave", None, &s, t(6)),
+            e.policy_allow("dave", None, None, &s, t(6)),
             PolicyVerdict::Reject {
                 message: "[ALERT] contact the help desk".into(),
                 rule: "failed_logins_account"
@@ -486,7 +489,7 @@ mod tests {
             report(&e, "Erin", "192.0.2.9", "imap", i, false, i as i64);
         }
         assert!(matches!(
-            e.policy_allow("ERIN", None, &settings(0, 0), t(6)),
+            e.policy_allow("ERIN", None, None, &settings(0, 0), t(6)),
             PolicyVerdict::Reject { .. }
         ));
     }

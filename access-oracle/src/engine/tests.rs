@@ -850,6 +850,39 @@ mod audit_trail {
     }
 
     #[test]
+    fn a_dovecot_login_refused_before_the_password_check_is_recorded_with_its_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _rx, writer) = with_trail(dir.path());
+        for i in 0..5 {
+            ask(
+                &e,
+                &format!("auth user=frank ip=203.0.113.9 result=fail pwhash={i:x}"),
+                i,
+            );
+        }
+        let verdict = e.policy_allow(
+            "Frank",
+            "198.51.100.4".parse().ok(),
+            Some("pop3"),
+            &crate::engine::policy::PolicySettings::default(),
+            t(10),
+        );
+        assert!(matches!(
+            verdict,
+            crate::engine::policy::PolicyVerdict::Reject { .. }
+        ));
+        writer.close();
+        let refused = records(dir.path())
+            .into_iter()
+            .find(|r| r.source == Source::Live && r.verdict.as_deref() == Some("deny"))
+            .expect("the refusal is in the trail");
+        assert_eq!(refused.user.as_deref(), Some("frank"));
+        assert_eq!(refused.protocol.as_deref(), Some("pop3"));
+        assert_eq!(refused.ip, "198.51.100.4".parse().ok());
+        assert!(refused.rule.is_some() && refused.reason.is_some());
+    }
+
+    #[test]
     fn log_events_are_recorded_once_with_their_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         let (e, _rx, writer) = with_trail(dir.path());

@@ -187,6 +187,7 @@ impl http::Handler for Shared {
                 let verdict = self.engine.policy_allow(
                     request.login.as_deref().unwrap_or(""),
                     request.remote,
+                    request.protocol.as_deref(),
                     &settings,
                     now,
                 );
