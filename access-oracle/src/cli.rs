@@ -184,6 +184,10 @@ pub enum AuditCommand {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// The trail's key, to read encrypted records (overrides [audit] key_file);
+        /// plain records are read without it.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 

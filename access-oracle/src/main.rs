@@ -63,7 +63,9 @@ fn audit(
             kind,
             limit,
             json,
+            key_file,
         } => {
+            at.key_file = key_file;
             let ip = ip
                 .map(|text| {
                     text.parse::<ipnet::IpNet>()

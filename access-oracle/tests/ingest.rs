@@ -202,3 +202,70 @@ fn refuses_while_the_oracle_runs() {
     assert!(err.contains("the oracle is running"), "{err}");
     assert!(!dir.path().join("state/state.snapshot").exists());
 }
+
+#[test]
+fn an_encrypted_trail_hides_its_records_and_opens_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[audit]\nencrypt = true\n");
+    std::fs::write(&config, text).unwrap();
+    let mut dovecot = String::new();
+    for day in [3, 10, 17] {
+        dovecot.push_str(&format!(
+            "Oct {day:2} 20:00:00 mx1 dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=2001:db8::5, lip=198.51.100.1, mpid=31{day}, TLS, session=<s{day}>\n"
+        ));
+    }
+    let log = dir.path().join("dovecot.log");
+    std::fs::write(&log, dovecot).unwrap();
+    let out = ingest(&config, &[&log]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing about alice or where she was is readable in the files.
+    let audit_dir = dir.path().join("state/audit");
+    for entry in std::fs::read_dir(&audit_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("\"enc\":\""), "{text}");
+            assert!(
+                !text.contains("alice") && !text.contains("2001:db8::5"),
+                "{text}"
+            );
+        }
+    }
+    // verify checks the chain; search opens the records with the key.
+    let verified = audit(&config, &["verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    let found = audit(&config, &["search", "--user", "alice", "--json"]);
+    assert!(found.status.success());
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(records.iter().all(|r| r["ip"] == "2001:db8::5"));
+    // Without the key: nothing read, and the reason on stderr.
+    let locked = audit(
+        &config,
+        &[
+            "search",
+            "--user",
+            "alice",
+            "--json",
+            "--key-file",
+            "/nonexistent/audit.key",
+        ],
+    );
+    assert!(locked.status.success());
+    assert!(locked.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&locked.stderr);
+    assert!(stderr.contains("encrypted record(s) not read"), "{stderr}");
+}

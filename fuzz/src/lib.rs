@@ -65,6 +65,9 @@ pub fn audit_line(data: &[u8]) {
         return;
     };
     let _ = record::check(KEY, &GENESIS, unsealed.content.as_bytes(), &unsealed.chain);
+    // An encrypted record is opened (and refused: nothing here was sealed with KEY).
+    let crypt = access_oracle::audit::crypt::Crypt::new(KEY);
+    let _ = record::read_line(line, Some(&crypt));
     let Ok(r) = serde_json::from_str::<Record>(&unsealed.content) else {
         return;
     };
@@ -78,6 +81,12 @@ pub fn audit_line(data: &[u8]) {
     );
     let back: Record = serde_json::from_str(&again.content).expect("a sealed record reads back");
     assert_eq!(back, r, "{sealed:?}");
+    // Sealed encrypted, it opens to the same record.
+    let mut buf = Vec::new();
+    record::seal_into(&mut buf, &r, &prev, KEY, Some(&crypt));
+    let line = String::from_utf8(buf).expect("UTF-8");
+    let (_, opened) = record::read_line(&line, Some(&crypt)).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(opened, r, "{line:?}");
 }
 
 /// One request line from a client of the Exim socket.

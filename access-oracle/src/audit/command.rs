@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
+use super::crypt::Crypt;
 use super::record::{Kind, Record};
 use super::search::{Query, search};
 use super::verify::verify;
@@ -106,14 +107,18 @@ pub fn run_search(
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (dir, _) = at.resolve()?;
+    let (dir, key_file) = at.resolve()?;
     if !dir.exists() {
         anyhow::bail!("no audit trail at {}", dir.display());
     }
+    // Encrypted records need the key; plain ones do not, so a reader without it still
+    // sees those.
+    let key = super::key::read(&key_file);
+    let crypt = key.as_deref().ok().map(Crypt::new);
     let mut found: Vec<Record> = Vec::new();
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let stats = search(&dir, query, |r| {
+    let stats = search(&dir, query, crypt.as_ref(), |r| {
         if json {
             if write_error.is_none()
                 && let Err(e) = serde_json::to_writer(&mut out, &r)
@@ -152,6 +157,14 @@ pub fn run_search(
             "{} of {} records matched in {} segment(s){shown}",
             stats.matched, stats.records, stats.files
         )?;
+    }
+    if stats.encrypted_unread > 0 {
+        eprintln!(
+            "access-oracle: {} encrypted record(s) not read: the key {} is needed ({})",
+            stats.encrypted_unread,
+            key_file.display(),
+            key.err().unwrap_or_default()
+        );
     }
     if stats.unreadable > 0 {
         eprintln!(

@@ -26,6 +26,11 @@ pub struct AuditConfig {
     /// the file at once either way, so a crash of the oracle loses none; this bounds
     /// what a power cut can take.
     pub sync_interval_ms: u64,
+    /// Whether new records are encrypted at rest (XChaCha20-Poly1305, with a key
+    /// derived from `key_file`): the files then show when records were written, not
+    /// about whom. `verify` checks the chain either way; `search` needs the key to read
+    /// encrypted records. Records already written stay as they are.
+    pub encrypt: bool,
 }
 
 impl Default for AuditConfig {
@@ -36,6 +41,7 @@ impl Default for AuditConfig {
             key_file: None,
             retention_days: 400,
             sync_interval_ms: 1000,
+            encrypt: false,
         }
     }
 }

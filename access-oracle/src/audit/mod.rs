@@ -24,6 +24,7 @@
 
 pub mod command;
 pub mod config;
+pub mod crypt;
 mod key;
 pub mod record;
 pub mod search;

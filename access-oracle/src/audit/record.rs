@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::crypt::Crypt;
 use crate::protocol::Outcome;
 use crate::rules::{Response, Severity};
 
@@ -268,11 +269,21 @@ impl Record {
 const CHAIN_FIELD: &str = ",\"chain\":\"";
 
 /// Appends the line of `record` (with `seq` and `logged` already set) chained after
-/// `prev` to `buf`, without the newline; returns the record's chain value.
-pub fn seal_into(buf: &mut Vec<u8>, record: &Record, prev: &Chain, key: &[u8]) -> Chain {
+/// `prev` to `buf`, without the newline, encrypted with `crypt` if given; returns the
+/// record's chain value.
+pub fn seal_into(
+    buf: &mut Vec<u8>,
+    record: &Record,
+    prev: &Chain,
+    key: &[u8],
+    crypt: Option<&Crypt>,
+) -> Chain {
     let start = buf.len();
-    serde_json::to_writer(&mut *buf, record)
-        .expect("a record always serializes (no maps, no floats)");
+    match crypt {
+        Some(c) => c.seal_into(buf, record),
+        None => serde_json::to_writer(&mut *buf, record)
+            .expect("a record always serializes (no maps, no floats)"),
+    }
     let chain = mac(key, prev, &buf[start..]);
     buf.pop(); // the closing brace
     buf.extend_from_slice(CHAIN_FIELD.as_bytes());
@@ -286,7 +297,7 @@ pub fn seal_into(buf: &mut Vec<u8>, record: &Record, prev: &Chain, key: &[u8]) -
 /// The line of `record` chained after `prev`, without the newline, and its chain value.
 pub fn seal(record: &Record, prev: &Chain, key: &[u8]) -> (String, Chain) {
     let mut buf = Vec::with_capacity(512);
-    let chain = seal_into(&mut buf, record, prev, key);
+    let chain = seal_into(&mut buf, record, prev, key, None);
     (
         String::from_utf8(buf).expect("serde_json writes UTF-8"),
         chain,
@@ -300,6 +311,29 @@ pub struct Unsealed {
     pub content: String,
     /// The chain value the line claims.
     pub chain: Chain,
+}
+
+/// A line's sealed content and chain, and its record, decrypted with `crypt` when the
+/// line is encrypted; or why it is not a record (an encrypted one without `crypt`
+/// included).
+pub fn read_line(line: &str, crypt: Option<&Crypt>) -> Result<(Unsealed, Record), String> {
+    let unsealed = unseal(line)?;
+    let record = match super::crypt::encrypted(&unsealed.content) {
+        Some(sealed) => {
+            let sealed = sealed?;
+            let crypt = crypt.ok_or_else(|| {
+                format!(
+                    "record {} is encrypted: reading it takes the trail's key",
+                    sealed.seq
+                )
+            })?;
+            crypt.open(&sealed)?
+        }
+        None => {
+            serde_json::from_str(&unsealed.content).map_err(|e| format!("not a record: {e}"))?
+        }
+    };
+    Ok((unsealed, record))
 }
 
 /// Takes a line apart, or says why it is not a sealed record.

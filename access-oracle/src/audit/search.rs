@@ -9,7 +9,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::record::{Kind, Record};
+use super::crypt::{self, Crypt};
+use super::record::{self, Kind, Record};
 use super::segment;
 
 /// What to look for; every given criterion must match.
@@ -61,12 +62,16 @@ pub struct Searched {
     pub matched: u64,
     /// Lines that are not records (run `audit verify`).
     pub unreadable: u64,
+    /// Encrypted records not read: no key was given.
+    pub encrypted_unread: u64,
 }
 
-/// Calls `found` with each matching record, oldest written first.
+/// Calls `found` with each matching record, oldest written first. Encrypted records
+/// are read with `crypt` (the trail's key); without it they are counted, not read.
 pub fn search(
     dir: &Path,
     query: &Query,
+    crypt: Option<&Crypt>,
     mut found: impl FnMut(Record),
 ) -> std::io::Result<Searched> {
     let mut s = Searched::default();
@@ -81,18 +86,56 @@ pub fn search(
         let reader = BufReader::new(std::fs::File::open(&path)?);
         for line in reader.split(b'\n') {
             let line = line?;
-            match serde_json::from_slice::<Record>(&line) {
-                Ok(r) if r.kind.is_bookkeeping() => {}
-                Ok(r) => {
+            match read(&line, crypt) {
+                Read::Locked => {
+                    s.encrypted_unread += 1;
+                    continue;
+                }
+                Read::Unreadable => {
+                    s.unreadable += 1;
+                    continue;
+                }
+                Read::Record(r) if r.kind.is_bookkeeping() => {}
+                Read::Record(r) => {
                     s.records += 1;
                     if query.matches(&r) {
                         s.matched += 1;
-                        found(r);
+                        found(*r);
                     }
                 }
-                Err(_) => s.unreadable += 1,
             }
         }
     }
     Ok(s)
+}
+
+enum Read {
+    Record(Box<Record>),
+    /// Encrypted, and no key.
+    Locked,
+    Unreadable,
+}
+
+/// One line: a plain record is read as it is (its chain is `verify`'s business), an
+/// encrypted one is opened with `crypt`.
+fn read(line: &[u8], crypt: Option<&Crypt>) -> Read {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Read::Unreadable;
+    };
+    let encrypted = record::unseal(text)
+        .ok()
+        .is_some_and(|u| crypt::encrypted(&u.content).is_some());
+    if encrypted {
+        return match crypt {
+            None => Read::Locked,
+            Some(c) => match record::read_line(text, Some(c)) {
+                Ok((_, r)) => Read::Record(Box::new(r)),
+                Err(_) => Read::Unreadable,
+            },
+        };
+    }
+    match serde_json::from_str::<Record>(text) {
+        Ok(r) => Read::Record(Box::new(r)),
+        Err(_) => Read::Unreadable,
+    }
 }

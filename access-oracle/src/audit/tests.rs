@@ -331,7 +331,7 @@ fn the_writer_thread_writes_everything_before_close_and_flush_waits() {
     assert_eq!(v.records, 1002, "segment + 1001");
     // Backfilled events are marked as ingested, and keep their own times.
     let mut early = 0;
-    search(&audit_dir(d), &Query::default(), |r| {
+    search(&audit_dir(d), &Query::default(), None, |r| {
         assert_eq!(r.source, Source::Ingest);
         if r.time == t("2025-01-01T00:00:00Z") {
             early += 1;
@@ -367,7 +367,7 @@ fn search_finds_by_account_address_network_time_and_kind() {
         .unwrap();
     let find = |q: Query| {
         let mut v = Vec::new();
-        search(&audit_dir(d), &q, |r| v.push(r.seq)).unwrap();
+        search(&audit_dir(d), &q, None, |r| v.push(r.seq)).unwrap();
         v
     };
     let user = |u: &str| Query {
@@ -441,4 +441,196 @@ fn records_cut_from_the_end_are_noticed_through_the_head_file() {
     std::fs::write(&head, text.replace("\"seq\":5", "\"seq\":4")).unwrap();
     let b = verify(&audit_dir(d), &key(d)).unwrap_err();
     assert!(b.why.contains("MAC does not match"), "{b}");
+}
+
+mod encrypted {
+    //! `[audit] encrypt = true`: the files do not show about whom; the chain, `verify`
+    //! and `search` (with the key) work as for plain records, on trails that mix both.
+
+    use super::*;
+    use crate::audit::crypt::Crypt;
+
+    fn encrypting(dir: &Path) -> AuditConfig {
+        AuditConfig {
+            encrypt: true,
+            ..config(dir)
+        }
+    }
+
+    fn found(d: &Path, crypt: Option<&Crypt>) -> (Vec<Record>, search::Searched) {
+        let mut v = Vec::new();
+        let s = search(&audit_dir(d), &Query::default(), crypt, |r| v.push(r)).unwrap();
+        (v, s)
+    }
+
+    #[test]
+    fn records_are_unreadable_in_the_file_and_read_back_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = t("2026-11-28T10:00:00Z");
+        let mut trail = Trail::open(&encrypting(d), d, now).unwrap();
+        trail
+            .append(
+                &mut [
+                    auth(
+                        "alice@example.org",
+                        "198.51.100.7",
+                        Outcome::Fail,
+                        "2026-11-28T09:59:00Z",
+                    ),
+                    auth(
+                        "bob@example.org",
+                        "2001:db8::9",
+                        Outcome::Ok,
+                        "2026-11-28T09:59:30Z",
+                    ),
+                ],
+                now,
+            )
+            .unwrap();
+        drop(trail);
+        let text = std::fs::read_to_string(segment_path(d, "2026-11-28")).unwrap();
+        for secret in [
+            "alice",
+            "bob",
+            "198.51.100.7",
+            "2001:db8::9",
+            "imap",
+            "auth",
+        ] {
+            assert!(!text.contains(secret), "{secret} readable in {text}");
+        }
+        assert_eq!(text.lines().count(), 3, "segment record + two");
+        let v = verify(&audit_dir(d), &key(d)).unwrap();
+        assert_eq!((v.records, v.last_seq), (3, Some(3)));
+        let crypt = Crypt::new(&key(d));
+        let (records, s) = found(d, Some(&crypt));
+        assert_eq!(s.encrypted_unread, 0);
+        let users: Vec<_> = records.iter().map(|r| r.user.as_deref().unwrap()).collect();
+        assert_eq!(users, ["alice@example.org", "bob@example.org"]);
+        assert_eq!(records[1].ip, Some("2001:db8::9".parse().unwrap()));
+        // Without the key nothing is read, and the count says why.
+        let (records, s) = found(d, None);
+        assert!(records.is_empty());
+        assert_eq!((s.encrypted_unread, s.unreadable), (3, 0));
+        // Another key opens none of them.
+        let other = Crypt::new(&[7u8; 32]);
+        let (records, s) = found(d, Some(&other));
+        assert!(records.is_empty());
+        assert_eq!(s.unreadable, 3);
+    }
+
+    #[test]
+    fn a_trail_goes_on_across_restarts_and_a_change_of_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        trail_with(d, 2); // plain
+        let later = t("2026-11-28T11:00:00Z");
+        let mut trail = Trail::open(&encrypting(d), d, later).unwrap();
+        assert_eq!(trail.seq(), 3, "resumed from a plain record");
+        trail
+            .append(
+                &mut [auth(
+                    "carol@example.org",
+                    "192.0.2.3",
+                    Outcome::Ok,
+                    "2026-11-28T10:59:00Z",
+                )],
+                later,
+            )
+            .unwrap();
+        drop(trail);
+        // Reopened from an encrypted last record, plain again.
+        let mut trail = Trail::open(&config(d), d, later).unwrap();
+        assert_eq!(trail.seq(), 4, "resumed from an encrypted record");
+        trail
+            .append(
+                &mut [auth(
+                    "dave@example.org",
+                    "192.0.2.4",
+                    Outcome::Ok,
+                    "2026-11-28T10:59:30Z",
+                )],
+                later,
+            )
+            .unwrap();
+        drop(trail);
+        let v = verify(&audit_dir(d), &key(d)).unwrap();
+        assert_eq!(v.last_seq, Some(5));
+        let crypt = Crypt::new(&key(d));
+        let (records, _) = found(d, Some(&crypt));
+        let users: Vec<_> = records.iter().map(|r| r.user.as_deref().unwrap()).collect();
+        assert_eq!(
+            users,
+            [
+                "user0@example.org",
+                "user1@example.org",
+                "carol@example.org",
+                "dave@example.org"
+            ]
+        );
+        // Without the key the plain ones are still read.
+        let (records, s) = found(d, None);
+        assert_eq!(records.len(), 3);
+        assert_eq!(s.encrypted_unread, 1);
+    }
+
+    #[test]
+    fn a_changed_or_moved_encrypted_record_is_named_by_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = t("2026-11-28T10:00:00Z");
+        let mut trail = Trail::open(&encrypting(d), d, now).unwrap();
+        let mut batch: Vec<Record> = (0..3)
+            .map(|i| {
+                auth(
+                    &format!("u{i}@example.org"),
+                    "192.0.2.1",
+                    Outcome::Fail,
+                    "2026-11-28T09:59:00Z",
+                )
+            })
+            .collect();
+        trail.append(&mut batch, now).unwrap();
+        drop(trail);
+        let path = segment_path(d, "2026-11-28");
+        let original = lines(&path);
+        // One character of the ciphertext changed.
+        let mut edited = original.clone();
+        let at = edited[2].find("\"enc\":\"").unwrap() + 10;
+        let mut bytes = edited[2].clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        edited[2] = String::from_utf8(bytes).unwrap();
+        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+        let broken = verify(&audit_dir(d), &key(d)).unwrap_err();
+        assert_eq!(broken.line, 3, "{broken}");
+        // Two records' sealed contents swapped, each under its own seq: the cipher's
+        // associated data refuses them even before the chain would.
+        let mut swapped = original.clone();
+        let enc =
+            |l: &str| l[l.find("\"enc\":\"").unwrap()..l.find("\",\"chain\"").unwrap()].to_string();
+        let (e2, e3) = (enc(&original[2]), enc(&original[3]));
+        swapped[2] = original[2].replace(&e2, &e3);
+        swapped[3] = original[3].replace(&e3, &e2);
+        std::fs::write(&path, swapped.join("\n") + "\n").unwrap();
+        let broken = verify(&audit_dir(d), &key(d)).unwrap_err();
+        assert_eq!(broken.line, 3, "{broken}");
+        assert!(broken.why.contains("does not open"), "{broken}");
+    }
+
+    #[test]
+    fn malformed_encrypted_lines_are_errors_not_panics() {
+        let crypt = Crypt::new(&[1u8; 32]);
+        for content in [
+            r#"{"seq":1,"enc":"!!!"}"#,
+            r#"{"seq":1,"enc":""}"#,
+            r#"{"seq":x,"enc":"AAAA"}"#,
+            r#"{"seq":1,"enc":"AAAA","x":1}"#,
+        ] {
+            let sealed = crate::audit::crypt::encrypted(content).unwrap();
+            let opened = sealed.and_then(|s| crypt.open(&s));
+            assert!(opened.is_err(), "{content}");
+        }
+        assert!(crate::audit::crypt::encrypted(r#"{"seq":1,"kind":"auth"}"#).is_none());
+    }
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::record::{self, Chain, GENESIS, Kind, Record};
+use super::crypt::Crypt;
+use super::record::{self, Chain, GENESIS, Kind};
 use super::segment;
 
 /// A trail that checks.
@@ -62,6 +63,7 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
         ..Verified::default()
     };
     let head = read_head(dir, key)?;
+    let crypt = Crypt::new(key);
     v.head_seq = head.map(|(seq, _)| seq);
     let mut chain: Option<Chain> = None;
     let mut last_seq: Option<u64> = None;
@@ -108,9 +110,8 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
             buf.pop();
             let line = std::str::from_utf8(&buf)
                 .map_err(|_| broken(line_no, None, "not UTF-8: not a record".into()))?;
-            let sealed = record::unseal(line).map_err(|why| broken(line_no, None, why))?;
-            let r: Record = serde_json::from_str(&sealed.content)
-                .map_err(|e| broken(line_no, None, format!("not a record: {e}")))?;
+            let (sealed, r) =
+                record::read_line(line, Some(&crypt)).map_err(|why| broken(line_no, None, why))?;
             let at = |why: String| broken(line_no, Some(r.seq), why);
             if line_no == 1 {
                 if r.kind != Kind::Segment {

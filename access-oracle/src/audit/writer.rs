@@ -21,6 +21,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use super::config::AuditConfig;
+use super::crypt::Crypt;
 use super::record::{self, Chain, GENESIS, Kind, Record, Source};
 use super::{key, segment};
 
@@ -36,6 +37,10 @@ const LINGER: Duration = Duration::from_millis(5);
 pub struct Trail {
     dir: PathBuf,
     key: Vec<u8>,
+    /// Reads encrypted records (always: the trail may hold some), and seals new ones
+    /// when `encrypt` is on.
+    crypt: Crypt,
+    encrypt: bool,
     retention_days: u32,
     /// How often to fdatasync what was written (zero: after every batch).
     sync_interval: Duration,
@@ -93,6 +98,8 @@ impl Trail {
             })?;
         let mut trail = Trail {
             dir: dir.clone(),
+            crypt: Crypt::new(&key),
+            encrypt: config.encrypt,
             key,
             retention_days: config.retention_days,
             sync_interval: Duration::from_millis(config.sync_interval_ms),
@@ -158,9 +165,7 @@ impl Trail {
                  move the file aside to go on from the segment before it"
             )
         };
-        let unsealed = record::unseal(line).map_err(damaged)?;
-        let last: Record = serde_json::from_str(&unsealed.content)
-            .map_err(|e| damaged(format!("not a record: {e}")))?;
+        let (unsealed, last) = record::read_line(line, Some(&self.crypt)).map_err(damaged)?;
         self.seq = last.seq;
         self.chain = unsealed.chain;
         self.last_file = Some(name.clone());
@@ -242,13 +247,14 @@ impl Trail {
         let mut seq = self.seq;
         let mut chain = self.chain;
         let buf = &mut self.buf;
+        let crypt = self.encrypt.then_some(&self.crypt);
         buf.clear();
         for r in records.iter_mut() {
             let r = r.borrow_mut();
             seq += 1;
             r.seq = seq;
             r.logged = now;
-            chain = record::seal_into(buf, r, &chain, &self.key);
+            chain = record::seal_into(buf, r, &chain, &self.key, crypt);
             buf.push(b'\n');
         }
         let due = self.synced.0.elapsed() >= self.sync_interval;
@@ -329,11 +335,8 @@ impl Trail {
         let last = tail
             .last_line
             .as_deref()
-            .and_then(|l| record::unseal(l).ok())
-            .and_then(|u| {
-                let seq = serde_json::from_str::<Record>(&u.content).ok()?.seq;
-                Some((seq, u.chain))
-            });
+            .and_then(|l| record::read_line(l, Some(&self.crypt)).ok())
+            .map(|(u, r)| (r.seq, u.chain));
         let mut removed = Vec::new();
         for (_, path) in &expired {
             std::fs::remove_file(path)?;

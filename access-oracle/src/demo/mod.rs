@@ -146,7 +146,7 @@ pub async fn run(lib: Option<PathBuf>, keep: bool) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let mut alice = Vec::new();
-    crate::audit::search::search(&audit_dir, &query, |r| alice.push(r))?;
+    crate::audit::search::search(&audit_dir, &query, None, |r| alice.push(r))?;
     println!("  access-oracle audit search --user alice:");
     for r in &alice {
         println!(

@@ -771,7 +771,7 @@ mod audit_trail {
 
     fn records(dir: &std::path::Path) -> Vec<Record> {
         let mut v = Vec::new();
-        search(&dir.join("audit"), &Query::default(), |r| v.push(r)).unwrap();
+        search(&dir.join("audit"), &Query::default(), None, |r| v.push(r)).unwrap();
         v
     }
 
