@@ -158,3 +158,42 @@ fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
         "{out}"
     );
 }
+
+#[test]
+fn an_encrypted_trail_keeps_who_and_where_from_the_files_but_not_from_search() {
+    let world = World::new(&["alice"]);
+    let mut oracle = Oracle::start_with(&world, "[audit]\nencrypt = true\n");
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+    for i in 0..5 {
+        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        s.assert_oracle_answered();
+    }
+    let held = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    assert_eq!(held.reply("AUTH").code / 100, 4, "{}", held.transcript());
+    oracle.stop();
+
+    for path in segments(&world.state_dir()) {
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"enc\":\""), "{text}");
+        for secret in ["alice", ATTACKER, HOME, "smtp", "failed_logins_account"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} readable in {}",
+                path.display()
+            );
+        }
+    }
+    audit(&world, &["verify"]).assert_success();
+    let records = search(&world, &["--user", "alice"]);
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["auth", "auth", "auth", "auth", "auth", "alert", "auth"],
+        "{records:#?}"
+    );
+    assert_eq!(records[0]["ip"], ATTACKER);
+    assert_eq!(records[6]["verdict"], "defer");
+}
