@@ -589,26 +589,31 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64) {
         .map(|r| r.latency_cpu.as_secs_f64() * 1e6 / r.latency_requests as f64)
         .collect();
     row("server CPU per request (µs)", &values, 1, None);
-    println!();
-    println!(
-        "Throughput: {} keep-alive connections, one request in flight each, one client event-loop thread in its own process; a worker per CPU, threads placed by the scheduler (as `serve`); median of {} rounds of {:.1} s.",
-        connections(),
-        plan.rounds,
-        plan.throughput_measure.as_secs_f64()
-    );
-    println!();
-    throughput_table(results);
-    println!();
-    println!(
-        "Every answer was 200 `{{\"status\":0,\"msg\":\"\"}}` ({handled} requests through the engine)."
+    print_throughput(
+        plan,
+        results,
+        handled,
+        "Throughput: {} keep-alive connections, one request in flight each, one client event-loop thread in its own process; a worker per CPU, threads placed by the scheduler (as `serve`)",
     );
 }
 
 fn print_pinned(plan: &Plan, results: &[Results], handled: u64) {
+    print_throughput(
+        plan,
+        results,
+        handled,
+        &format!(
+            "Throughput, pinned: the servers on one worker thread, all their threads (the audit trail's writer too) on CPU {SERVER_CPU}; the client on CPU {CLIENT_CPU}; {{}} connections"
+        ),
+    );
+}
+
+/// A throughput table under `title` (its `{}` is the number of connections).
+fn print_throughput(plan: &Plan, results: &[Results], handled: u64, title: &str) {
     println!();
     println!(
-        "Throughput, pinned: the servers on one worker thread, all their threads (the audit trail's writer too) on CPU {SERVER_CPU}; the client on CPU {CLIENT_CPU}; {} connections; median of {} rounds of {:.1} s.",
-        connections(),
+        "{}; median of {} rounds of {:.1} s.",
+        title.replacen("{}", &connections().to_string(), 1),
         plan.rounds,
         plan.throughput_measure.as_secs_f64()
     );
