@@ -136,6 +136,12 @@ pub struct Encrypted<'a> {
     pub enc: &'a str,
 }
 
+/// Whether a line (or its content) holds an encrypted record: its `enc` field cannot
+/// appear in a plain record, inside a string or out.
+pub fn is_encrypted(line: &str) -> bool {
+    line.contains(ENC_FIELD)
+}
+
 /// `Some` when `content` (a line without its chain field) is an encrypted record,
 /// `Some(Err)` when it looks like one but is not well formed.
 pub fn encrypted(content: &str) -> Option<Result<Encrypted<'_>, String>> {

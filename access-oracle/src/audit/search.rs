@@ -122,10 +122,7 @@ fn read(line: &[u8], crypt: Option<&Crypt>) -> Read {
     let Ok(text) = std::str::from_utf8(line) else {
         return Read::Unreadable;
     };
-    let encrypted = record::unseal(text)
-        .ok()
-        .is_some_and(|u| crypt::encrypted(&u.content).is_some());
-    if encrypted {
+    if crypt::is_encrypted(text) {
         return match crypt {
             None => Read::Locked,
             Some(c) => match record::read_line(text, Some(c)) {
