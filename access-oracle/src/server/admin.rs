@@ -42,31 +42,31 @@ impl AdminContext {
     }
 }
 
+/// Admin connections open at once at most; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Accepts admin connections until shutdown.
 pub async fn serve(
     listener: UnixListener,
     ctx: Arc<AdminContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the admin socket");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+    super::accept::accept_capped(
+        "admin socket",
+        MAX_CONNECTIONS,
+        shutdown,
+        || listener.accept(),
+        |(stream, _), permit, _| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = connection(stream, &ctx).await {
+                    tracing::debug!(error = %e, "admin connection ended with an error");
                 }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, &ctx).await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+            });
+        },
+    )
+    .await;
 }
 
 /// The peer's role, or `None` when it has none.

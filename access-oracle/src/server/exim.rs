@@ -24,30 +24,19 @@ pub async fn serve(
     listener: UnixListener,
     engine: Arc<Engine>,
     max_connections: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Arc<Semaphore> {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the exim socket");
-                    // Typically EMFILE: give connections a moment to close.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        engine.stats.connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection(stream, engine.clone(), permit, shutdown.clone()));
-    }
-    slots
+    super::accept::accept_capped(
+        "exim socket",
+        max_connections,
+        shutdown,
+        || listener.accept(),
+        |(stream, _), permit, shutdown| {
+            engine.stats.connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(connection(stream, engine.clone(), permit, shutdown));
+        },
+    )
+    .await
 }
 
 async fn connection(

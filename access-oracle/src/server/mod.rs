@@ -5,6 +5,7 @@
 //! period) for requests in flight, then drain the alert queue into the sinks, then remove
 //! the sockets.
 
+mod accept;
 pub mod admin;
 pub mod exim;
 pub mod housekeeping;

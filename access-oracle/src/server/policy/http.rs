@@ -504,36 +504,25 @@ pub async fn serve<H: Handler>(
     route: Arc<str>,
     handler: Arc<H>,
     max_connections: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Arc<Semaphore> {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the policy endpoint");
-                    // Typically EMFILE: give connections a moment to close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            route.clone(),
-            handler.clone(),
-            permit,
-            shutdown.clone(),
-        ));
-    }
-    slots
+    crate::server::accept::accept_capped(
+        "policy endpoint",
+        max_connections,
+        shutdown,
+        || listener.accept(),
+        |(stream, peer), permit, shutdown| {
+            tokio::spawn(connection(
+                stream,
+                peer,
+                route.clone(),
+                handler.clone(),
+                permit,
+                shutdown,
+            ));
+        },
+    )
+    .await
 }
 
 /// Serves one connection: reads, answers every whole request in order, writes.
