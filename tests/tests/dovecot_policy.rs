@@ -573,8 +573,13 @@ fn dovecot_log_lines_do_not_count_reported_failures_twice() {
     let a = account(&oracle, "alice");
     assert_eq!(failures(&a), 3, "{a:#}");
     assert_eq!(a["totals"]["logins_failed"], 3, "{a:#}");
+    // Either comes first: Dovecot writes the log line when it checks the password and
+    // reports to the policy endpoint right after, so the follower may read a line before
+    // its report arrives (the line counts, the report then matches it) or after (the
+    // report counts, the line matches it). Each failure counted once either way (above).
     let status = oracle.ctl_json(&["status"]);
-    assert_eq!(status["counters"]["log_attempts"], 0, "{status:#}");
+    let from_log = status["counters"]["log_attempts"].as_u64().unwrap();
+    assert!(from_log <= 3, "{status:#}");
     assert!(
         status["counters"]["source_events"].as_u64().unwrap() >= 6,
         "{status:#}"
