@@ -593,12 +593,17 @@ async fn followed_logs_feed_the_same_rules_across_rotation_and_restart() {
     .unwrap();
     let engine = running.engine.clone();
     eventually("the fifth failure", || {
-        engine.account_report("alice", jiff::Timestamp::now())["failed_logins"]["count"] == 1
+        engine.account_report("alice", jiff::Timestamp::now())["failed_logins"]["count"] == 5
     })
     .await;
-    // Counted once: the new process saw only the fifth (state is not persisted yet, so
-    // its window holds one failure) and no line twice.
+    // Counted once: the new process read only the fifth line (the first four came back
+    // with the snapshot's window), and the fifth holds the account.
     assert_eq!(engine.stats.snapshot().source_lines, 1);
+    let report = engine.account_report("alice", jiff::Timestamp::now());
+    assert_eq!(
+        report["hold"]["rule"], "failed_logins_account",
+        "{report:#}"
+    );
     let dead = std::fs::read_to_string(state.join("dead-letters.log")).unwrap();
     assert!(dead.contains("authenticator failed for garbage"), "{dead}");
     let positions = std::fs::read_to_string(state.join("positions.json")).unwrap();

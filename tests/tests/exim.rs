@@ -161,6 +161,38 @@ fn brute_force_holds_the_account_until_released() {
     assert!(world.exim_paniclog().is_empty(), "{}", daemon.logs());
 }
 
+/// A restart in the middle of a brute force does not give the attacker a fresh count:
+/// three failures, a restart, two more, and the account is held.
+#[test]
+fn a_restart_keeps_the_failure_count() {
+    let world = World::new(&["alice"]);
+    let mut oracle = Oracle::start(&world);
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+    let fail = |i: usize| {
+        let session = exim.bh(CLIENT_IP, &auth_only("alice", &format!("wrong-{i}")));
+        session.assert_oracle_answered();
+        assert_eq!(session.reply("AUTH").code, 535, "{}", session.transcript());
+    };
+    for i in 1..=3 {
+        fail(i);
+    }
+    oracle.restart();
+    assert!(
+        oracle
+            .log_text()
+            .contains("state restored from the snapshot"),
+        "the restart read the snapshot:\n{}",
+        oracle.log_text()
+    );
+    assert!(hold_of(&oracle, "alice").is_null(), "not held yet");
+    for i in 4..=5 {
+        fail(i);
+    }
+    let held = exim.bh(CLIENT_IP, &auth_only("alice", PASSWORD));
+    assert_auth_deferred(held.reply("AUTH"), "right password after 3 + 2 failures");
+    assert!(!hold_of(&oracle, "alice").is_null(), "held");
+}
+
 /// The same wrong password ten times (a stale client) counts once: no hold, no alert.
 #[test]
 fn same_wrong_password_ten_times_counts_once() {

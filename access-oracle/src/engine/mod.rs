@@ -512,6 +512,8 @@ impl Engine {
                     }
                     Outcome::Fail => {
                         acct.totals.logins_failed += 1;
+                        // The failure windows are in the snapshot: a restart keeps them.
+                        self.state.mark_dirty();
                         if let Some(trip) = rules
                             .failed_logins_account
                             .on_failure(&mut acct, secs, at.pwhash)

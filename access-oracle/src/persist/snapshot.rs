@@ -1,6 +1,10 @@
-//! The state snapshot: baselines, account holds and address blocks.
+//! The state snapshot: baselines, account holds and address blocks, and the short
+//! windows the rules count in (failed logins per account and per address, recipients
+//! per account, distinct accounts failed per address), so a restart in the middle of a
+//! brute force or a burst does not give the attacker a fresh count.
 //!
-//! Format: the magic line `exim-access snapshot 2\n`; sections, each its length (u64,
+//! Format: the magic line `exim-access snapshot 3\n` (version 2, without windows, is
+//! still read); sections, each its length (u64,
 //! little endian) then postcard-encoded records (one per baseline, hold or block); a
 //! zero length; an `End` record carrying how many records came before it. Sections are
 //! decoded in parallel at start. A file without its `End` record, with a section that
@@ -20,12 +24,42 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::rules;
-use crate::state::{Baseline, Hold, Secs, State};
+use crate::state::{Baseline, CountWindow, DedupWindow, DistinctWindow, Hold, Secs, State};
 
 /// The file name inside the state directory.
 pub const FILE_NAME: &str = "state.snapshot";
 
-const MAGIC: &[u8] = b"exim-access snapshot 2\n";
+const MAGIC: &[u8] = b"exim-access snapshot 3\n";
+
+/// The version before the windows were kept: read the same way (it has none).
+const MAGIC_2: &[u8] = b"exim-access snapshot 2\n";
+
+/// An account's or an address's windows as stored; empty parts stay empty.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredWindows {
+    /// Failed logins: time, and the key a repeat is recognised by.
+    failures: Vec<(Secs, Option<u64>)>,
+    /// Recipients (accounts): one time each.
+    times: Vec<Secs>,
+    /// Distinct accounts failed (addresses): key and last time, while counted exactly.
+    distinct: Vec<(u64, Secs)>,
+}
+
+impl StoredWindows {
+    fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.times.is_empty() && self.distinct.is_empty()
+    }
+
+    /// The newest time in any part.
+    fn latest(&self) -> Secs {
+        let f = self.failures.iter().map(|&(t, _)| t);
+        let d = self.distinct.iter().map(|&(_, t)| t);
+        f.chain(self.times.iter().copied())
+            .chain(d)
+            .max()
+            .unwrap_or(0)
+    }
+}
 
 /// A hold as stored: the rule's name as text.
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,6 +77,8 @@ enum RecordRef<'a> {
     Hold(&'a str, StoredHold<'a>),
     IpBlock(IpAddr, StoredHold<'a>),
     End(u64),
+    AccountWindows(&'a str, StoredWindows),
+    IpWindows(IpAddr, StoredWindows),
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +87,8 @@ enum Record<'a> {
     Hold(&'a str, #[serde(borrow)] StoredHold<'a>),
     IpBlock(IpAddr, #[serde(borrow)] StoredHold<'a>),
     End(u64),
+    AccountWindows(&'a str, StoredWindows),
+    IpWindows(IpAddr, StoredWindows),
 }
 
 /// Why a snapshot could not be written or read.
@@ -83,6 +121,17 @@ pub struct Counts {
     pub holds: u64,
     /// Address blocks in force.
     pub ip_blocks: u64,
+    /// Accounts and addresses whose counting windows were kept.
+    pub windows: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.baselines += other.baselines;
+        self.holds += other.holds;
+        self.ip_blocks += other.ip_blocks;
+        self.windows += other.windows;
+    }
 }
 
 fn stored(h: &Hold) -> StoredHold<'_> {
@@ -176,9 +225,33 @@ pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotErr
         put(&mut out, &RecordRef::IpBlock(ip, stored(&block)))?;
         counts.ip_blocks += 1;
     }
+    let mut result = Ok(());
+    state.for_each_account(|user, acct| {
+        let w = StoredWindows {
+            failures: acct.auth_failures.entries().collect(),
+            times: acct.rcpts.times().collect(),
+            distinct: Vec::new(),
+        };
+        if result.is_ok() && !w.is_empty() {
+            result = put(&mut out, &RecordRef::AccountWindows(user, w));
+            counts.windows += 1;
+        }
+    });
+    state.for_each_ip(|ip, rec| {
+        let w = StoredWindows {
+            failures: rec.auth_failures.entries().collect(),
+            times: Vec::new(),
+            distinct: rec.accounts_failed.exact().to_vec(),
+        };
+        if result.is_ok() && !w.is_empty() {
+            result = put(&mut out, &RecordRef::IpWindows(ip, w));
+            counts.windows += 1;
+        }
+    });
+    result?;
     flush(&mut out, &mut section).map_err(io)?;
     out.write_all(&0u64.to_le_bytes()).map_err(io)?;
-    let total = counts.baselines + counts.holds + counts.ip_blocks;
+    let total = counts.baselines + counts.holds + counts.ip_blocks + counts.windows;
     postcard::to_io(&RecordRef::End(total), &mut out).map_err(|e| io(std::io::Error::other(e)))?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
@@ -230,6 +303,20 @@ fn read_section(
                     counts.ip_blocks += 1;
                 }
             }
+            Record::AccountWindows(user, w) => {
+                let mut acct = state.account_mut(user);
+                acct.last_seen = acct.last_seen.max(w.latest());
+                acct.auth_failures = DedupWindow::from_entries(w.failures);
+                acct.rcpts = CountWindow::from_times(w.times);
+                counts.windows += 1;
+            }
+            Record::IpWindows(ip, w) => {
+                let mut rec = state.ip_mut(ip);
+                rec.last_seen = rec.last_seen.max(w.latest());
+                rec.auth_failures = DedupWindow::from_entries(w.failures);
+                rec.accounts_failed = DistinctWindow::from_exact(w.distinct);
+                counts.windows += 1;
+            }
             Record::End(_) => return Err(format!("end record inside a section at byte {offset}")),
         }
     }
@@ -250,7 +337,10 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
         path: path.clone(),
         reason,
     };
-    let Some(body) = bytes.strip_prefix(MAGIC) else {
+    let Some(body) = bytes
+        .strip_prefix(MAGIC)
+        .or_else(|| bytes.strip_prefix(MAGIC_2))
+    else {
         return Err(corrupt("not an exim-access snapshot (bad header)".into()));
     };
     // The section table: lengths in front of each section, 0 after the last.
@@ -299,9 +389,7 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
                     let mut total = (Counts::default(), 0u64);
                     for (base, section) in mine {
                         let (c, n) = read_section(state, section, base, now)?;
-                        total.0.baselines += c.baselines;
-                        total.0.holds += c.holds;
-                        total.0.ip_blocks += c.ip_blocks;
+                        total.0.add(c);
                         total.1 += n;
                     }
                     Ok(total)
@@ -320,9 +408,7 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
     let mut seen = 0u64;
     for r in results {
         let (c, n) = r.map_err(corrupt)?;
-        counts.baselines += c.baselines;
-        counts.holds += c.holds;
-        counts.ip_blocks += c.ip_blocks;
+        counts.add(c);
         seen += n;
     }
     if seen != expected {
@@ -395,7 +481,8 @@ mod tests {
             Counts {
                 baselines: 100,
                 holds: 1,
-                ip_blocks: 1
+                ip_blocks: 1,
+                windows: 0,
             }
         );
         let back = State::default();
@@ -412,6 +499,66 @@ mod tests {
         let later = State::default();
         let c = read(&later, dir.path(), 1500).unwrap().unwrap();
         assert_eq!((c.holds, c.ip_blocks), (0, 1));
+    }
+
+    #[test]
+    fn the_counting_windows_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::default();
+        {
+            let mut a = s.account_mut("alice");
+            for (t, key) in [(90, Some(1)), (95, Some(2)), (99, None)] {
+                a.auth_failures.record(t, 600, key, 64);
+            }
+            for t in [97, 98, 98] {
+                a.rcpts.record(t);
+            }
+        }
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        {
+            let mut r = s.ip_mut(ip);
+            r.auth_failures.record(91, 600, Some(7), 64);
+            for k in 0..5 {
+                r.accounts_failed.record(92, 600, k);
+            }
+        }
+        // An account with nothing in its windows is not written.
+        s.account_mut("idle").last_seen = 50;
+        let counts = write(&s, dir.path(), 100).unwrap();
+        assert_eq!(counts.windows, 2);
+        let back = State::default();
+        assert_eq!(read(&back, dir.path(), 100).unwrap(), Some(counts));
+        let a = back.account("alice").unwrap();
+        assert_eq!(a.auth_failures.count(100, 600), 3);
+        assert_eq!(
+            a.auth_failures.entries().collect::<Vec<_>>(),
+            [(90, Some(1)), (95, Some(2)), (99, None)]
+        );
+        assert_eq!(a.rcpts.times().collect::<Vec<_>>(), [97, 98, 98]);
+        assert_eq!(a.last_seen, 99, "idle from its last event on");
+        drop(a);
+        assert!(back.account("idle").is_none());
+        let r = back.ip(ip).unwrap();
+        assert_eq!(r.auth_failures.count(100, 600), 1);
+        assert_eq!(r.accounts_failed.count(), 5);
+        drop(r);
+        // A repeat after the restart is still a repeat; a new password still counts.
+        let mut a = back.account_mut("alice");
+        assert_eq!(a.auth_failures.record(101, 600, Some(2), 64), 3);
+        assert_eq!(a.auth_failures.record(102, 600, Some(3), 64), 4);
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&sample(), dir.path(), 100).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = fs::read(&path).unwrap();
+        assert!(bytes.starts_with(MAGIC));
+        bytes[..MAGIC.len()].copy_from_slice(MAGIC_2);
+        fs::write(&path, bytes).unwrap();
+        let c = read(&State::default(), dir.path(), 100).unwrap().unwrap();
+        assert_eq!((c.baselines, c.holds, c.ip_blocks), (100, 1, 1));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn restore(engine: &Engine, dir: &Path) {
             baselines = c.baselines,
             holds = c.holds,
             ip_blocks = c.ip_blocks,
+            windows = c.windows,
             "state restored from the snapshot"
         ),
         Ok(None) => tracing::info!(dir = %dir.display(), "no state snapshot yet: starting empty"),
@@ -60,6 +61,7 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
             baselines = c.baselines,
             holds = c.holds,
             ip_blocks = c.ip_blocks,
+            windows = c.windows,
             "state snapshot written"
         ),
         Ok(Err(e)) => {

@@ -85,6 +85,24 @@ impl DistinctWindow {
     pub fn clear(&mut self) {
         *self = DistinctWindow::default();
     }
+
+    /// The keys and when each was last seen, while counted exactly (for the snapshot);
+    /// empty once the count is an estimate (a sketch is not kept across restarts).
+    pub fn exact(&self) -> &[(u64, Secs)] {
+        if self.sketch.is_some() {
+            &[]
+        } else {
+            &self.exact
+        }
+    }
+
+    /// A window counting `keys` exactly, as the snapshot kept them.
+    pub fn from_exact(keys: impl IntoIterator<Item = (u64, Secs)>) -> Self {
+        DistinctWindow {
+            exact: keys.into_iter().take(EXACT_CAP).collect(),
+            sketch: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -294,6 +294,21 @@ impl State {
         v
     }
 
+    /// Calls `f` with every tracked account (for the snapshot); each map shard is read
+    /// locked while its accounts are visited.
+    pub fn for_each_account(&self, mut f: impl FnMut(&str, &Account)) {
+        for e in self.accounts.iter() {
+            f(e.key(), e.value());
+        }
+    }
+
+    /// Calls `f` with every tracked address (for the snapshot).
+    pub fn for_each_ip(&self, mut f: impl FnMut(IpAddr, &IpRecord)) {
+        for e in self.ips.iter() {
+            f(*e.key(), e.value());
+        }
+    }
+
     /// Addresses with an authentication block in force at `now`.
     pub fn active_ip_blocks(&self, now: Secs) -> Vec<(IpAddr, Hold)> {
         let mut v: Vec<_> = self

@@ -45,6 +45,20 @@ impl DedupWindow {
         self.entries.clear();
     }
 
+    /// The events kept, oldest first (for the snapshot).
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (Secs, Option<u64>)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// A window holding `entries`, as the snapshot kept them (put in time order).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Secs, Option<u64>)>) -> Self {
+        let mut entries: Vec<_> = entries.into_iter().collect();
+        entries.sort_by_key(|&(t, _)| t);
+        DedupWindow {
+            entries: entries.into(),
+        }
+    }
+
     fn prune(&mut self, now: Secs, window_secs: Secs) {
         while let Some(&(t, _)) = self.entries.front() {
             if t > now - window_secs {
@@ -104,6 +118,20 @@ impl CountWindow {
     /// Forgets every event.
     pub fn clear(&mut self) {
         self.times.clear();
+    }
+
+    /// The times kept, oldest first (for the snapshot).
+    pub fn times(&self) -> impl ExactSizeIterator<Item = Secs> + '_ {
+        self.times.iter().copied()
+    }
+
+    /// A window holding `times`, as the snapshot kept them (put in order).
+    pub fn from_times(times: impl IntoIterator<Item = Secs>) -> Self {
+        let mut times: Vec<Secs> = times.into_iter().collect();
+        times.sort_unstable();
+        CountWindow {
+            times: times.into(),
+        }
     }
 }
 
