@@ -41,6 +41,14 @@ fn search(world: &World, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The `kind` of each record, in order.
+fn kinds(records: &[Value]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect()
+}
+
 fn segments(state: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(state.join("audit"))
         .unwrap()
@@ -94,10 +102,7 @@ fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
     oracle.stop();
 
     let records = search(&world, &["--user", "alice"]);
-    let kinds: Vec<&str> = records
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds = kinds(&records);
     assert_eq!(
         kinds,
         [
@@ -185,10 +190,7 @@ fn an_encrypted_trail_keeps_who_and_where_from_the_files_but_not_from_search() {
     }
     audit(&world, &["verify"]).assert_success();
     let records = search(&world, &["--user", "alice"]);
-    let kinds: Vec<&str> = records
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds = kinds(&records);
     assert_eq!(
         kinds,
         ["auth", "auth", "auth", "auth", "auth", "alert", "auth"],
