@@ -593,7 +593,10 @@ fn print_report(plan: &Plan, results: &[Results], handled: u64) {
         plan,
         results,
         handled,
-        "Throughput: {} keep-alive connections, one request in flight each, one client event-loop thread in its own process; a worker per CPU, threads placed by the scheduler (as `serve`)",
+        &format!(
+            "Throughput: {} keep-alive connections, one request in flight each, one client event-loop thread in its own process; a worker per CPU, threads placed by the scheduler (as `serve`)",
+            connections()
+        ),
     );
 }
 
@@ -603,17 +606,17 @@ fn print_pinned(plan: &Plan, results: &[Results], handled: u64) {
         results,
         handled,
         &format!(
-            "Throughput, pinned: the servers on one worker thread, all their threads (the audit trail's writer too) on CPU {SERVER_CPU}; the client on CPU {CLIENT_CPU}; {{}} connections"
+            "Throughput, pinned: the servers on one worker thread, all their threads (the audit trail's writer too) on CPU {SERVER_CPU}; the client on CPU {CLIENT_CPU}; {} connections",
+            connections()
         ),
     );
 }
 
-/// A throughput table under `title` (its `{}` is the number of connections).
+/// A throughput table under `title`.
 fn print_throughput(plan: &Plan, results: &[Results], handled: u64, title: &str) {
     println!();
     println!(
-        "{}; median of {} rounds of {:.1} s.",
-        title.replacen("{}", &connections().to_string(), 1),
+        "{title}; median of {} rounds of {:.1} s.",
         plan.rounds,
         plan.throughput_measure.as_secs_f64()
     );
