@@ -1,5 +1,7 @@
 //! Writing values so that the oracle reads back exactly the bytes that were meant.
 
+use crate::text::push_hex_escape;
+
 /// Whether `value` can be written bare: no space, `"`, `\`, or control character.
 ///
 /// The empty value is bare (`ip=` is how Exim sends a missing address).
@@ -12,9 +14,8 @@ pub fn is_bare(value: &str) -> bool {
 /// Appends `value` to `out`, bare when possible and double-quoted otherwise.
 ///
 /// Inside quotes `"` and `\` are escaped, newline and carriage return become `\n` and
-/// `\r`; every other character is written as it is, as Exim's `${quote:...}` does.
-/// A NUL cannot be represented and is written as `\0`, which the tokenizer refuses: the
-/// caller should refuse such values before encoding them.
+/// `\r`, a NUL becomes `\x00`; every other character is written as it is, as Exim's
+/// `${quote:...}` does.
 pub fn encode_value(out: &mut String, value: &str) {
     if is_bare(value) {
         out.push_str(value);
@@ -28,11 +29,49 @@ pub fn encode_value(out: &mut String, value: &str) {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            '\0' => out.push_str("\\0"),
+            '\0' => push_hex_escape(out, 0),
             c => out.push(c),
         }
     }
     out.push('"');
+}
+
+/// Appends `value`, which may be any bytes, so that the tokenizer reads back exactly them
+/// (as their text form, [`crate::text_from_bytes`]): valid UTF-8 as [`encode_value`]
+/// writes it, otherwise quoted with every byte that is not part of a valid UTF-8
+/// sequence written as the escape `\xHH`.
+pub fn encode_bytes(out: &mut String, value: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(value) {
+        encode_value(out, text);
+        return;
+    }
+    out.reserve(value.len() + 8);
+    out.push('"');
+    for chunk in value.utf8_chunks() {
+        let valid = chunk.valid();
+        if !valid.is_empty() {
+            let mut quoted = String::with_capacity(valid.len() + 2);
+            encode_value(&mut quoted, valid);
+            // encode_value wrote the run bare or quoted: keep only its inside.
+            let inside = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(&quoted);
+            out.push_str(inside);
+        }
+        for &b in chunk.invalid() {
+            push_hex_escape(out, b);
+        }
+    }
+    out.push('"');
+}
+
+/// Appends ` key=value` to `out` for a value that may be any bytes ([`encode_bytes`]).
+pub fn push_pair_bytes(out: &mut String, key: &str, value: &[u8]) {
+    out.push(' ');
+    out.push_str(key);
+    out.push('=');
+    encode_bytes(out, value);
 }
 
 /// Appends ` key=value` to `out` (with the leading space), quoting the value as needed.
@@ -46,6 +85,19 @@ pub fn push_pair(out: &mut String, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_hex_escaped_inside_quotes() {
+        let mut s = String::new();
+        encode_bytes(&mut s, b"b\xffob \"x\"@example.com");
+        assert_eq!(s, "\"b\\xffob \\\"x\\\"@example.com\"");
+        let mut s = String::new();
+        encode_bytes(&mut s, b"plain");
+        assert_eq!(s, "plain");
+        let mut s = String::new();
+        encode_bytes(&mut s, b"\xc3");
+        assert_eq!(s, "\"\\xc3\"");
+    }
 
     #[test]
     fn bare_values_stay_bare() {
@@ -72,6 +124,7 @@ mod tests {
             ("two\nlines\r", "\"two\\nlines\\r\""),
             ("tab\there", "\"tab\there\""),
             ("ünïcödé", "ünïcödé"),
+            ("nul\0here", "\"nul\\x00here\""),
         ];
         for (v, want) in cases {
             let mut s = String::new();

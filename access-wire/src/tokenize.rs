@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::text::{text_from_bytes, text_from_vec};
 use crate::{MAX_LINE_BYTES, is_valid_key};
 
 /// One `key=value` pair; the value is borrowed unless it had escapes.
@@ -35,8 +36,6 @@ pub enum WireError {
     Empty,
     /// The line is longer than [`MAX_LINE_BYTES`].
     TooLong(usize),
-    /// The line is not valid UTF-8; the byte offset of the first bad byte.
-    NotUtf8(usize),
     /// The verb has characters other than ASCII letters.
     BadVerb(String),
     /// A word at this byte offset is not `key=value`.
@@ -47,9 +46,9 @@ pub enum WireError {
     BadBareValue(String, usize),
     /// A quoted value was not closed; key.
     UnterminatedQuote(String),
-    /// An escape other than `\"`, `\\`, `\n`, `\r`; key and the escaped character.
+    /// An escape other than `\"`, `\\`, `\n`, `\r`, `\xHH`; key and the escaped character.
     BadEscape(String, char),
-    /// A NUL or newline inside a quoted value; key.
+    /// A newline inside a quoted value (only possible in packed pairs); key.
     ForbiddenByte(String),
     /// A closing quote not followed by a space or the end; key.
     TrailingAfterQuote(String),
@@ -67,7 +66,6 @@ impl fmt::Display for WireError {
                     "request line too long ({n} bytes, limit {MAX_LINE_BYTES})"
                 )
             }
-            WireError::NotUtf8(at) => write!(f, "request is not valid utf-8 at byte {at}"),
             WireError::BadVerb(v) => write!(f, "invalid verb {:?}", truncate(v)),
             WireError::MissingEquals(at) => write!(f, "expected key=value at byte {at}"),
             WireError::BadKey(k) => write!(f, "invalid key {:?}", truncate(k)),
@@ -77,7 +75,7 @@ impl fmt::Display for WireError {
             ),
             WireError::UnterminatedQuote(k) => write!(f, "unterminated quoted value of {k}"),
             WireError::BadEscape(k, c) => write!(f, "unknown escape \\{c} in value of {k}"),
-            WireError::ForbiddenByte(k) => write!(f, "nul byte in value of {k}"),
+            WireError::ForbiddenByte(k) => write!(f, "newline in value of {k}"),
             WireError::TrailingAfterQuote(k) => {
                 write!(f, "closing quote of {k} not followed by a space")
             }
@@ -96,134 +94,157 @@ fn truncate(s: &str) -> &str {
 }
 
 /// Tokenizes one request line (without its newline; a trailing `\r` is ignored).
+///
+/// The verb and the keys are ASCII; a value may hold any bytes but a newline (quoted
+/// values also take the escape `\xHH`), and is given back as its text form
+/// ([`crate::text_from_bytes`]): what a client sent never makes a request unreadable.
 pub fn parse_request(line: &[u8]) -> Result<Request<'_>, WireError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(WireError::TooLong(line.len()));
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = std::str::from_utf8(line).map_err(|e| WireError::NotUtf8(e.valid_up_to()))?;
-    let start = skip_blanks(text, 0);
-    let verb_end = text[start..]
-        .find([' ', '\t'])
-        .map_or(text.len(), |i| start + i);
-    let verb = &text[start..verb_end];
+    let start = skip_blanks(line, 0);
+    let verb_end = find_blank(line, start);
+    let verb = &line[start..verb_end];
     if verb.is_empty() {
         return Err(WireError::Empty);
     }
-    if !verb.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(WireError::BadVerb(verb.to_string()));
-    }
-    let pairs = parse_pairs_from(text, verb_end)?;
+    let verb = std::str::from_utf8(verb)
+        .ok()
+        .filter(|v| v.bytes().all(|b| b.is_ascii_alphabetic()))
+        .ok_or_else(|| WireError::BadVerb(text_from_bytes(verb).into_owned()))?;
+    let pairs = parse_pairs_from(line, verb_end)?;
     Ok(Request { verb, pairs })
 }
 
 /// Tokenizes a run of `key=value` pairs with no verb (the library's packed `+` argument).
-pub fn parse_pairs(text: &str) -> Result<Vec<Pair<'_>>, WireError> {
+pub fn parse_pairs(text: &[u8]) -> Result<Vec<Pair<'_>>, WireError> {
     if text.len() > MAX_LINE_BYTES {
         return Err(WireError::TooLong(text.len()));
     }
     parse_pairs_from(text, 0)
 }
 
-fn skip_blanks(text: &str, mut at: usize) -> usize {
-    let b = text.as_bytes();
-    while at < b.len() && (b[at] == b' ' || b[at] == b'\t') {
+fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() && (bytes[at] == b' ' || bytes[at] == b'\t') {
         at += 1;
     }
     at
 }
 
-fn parse_pairs_from(text: &str, from: usize) -> Result<Vec<Pair<'_>>, WireError> {
-    let bytes = text.as_bytes();
+/// The offset of the first blank at or after `from`, or the end.
+fn find_blank(bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .map_or(bytes.len(), |i| from + i)
+}
+
+fn parse_pairs_from(bytes: &[u8], from: usize) -> Result<Vec<Pair<'_>>, WireError> {
     let mut pairs: Vec<Pair<'_>> = Vec::with_capacity(8);
-    let mut at = skip_blanks(text, from);
+    let mut at = skip_blanks(bytes, from);
     while at < bytes.len() {
         let word_start = at;
-        let eq = text[at..]
-            .find(['=', ' ', '\t'])
+        let eq = bytes[at..]
+            .iter()
+            .position(|&b| b == b'=' || b == b' ' || b == b'\t')
             .map(|i| at + i)
             .filter(|&i| bytes[i] == b'=')
             .ok_or(WireError::MissingEquals(word_start))?;
-        let key = &text[at..eq];
-        if !is_valid_key(key) {
-            return Err(WireError::BadKey(key.to_string()));
-        }
+        let key = std::str::from_utf8(&bytes[at..eq])
+            .ok()
+            .filter(|k| is_valid_key(k))
+            .ok_or_else(|| WireError::BadKey(text_from_bytes(&bytes[at..eq]).into_owned()))?;
         at = eq + 1;
         let value: Cow<'_, str>;
         if bytes.get(at) == Some(&b'"') {
-            let (v, next) = parse_quoted(text, at + 1, key)?;
+            let (v, next) = parse_quoted(bytes, at + 1, key)?;
             value = v;
             at = next;
             if at < bytes.len() && bytes[at] != b' ' && bytes[at] != b'\t' {
                 return Err(WireError::TrailingAfterQuote(key.to_string()));
             }
         } else {
-            let end = text[at..].find([' ', '\t']).map_or(text.len(), |i| at + i);
-            let raw = &text[at..end];
+            let end = find_blank(bytes, at);
+            let raw = &bytes[at..end];
             if let Some(bad) = raw
-                .bytes()
-                .position(|b| b < b' ' || b == b'"' || b == b'\\' || b == 0x7f)
+                .iter()
+                .position(|&b| b < b' ' || b == b'"' || b == b'\\' || b == 0x7f)
             {
                 return Err(WireError::BadBareValue(key.to_string(), at + bad));
             }
-            value = Cow::Borrowed(raw);
+            value = text_from_bytes(raw);
             at = end;
         }
         if pairs.iter().any(|(k, _)| *k == key) {
             return Err(WireError::DuplicateKey(key.to_string()));
         }
         pairs.push((key, value));
-        at = skip_blanks(text, at);
+        at = skip_blanks(bytes, at);
     }
     Ok(pairs)
 }
 
-/// Reads a quoted value starting just after its opening quote; returns the value and the
-/// offset just after the closing quote.
+/// Reads a quoted value starting just after its opening quote; returns the value (its
+/// text form) and the offset just after the closing quote.
 fn parse_quoted<'a>(
-    text: &'a str,
+    bytes: &'a [u8],
     start: usize,
     key: &str,
 ) -> Result<(Cow<'a, str>, usize), WireError> {
-    let bytes = text.as_bytes();
-    let mut owned: Option<String> = None;
+    let mut owned: Option<Vec<u8>> = None;
     let mut run_start = start;
     let mut at = start;
     while at < bytes.len() {
         match bytes[at] {
             b'"' => {
                 let value = match owned {
-                    Some(mut s) => {
-                        s.push_str(&text[run_start..at]);
-                        Cow::Owned(s)
+                    Some(mut v) => {
+                        v.extend_from_slice(&bytes[run_start..at]);
+                        Cow::Owned(text_from_vec(v))
                     }
-                    None => Cow::Borrowed(&text[start..at]),
+                    None => text_from_bytes(&bytes[start..at]),
                 };
                 return Ok((value, at + 1));
             }
             b'\\' => {
-                let s = owned.get_or_insert_with(String::new);
-                s.push_str(&text[run_start..at]);
-                let escaped = match bytes.get(at + 1) {
-                    Some(b'"') => '"',
-                    Some(b'\\') => '\\',
-                    Some(b'n') => '\n',
-                    Some(b'r') => '\r',
+                let v = owned.get_or_insert_with(Vec::new);
+                v.extend_from_slice(&bytes[run_start..at]);
+                let (byte, len) = match bytes.get(at + 1) {
+                    Some(b'"') => (b'"', 2),
+                    Some(b'\\') => (b'\\', 2),
+                    Some(b'n') => (b'\n', 2),
+                    Some(b'r') => (b'\r', 2),
+                    Some(b'x') => match (
+                        bytes.get(at + 2).and_then(|&h| hex_digit(h)),
+                        bytes.get(at + 3).and_then(|&l| hex_digit(l)),
+                    ) {
+                        (Some(h), Some(l)) => ((h << 4) | l, 4),
+                        _ => return Err(WireError::BadEscape(key.to_string(), 'x')),
+                    },
                     Some(_) => {
-                        let c = text[at + 1..].chars().next().unwrap_or('?');
+                        let c = text_from_bytes(&bytes[at + 1..])
+                            .chars()
+                            .next()
+                            .unwrap_or('?');
                         return Err(WireError::BadEscape(key.to_string(), c));
                     }
                     None => return Err(WireError::UnterminatedQuote(key.to_string())),
                 };
-                s.push(escaped);
-                at += 2;
+                v.push(byte);
+                at += len;
                 run_start = at;
             }
-            0 | b'\n' => return Err(WireError::ForbiddenByte(key.to_string())),
+            b'\n' => return Err(WireError::ForbiddenByte(key.to_string())),
             _ => at += 1,
         }
     }
     Err(WireError::UnterminatedQuote(key.to_string()))
+}
+
+/// The value of one hex digit.
+fn hex_digit(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
@@ -277,8 +298,12 @@ mod tests {
                 WireError::BadEscape("user".into(), 'q'),
             ),
             (
-                b"auth user=\"a\0b\"",
-                WireError::ForbiddenByte("user".into()),
+                b"auth user=\"a\\xzz\"",
+                WireError::BadEscape("user".into(), 'x'),
+            ),
+            (
+                b"auth user=\"a\\x4\"",
+                WireError::BadEscape("user".into(), 'x'),
             ),
             (
                 b"auth user=\"a\"b",
@@ -288,7 +313,8 @@ mod tests {
                 b"auth user=a user=b",
                 WireError::DuplicateKey("user".into()),
             ),
-            (b"auth user=\xff", WireError::NotUtf8(10)),
+            (b"au\xffth", WireError::BadVerb("au\\xffth".into())),
+            (b"auth us\xffer=x", WireError::BadKey("us\\xffer".into())),
         ];
         for (line, want) in cases {
             assert_eq!(
@@ -298,6 +324,21 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_and_nul_arrive_as_their_text_form() {
+        let r = parse_request(b"mail user=alice ip=192.0.2.1 sender=b\xffob@example.com").unwrap();
+        assert_eq!(r.get("sender"), Some("b\\xffob@example.com"));
+        let r = parse_request(b"mail user=\"a\0b\" ip= sender=\"x\\xff\\x00\\x41\"").unwrap();
+        assert_eq!(r.get("user"), Some("a\\x00b"));
+        assert_eq!(r.get("sender"), Some("x\\xff\\x00A"));
+        // ${quote:} of a literal backslash-x stays literal text.
+        let r = parse_request(b"mail user=\"a\\\\xff\" ip=").unwrap();
+        assert_eq!(r.get("user"), Some("a\\xff"));
+        // Escaped bytes that make valid UTF-8 are that character.
+        let r = parse_request(b"mail user=\"caf\\xc3\\xa9\" ip=").unwrap();
+        assert_eq!(r.get("user"), Some("café"));
     }
 
     #[test]
@@ -314,14 +355,15 @@ mod tests {
 
     #[test]
     fn packed_pairs_parse_without_a_verb() {
-        let p = parse_pairs("helo=\"a b\" tls=TLS1.3").unwrap();
+        let p = parse_pairs(b"helo=\"a b\" tls=TLS1.3").unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].1, "a b");
-        assert_eq!(parse_pairs("").unwrap(), vec![]);
+        assert_eq!(parse_pairs(b"").unwrap(), vec![]);
     }
 
     proptest! {
-        /// Whatever the value (except NUL), encoding and tokenizing give it back intact.
+        /// Whatever the value (except NUL, which arrives as `\x00`), encoding and
+        /// tokenizing give it back intact.
         #[test]
         fn encoded_values_round_trip(value in "[^\0]{0,200}") {
             let mut line = String::from("auth user=");
@@ -330,6 +372,18 @@ mod tests {
             let r = parse_request(line.as_bytes()).unwrap();
             prop_assert_eq!(r.get("user"), Some(value.as_str()));
             prop_assert_eq!(r.get("ip"), Some("192.0.2.1"));
+        }
+
+        /// Whatever the bytes (NUL and invalid UTF-8 included), encoding them and
+        /// tokenizing gives back their text form.
+        #[test]
+        fn encoded_bytes_round_trip(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut line = String::from("mail user=");
+            crate::encode_bytes(&mut line, &value);
+            line.push_str(" ip=");
+            let r = parse_request(line.as_bytes()).unwrap();
+            let want = crate::text_from_bytes(&value);
+            prop_assert_eq!(r.get("user"), Some(want.as_ref()));
         }
 
         /// No input makes the tokenizer panic.

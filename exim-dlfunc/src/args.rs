@@ -10,8 +10,11 @@
 //!   syntax (`+helo="a b" tls=X`), which is what Exim's `${quote:...}` produces. An empty
 //!   argument (a conditional that expanded to nothing) is skipped.
 //! * Keys are checked with [`access_wire::is_valid_key`]; a key given twice is refused.
-//! * Text must be UTF-8, except the value of a plain `password=` argument: it is only
-//!   hashed (see [`crate::pwhash`]) and never sent, so its bytes are kept as they are.
+//! * Values are bytes, kept as Exim gave them: what an SMTP client sent (a user name, a
+//!   sender, a recipient) need not be UTF-8 and may be empty, and it must never decide
+//!   whether the oracle is asked. The wire encoder carries any byte
+//!   ([`access_wire::encode_bytes`]). Only what the administrator writes (the verb and
+//!   the keys) is checked.
 
 use std::fmt;
 
@@ -21,7 +24,8 @@ use access_wire::{WireError, is_valid_key, parse_pairs};
 /// array unterminated at 8 and the process dies with SIGSEGV.
 pub const MAX_ARGS: usize = 7;
 
-/// The longest argument accepted, in bytes (the length of a whole request line).
+/// The most of one argument read, in bytes (the length of a whole request line); the
+/// rest of a longer one is cut off, never refused.
 pub const MAX_ARG_BYTES: usize = access_wire::MAX_LINE_BYTES;
 
 /// The protocol verbs that `check` forwards.
@@ -38,10 +42,6 @@ pub enum ArgError {
     TooMany(i64),
     /// Argument at this position (1-based) is a null pointer.
     NullArg(usize),
-    /// Argument at this position is longer than [`MAX_ARG_BYTES`].
-    TooLong(usize),
-    /// Argument at this position is not UTF-8; its key when one could be read.
-    NotUtf8(usize, Option<String>),
     /// `check` without a verb.
     MissingVerb,
     /// The first argument of `check` is not a protocol verb.
@@ -71,13 +71,6 @@ impl fmt::Display for ArgError {
                  pack several pairs into one {{+key=value key=value}} argument"
             ),
             ArgError::NullArg(i) => write!(f, "argument {i} is a null pointer"),
-            ArgError::TooLong(i) => {
-                write!(f, "argument {i} is longer than {MAX_ARG_BYTES} bytes")
-            }
-            ArgError::NotUtf8(i, Some(key)) => {
-                write!(f, "argument {i} ({key}=...) is not valid utf-8")
-            }
-            ArgError::NotUtf8(i, None) => write!(f, "argument {i} is not valid utf-8"),
             ArgError::MissingVerb => write!(
                 f,
                 "missing verb: the first argument of check is one of {}",
@@ -127,36 +120,47 @@ fn shorten(s: &str) -> &str {
 /// Validated `key=value` pairs in the order given; keys are unique.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pairs {
-    /// The pairs in order.
-    list: Vec<(String, String)>,
+    /// The pairs in order; values as bytes.
+    list: Vec<(String, Vec<u8>)>,
 }
 
 impl Pairs {
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &str) -> Option<&str> {
+    /// The value of `key` as bytes, if present.
+    pub fn get_bytes(&self, key: &str) -> Option<&[u8]> {
         self.list
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The value of `key`, if present and UTF-8.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.get_bytes(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Whether `key` is present.
     pub fn contains(&self, key: &str) -> bool {
-        self.get(key).is_some()
+        self.get_bytes(key).is_some()
     }
 
     /// Adds a pair; refuses a key that is already present.
-    pub fn push(&mut self, key: &str, value: String) -> Result<(), ArgError> {
+    pub fn push(&mut self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), ArgError> {
         if self.contains(key) {
             return Err(ArgError::Duplicate(key.to_string()));
         }
-        self.list.push((key.to_string(), value));
+        self.list.push((key.to_string(), value.into()));
         Ok(())
     }
 
     /// The pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.list.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.list.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// The values in order, to shorten them in place.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Vec<u8>> {
+        self.list.iter_mut().map(|(_, v)| v)
     }
 
     /// How many pairs there are.
@@ -210,7 +214,8 @@ pub fn parse(raw: &[&[u8]], with_verb: bool) -> Result<Call, ArgError> {
     let mut rest = raw.iter().enumerate().map(|(i, a)| (i + 1, *a));
     if with_verb {
         let (_, first) = rest.next().ok_or(ArgError::MissingVerb)?;
-        let verb = std::str::from_utf8(first).map_err(|_| ArgError::NotUtf8(1, None))?;
+        let verb = access_wire::text_from_bytes(first);
+        let verb = verb.as_ref();
         if verb.is_empty() {
             return Err(ArgError::MissingVerb);
         }
@@ -235,32 +240,31 @@ fn add_argument(call: &mut Call, position: usize, arg: &[u8]) -> Result<(), ArgE
     if let Some(password) = arg.strip_prefix(b"password=") {
         return set_password(call, password.to_vec());
     }
-    let text = std::str::from_utf8(arg).map_err(|_| {
-        let key = arg
-            .split(|&b| b == b'=')
-            .next()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .filter(|k| is_valid_key(k) && k.len() < arg.len());
-        ArgError::NotUtf8(position, key.map(str::to_string))
-    })?;
-    if let Some(packed) = text.strip_prefix('+') {
+    if let Some(packed) = arg.strip_prefix(b"+") {
         let pairs = parse_pairs(packed).map_err(|e| ArgError::Packed(position, e))?;
         for (key, value) in pairs {
             if key == "password" {
                 set_password(call, value.as_bytes().to_vec())?;
             } else {
-                add_pair(call, key, value.into_owned())?;
+                add_pair(call, key, value.into_owned().into_bytes())?;
             }
         }
         return Ok(());
     }
-    let (key, value) = text
-        .split_once('=')
+    let eq = arg
+        .iter()
+        .position(|&b| b == b'=')
         .ok_or(ArgError::NotKeyValue(position))?;
-    if !is_valid_key(key) {
-        return Err(ArgError::BadKey(position, key.to_string()));
-    }
-    add_pair(call, key, value.to_string())
+    let key = std::str::from_utf8(&arg[..eq])
+        .ok()
+        .filter(|k| is_valid_key(k))
+        .ok_or_else(|| {
+            ArgError::BadKey(
+                position,
+                access_wire::text_from_bytes(&arg[..eq]).into_owned(),
+            )
+        })?;
+    add_pair(call, key, arg[eq + 1..].to_vec())
 }
 
 /// Records the password; refuses a second one.
@@ -273,7 +277,7 @@ fn set_password(call: &mut Call, password: Vec<u8>) -> Result<(), ArgError> {
 }
 
 /// Adds a pair other than the password.
-fn add_pair(call: &mut Call, key: &str, value: String) -> Result<(), ArgError> {
+fn add_pair(call: &mut Call, key: &str, value: Vec<u8>) -> Result<(), ArgError> {
     call.pairs.push(key, value)
 }
 
@@ -284,8 +288,7 @@ pub fn local_result_hint(raw: &[&[u8]]) -> Option<LocalResult> {
         if let Some(value) = arg.strip_prefix(b"result=") {
             return LocalResult::parse(std::str::from_utf8(value).ok()?);
         }
-        let packed = std::str::from_utf8(arg.strip_prefix(b"+")?).ok()?;
-        let pairs = parse_pairs(packed).ok()?;
+        let pairs = parse_pairs(arg.strip_prefix(b"+")?).ok()?;
         let (_, value) = pairs.iter().find(|(k, _)| *k == "result")?;
         LocalResult::parse(value)
     })
@@ -306,7 +309,10 @@ mod tests {
     }
 
     fn pairs_of(call: &Call) -> Vec<(&str, &str)> {
-        call.pairs.iter().collect()
+        call.pairs
+            .iter()
+            .map(|(k, v)| (k, std::str::from_utf8(v).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -424,18 +430,34 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_is_refused_naming_the_argument() {
-        let args: Vec<&[u8]> = vec![b"rcpt", b"user=ok", b"rcpt=\xff@x"];
-        let err = parse(&args, true).unwrap_err();
-        assert_eq!(err, ArgError::NotUtf8(3, Some("rcpt".into())));
-        assert_eq!(err.to_string(), "argument 3 (rcpt=...) is not valid utf-8");
+    fn values_that_are_not_utf8_or_empty_are_kept_as_given() {
+        let args: Vec<&[u8]> = vec![b"rcpt", b"user=", b"rcpt=\xff@x", b"sender=a\xc3"];
+        let call = parse(&args, true).unwrap();
+        assert_eq!(call.pairs.get_bytes("user"), Some(&b""[..]));
+        assert_eq!(call.pairs.get_bytes("rcpt"), Some(&b"\xff@x"[..]));
+        assert_eq!(call.pairs.get_bytes("sender"), Some(&b"a\xc3"[..]));
+        assert_eq!(call.pairs.get("rcpt"), None, "get is for UTF-8 settings only");
+        // Packed pairs: raw bytes (what ${quote:} leaves) and \xHH escapes alike.
+        let args: Vec<&[u8]> = vec![b"mail", b"+sender=\"b\xffob\" helo=\"x\\x00y\""];
+        let call = parse(&args, true).unwrap();
+        assert_eq!(call.pairs.get("sender"), Some("b\\xffob"));
+        assert_eq!(call.pairs.get("helo"), Some("x\\x00y"));
+        // What the administrator writes is still checked.
         let args: Vec<&[u8]> = vec![b"r\xffcpt"];
-        assert_eq!(parse(&args, true).unwrap_err(), ArgError::NotUtf8(1, None));
+        assert_eq!(
+            parse(&args, true).unwrap_err(),
+            ArgError::UnknownVerb("r\\xffcpt".into())
+        );
+        let args: Vec<&[u8]> = vec![b"rcpt", b"us\xffer=a"];
+        assert_eq!(
+            parse(&args, true).unwrap_err(),
+            ArgError::BadKey(2, "us\\xffer".into())
+        );
     }
 
     #[test]
     fn the_local_result_is_found_even_in_refused_calls() {
-        let args: Vec<&[u8]> = vec![b"user=\xff", b"result=ok"];
+        let args: Vec<&[u8]> = vec![b"us\xffer=a", b"result=ok"];
         assert!(parse(&args, false).is_err());
         assert_eq!(local_result_hint(&args), Some(LocalResult::Ok));
         let packed = raw(&["+user=a result=fail", "bad"]);

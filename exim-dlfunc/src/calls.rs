@@ -164,12 +164,14 @@ impl Library {
             return fallback.to_string();
         };
         match verdict::parse_reply(&line) {
+            // A request the oracle could not read must not let the command through on
+            // that account: it is answered like an unreachable oracle.
             Some(Reply::Error(text)) => {
                 exim.log(&format!(
-                    "{context}: the oracle refused the request: {}",
+                    "{context}: the oracle refused the request: {}; answered {fallback:?}",
                     shorten(text)
                 ));
-                line
+                fallback.to_string()
             }
             Some(_) => line,
             None => {
@@ -229,13 +231,13 @@ impl Library {
         if let Some(password) = call.password {
             let hash = pwhash(
                 &self.settings.hash_nonce,
-                pairs.get("user").unwrap_or(""),
+                pairs.get_bytes("user").unwrap_or(b""),
                 &password,
             );
             pairs.push("pwhash", hash)?;
         }
         facts::add_missing(verb, &mut pairs, exim);
-        Ok((verb, wire::request_line(verb, &pairs)?))
+        Ok((verb, wire::request_line(verb, &mut pairs)?))
     }
 
     /// One round trip; the cleaned reply line, or `None` after logging why there is none.
@@ -381,8 +383,8 @@ mod tests {
             let answer = call(Function::Check, &exim, args);
             assert_eq!(answer, verdict::CHECK_FALLBACK_DEFER, "{args:?}");
         }
-        let long = format!("user={}", "x".repeat(8190));
-        let answer = call(Function::Check, &exim, &["rcpt", &long]);
+        let long_key = format!("{}=x", "k".repeat(8190));
+        let answer = call(Function::Check, &exim, &["rcpt", &long_key]);
         assert_eq!(answer, verdict::CHECK_FALLBACK_DEFER);
         let log = exim.log_lines();
         assert_eq!(log.len(), 4, "{log:?}");
@@ -390,6 +392,13 @@ mod tests {
         assert!(log[1].contains("key user given twice"), "{}", log[1]);
         assert!(log[3].contains("request too long"), "{}", log[3]);
         assert!(requests.try_recv().is_err(), "nothing was sent");
+        // A long value (what a client controls) is shortened and still asked about.
+        let long = format!("user={}", "x".repeat(8190));
+        call(Function::Check, &exim, &["rcpt", &long]);
+        let sent = requests
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(sent.starts_with("rcpt user=xxx"), "{sent}");
     }
 
     #[test]
@@ -404,14 +413,21 @@ mod tests {
         });
         configure_for(&sock, &[]);
         let exim = FakeExim::default();
-        assert_eq!(call(Function::Check, &exim, &["ping"]), "error missing ip");
+        // `error` is answered like an unreachable oracle, under on_error.
+        assert_eq!(call(Function::Check, &exim, &["ping"]), "accept");
         assert_eq!(call(Function::Check, &exim, &["rcpt"]), "accept");
+        configure_for(&sock, &["on_error=defer"]);
+        assert_eq!(
+            call(Function::Check, &exim, &["ping"]),
+            verdict::CHECK_FALLBACK_DEFER
+        );
         let log = exim.log_lines();
         assert!(
-            log[0].contains("refused the request: missing ip"),
+            log[0].contains("refused the request: missing ip; answered \"accept\""),
             "{log:?}"
         );
         assert!(log[1].contains("unexpected reply \"hold on\""), "{log:?}");
+        assert!(log[2].contains("answered \"defer"), "{log:?}");
     }
 
     #[test]

@@ -149,12 +149,12 @@ unsafe fn read_args<'a>(
             return Err(ArgError::NullArg(i + 1));
         }
         // SAFETY: `arg` is a NUL-terminated string; `strnlen` stops at its NUL or after
-        // `MAX_ARG_BYTES + 1` bytes, whichever comes first, so it never reads past it.
-        let len = unsafe { libc::strnlen(arg.cast::<c_char>(), MAX_ARG_BYTES + 1) };
-        if len > MAX_ARG_BYTES {
-            return Err(ArgError::TooLong(i + 1));
-        }
-        // SAFETY: the `len` bytes before the NUL are readable and unchanged for the call.
+        // `MAX_ARG_BYTES` bytes, whichever comes first, so it never reads past it. A
+        // longer argument is cut there: what a client sent may be that long, and the
+        // oracle must still be asked (the request line is shortened to fit later).
+        let len = unsafe { libc::strnlen(arg.cast::<c_char>(), MAX_ARG_BYTES) };
+        // SAFETY: the `len` bytes before the NUL (or the limit) are readable and
+        // unchanged for the call.
         args.push(unsafe { std::slice::from_raw_parts(arg, len) });
     }
     Ok(args)
@@ -449,24 +449,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn long_and_non_utf8_arguments_are_refused() {
-        let sock = TempSocket::new("ffi-refused");
+    fn long_empty_and_non_utf8_arguments_still_ask_the_oracle() {
+        let sock = TempSocket::new("ffi-always-asks");
         let requests = spawn_oracle(&sock.path, Behaviour::Serve, |_| "deny no".into());
         configure_for(&sock, "accept", 2000);
-        let long = [b"user=".as_slice(), &[b'x'; MAX_ARG_BYTES]].concat();
-        assert_eq!(invoke(check, &[b"rcpt", &long]).1, "accept");
-        assert_eq!(invoke(check, &[b"rcpt", b"user=caf\xe9"]).1, "accept");
-        assert_eq!(invoke(auth, &[b"user=caf\xe9", b"result=ok"]).1, "yes");
-        assert!(requests.try_recv().is_err(), "nothing reached the oracle");
-        // The longest argument allowed passes (and the oracle's answer comes back).
-        let longest = &long[..MAX_ARG_BYTES];
-        assert_eq!(
-            invoke(check, &[b"rcpt", longest]).1,
-            "accept",
-            "too long a line"
-        );
-        let fits = &long[..MAX_ARG_BYTES - 5];
-        assert_eq!(invoke(check, &[b"ping", fits]).1, "deny no");
+        let long = [b"user=".as_slice(), &[b'x'; 3 * MAX_ARG_BYTES]].concat();
+        assert_eq!(invoke(check, &[b"rcpt", &long, b"rcpt=a@b"]).1, "deny no");
+        let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(line.len() <= access_wire::MAX_LINE_BYTES + 1, "{}", line.len());
+        let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
+        assert!(request.get("user").unwrap().starts_with("xxxx"));
+        assert_eq!(request.get("rcpt"), Some("a@b"));
+
+        assert_eq!(invoke(check, &[b"mail", b"user=caf\xe9", b"sender=b\xffob@x"]).1, "deny no");
+        let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
+        assert_eq!(request.get("user"), Some("caf\\xe9"));
+        assert_eq!(request.get("sender"), Some("b\\xffob@x"));
+
+        assert_eq!(invoke(auth, &[b"user=", b"result=ok", b"password=p"]).1, "no");
+        let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
+        assert_eq!(request.get("user"), Some(""));
+        assert!(request.get("pwhash").is_some());
         // A Latin-1 password is hashed, never refused.
         let (_, text) = invoke(auth, &[b"user=a", b"password=caf\xe9", b"result=ok"]);
         assert_eq!(text, "no", "the oracle said deny");

@@ -66,6 +66,8 @@ pub enum SettingError {
     UnknownKey(String),
     /// A known key with a value it cannot take; key and what is expected.
     BadValue(&'static str, &'static str),
+    /// A value that is not UTF-8; its key.
+    NotUtf8(String),
 }
 
 impl fmt::Display for SettingError {
@@ -75,6 +77,9 @@ impl fmt::Display for SettingError {
                 f,
                 "unknown key {key} ignored (known: socket timeout_ms on_error hash_nonce)"
             ),
+            SettingError::NotUtf8(key) => {
+                write!(f, "{key}: the value is not valid utf-8; previous value kept")
+            }
             SettingError::BadValue(key, expected) => {
                 write!(f, "{key}: expected {expected}; previous value kept")
             }
@@ -87,6 +92,10 @@ impl Settings {
     pub fn apply(&mut self, pairs: &Pairs) -> Vec<SettingError> {
         let mut errors = Vec::new();
         for (key, value) in pairs.iter() {
+            let Ok(value) = std::str::from_utf8(value) else {
+                errors.push(SettingError::NotUtf8(key.to_string()));
+                continue;
+            };
             if let Err(e) = self.apply_one(key, value) {
                 errors.push(e);
             }
@@ -141,7 +150,7 @@ mod tests {
     fn pairs(list: &[(&str, &str)]) -> Pairs {
         let mut p = Pairs::default();
         for (k, v) in list {
-            p.push(k, v.to_string()).unwrap();
+            p.push(k, *v).unwrap();
         }
         p
     }

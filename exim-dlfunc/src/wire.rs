@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use access_wire::{MAX_LINE_BYTES, push_pair};
+use access_wire::{MAX_LINE_BYTES, push_pair_bytes};
 
 use crate::args::Pairs;
 
@@ -24,17 +24,27 @@ impl fmt::Display for TooLong {
 impl std::error::Error for TooLong {}
 
 /// The request line `VERB key=value ...` followed by its `\n`.
-pub fn request_line(verb: &str, pairs: &Pairs) -> Result<String, TooLong> {
-    let mut line = String::with_capacity(256);
-    line.push_str(verb);
-    for (key, value) in pairs.iter() {
-        push_pair(&mut line, key, value);
+///
+/// Values may be any bytes ([`access_wire::encode_bytes`]). A line that would be longer
+/// than the protocol allows is not refused (a client's long name must not skip the
+/// check): the longest value is halved until it fits. Only a line whose keys alone are
+/// too long (the administrator's mistake) is refused.
+pub fn request_line(verb: &str, pairs: &mut Pairs) -> Result<String, TooLong> {
+    loop {
+        let mut line = String::with_capacity(256);
+        line.push_str(verb);
+        for (key, value) in pairs.iter() {
+            push_pair_bytes(&mut line, key, value);
+        }
+        if line.len() <= MAX_LINE_BYTES {
+            line.push('\n');
+            return Ok(line);
+        }
+        match pairs.values_mut().max_by_key(|v| v.len()) {
+            Some(longest) if !longest.is_empty() => longest.truncate(longest.len() / 2),
+            _ => return Err(TooLong(line.len())),
+        }
     }
-    if line.len() > MAX_LINE_BYTES {
-        return Err(TooLong(line.len()));
-    }
-    line.push('\n');
-    Ok(line)
 }
 
 #[cfg(test)]
@@ -45,9 +55,9 @@ mod tests {
     fn values_are_quoted_and_read_back_intact() {
         let mut pairs = Pairs::default();
         let awkward = "a \"quoted\"\\ name\nwith\tcontrol\r";
-        pairs.push("user", awkward.to_string()).unwrap();
-        pairs.push("ip", String::new()).unwrap();
-        let line = request_line("auth", &pairs).unwrap();
+        pairs.push("user", awkward).unwrap();
+        pairs.push("ip", "").unwrap();
+        let line = request_line("auth", &mut pairs).unwrap();
         assert!(line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1, "one line only: {line:?}");
         let request = access_wire::parse_request(line.trim_end_matches('\n').as_bytes()).unwrap();
@@ -57,16 +67,26 @@ mod tests {
     }
 
     #[test]
-    fn the_line_limit_is_enforced() {
+    fn long_values_are_shortened_to_fit_the_line() {
         let mut pairs = Pairs::default();
-        // "ping x=" is 7 bytes: fill up to exactly the limit, then one more.
+        // "ping x=" is 7 bytes: fill up to exactly the limit; it is sent as it is.
         pairs.push("x", "a".repeat(MAX_LINE_BYTES - 7)).unwrap();
-        assert!(request_line("ping", &pairs).is_ok());
+        let line = request_line("ping", &mut pairs).unwrap();
+        assert_eq!(line.len(), MAX_LINE_BYTES + 1);
+        // Longer values (also ones that grow when escaped) are cut until the line fits.
         let mut pairs = Pairs::default();
-        pairs.push("x", "a".repeat(MAX_LINE_BYTES - 6)).unwrap();
-        assert_eq!(
-            request_line("ping", &pairs),
-            Err(TooLong(MAX_LINE_BYTES + 1))
-        );
+        pairs.push("user", "alice").unwrap();
+        pairs.push("rcpt", vec![0xff; MAX_LINE_BYTES]).unwrap();
+        pairs.push("sender", "b".repeat(MAX_LINE_BYTES)).unwrap();
+        let line = request_line("rcpt", &mut pairs).unwrap();
+        assert!(line.len() <= MAX_LINE_BYTES + 1, "{}", line.len());
+        let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
+        assert_eq!(request.get("user"), Some("alice"));
+        assert!(request.get("rcpt").unwrap().starts_with("\\xff"));
+        assert!(request.get("sender").unwrap().starts_with("bbb"));
+        // Only keys too long by themselves are refused.
+        let mut pairs = Pairs::default();
+        pairs.push(&"k".repeat(MAX_LINE_BYTES), "").unwrap();
+        assert!(request_line("ping", &mut pairs).is_err());
     }
 }

@@ -104,10 +104,9 @@ pub fn protocol_line(data: &[u8]) {
     if let Err(e) = command {
         answered_on_one_line(Reply::Error(e.to_string()));
     }
-    let packed = std::str::from_utf8(data).map(access_wire::parse_pairs);
-    if let Ok(Ok(pairs)) = packed {
+    if let Ok(pairs) = access_wire::parse_pairs(data) {
         let line = encode_pairs(String::new(), &pairs);
-        match access_wire::parse_pairs(&line) {
+        match access_wire::parse_pairs(line.as_bytes()) {
             Ok(again) => assert_eq!(again, pairs, "packed pairs re-encoded as {line:?}"),
             Err(e) => panic!("packed pairs re-encoded as {line:?} do not parse: {e}"),
         }
