@@ -714,8 +714,11 @@ fn scripted_oracle(path: &Path, answer: fn(&str) -> String) -> std::thread::Join
     })
 }
 
-/// `deny <text>` gives a 5xx with that text, `error <what>` is logged and the command
-/// proceeds, in both the dlfunc and the readsocket snippets.
+/// `deny <text>` gives a 5xx with that text; `error <what>` (a request the oracle could
+/// not read) is logged and answered like an unreachable oracle, under `on_error`: the
+/// command proceeds under `accept` and is deferred under `defer`, in both the dlfunc
+/// and the readsocket snippets. (Before, an `error` always let the command through,
+/// whatever `on_error` said.)
 #[test]
 fn deny_and_error_replies_through_the_shipped_snippets() {
     let world = World::new(&["alice"]);
@@ -744,12 +747,27 @@ fn deny_and_error_replies_through_the_shipped_snippets() {
         let rcpt = session.reply("RCPT");
         assert_eq!(rcpt.code, 550, "{via:?}:\n{}", session.transcript());
         assert_eq!(rcpt.text(), "no such mailbox here, sorry", "{via:?}");
+        let logged = match via {
+            Via::Dlfunc => "the oracle refused the request: mail: something the oracle did not like; answered \"accept\"",
+            Via::Readsocket => "access-oracle: error: mail: something the oracle did not like; answered as accept",
+        };
         assert!(
-            session.log().contains(
-                "access-oracle: error (ignored): mail: something the oracle did not like"
-            ),
+            session.log().contains(logged),
             "{via:?}:\n{}",
             session.log()
+        );
+
+        let exim = match via {
+            Via::Dlfunc => Exim::new(&world, via, &socket).on_error("defer"),
+            Via::Readsocket => Exim::new(&world, via, &socket)
+                .define("ACCESS_READSOCKET_FAIL", "defer access checks unavailable"),
+        };
+        let session = exim.bh(CLIENT_IP, &submission("alice", PASSWORD, 1).quit());
+        session.assert_exim_healthy();
+        assert!(
+            session.reply("MAIL").is_temporary(),
+            "{via:?}: error under on_error defer:\n{}",
+            session.transcript()
         );
     }
 }

@@ -439,7 +439,16 @@ impl Engine {
         };
         let mut trips: Vec<Trip> = Vec::new();
         let mut already_counted = false;
-        let mut reply = {
+        // A source refused already (blocked, or listed where the list refuses) grows no
+        // state per name it tries: an account it names is tracked only if it was
+        // already. Its attempts still count against the address (a bounded record)
+        // and are all audited.
+        let track_account = !at.ip.is_some_and(|ip| {
+            !allowed && self.source_refused(ip, &rules, &enrich, secs)
+        }) || self.state.account(&user).is_some();
+        let mut reply = if !track_account {
+            Reply::Accept
+        } else {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
             let mut reply = match acct.active_hold(secs) {
@@ -576,8 +585,11 @@ impl Engine {
             }
         }
         // A log event is a record of what already happened: nobody refused it.
-        if reply != Reply::Accept && at.origin == Origin::Live {
-            self.state.account_mut(&user).totals.refused += 1;
+        if reply != Reply::Accept
+            && at.origin == Origin::Live
+            && let Some(mut acct) = self.state.tracked_account_mut(&user)
+        {
+            acct.totals.refused += 1;
         }
         let protocol = (at.protocol != UNKNOWN_PROTOCOL).then_some(at.protocol);
         if !already_counted {
@@ -618,6 +630,23 @@ impl Engine {
             self.raise(alert);
         }
         reply
+    }
+
+    /// Whether attempts from `ip` are refused whatever the account: an address block in
+    /// force, or a listing whose rule refuses (not only alerts).
+    fn source_refused(
+        &self,
+        ip: IpAddr,
+        rules: &RulesConfig,
+        enrich: &Enrichment,
+        secs: Secs,
+    ) -> bool {
+        self.state
+            .ip(ip)
+            .is_some_and(|rec| rec.active_auth_block(secs).is_some())
+            || (rules.bad_ip.enabled
+                && rules.bad_ip.response != crate::rules::Action::Alert
+                && enrich.lists.blocked(ip).is_some())
     }
 
     /// A successful login: the baseline rules look at it, then the baseline learns it.

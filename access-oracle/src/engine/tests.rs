@@ -477,6 +477,29 @@ fn spraying_blocks_the_address_from_the_next_request() {
 }
 
 #[test]
+fn a_blocked_address_grows_no_state_per_name_it_tries() {
+    let (e, _rx) = engine();
+    for i in 0..10 {
+        ask(&e, &format!("auth user=user{i} ip=203.0.113.66 result=fail"), i);
+    }
+    let before = e.state().account_count();
+    // 10,000 new names from the blocked address: every one refused, none tracked.
+    for i in 0..10_000 {
+        let line = format!("auth user=new{i} ip=203.0.113.66 result=fail");
+        let reply = ask(&e, &line, 20 + i / 1000);
+        assert!(reply.starts_with("deny "), "{i}: {reply}");
+    }
+    assert_eq!(e.state().account_count(), before, "no account per name");
+    // An account tracked already is still counted (its own rules keep working).
+    let line = "auth user=user1 ip=203.0.113.66 result=fail";
+    assert!(ask(&e, line, 40).starts_with("deny "));
+    assert_eq!(e.account_report("user1", t(41))["totals"]["logins_failed"], 2);
+    // The address's own record is bounded whatever the number of names.
+    let rec = e.state().ip("203.0.113.66".parse().unwrap()).unwrap();
+    assert!(rec.auth_failures.count(41, 600) > 0);
+}
+
+#[test]
 fn nine_accounts_are_not_spraying() {
     let (e, mut rx) = engine();
     for i in 0..9 {

@@ -38,7 +38,8 @@ pub const MAX_SESSION_BYTES: usize = 128;
 /// where they can (no escapes, nothing to shorten or lowercase).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyRequest<'a> {
-    /// The login name tried (`login`); `None` when absent or empty.
+    /// The login name tried (`login`); `None` when absent. An empty name is an attempt
+    /// like any other (it counts against the source address).
     pub login: Option<Cow<'a, str>>,
     /// The client's address (`remote`).
     pub remote: Option<IpAddr>,
@@ -68,6 +69,28 @@ pub struct PolicyRequest<'a> {
     pub fail_type: Option<Cow<'a, str>>,
 }
 
+impl PolicyRequest<'_> {
+    /// The same request, owning its texts.
+    pub fn into_owned(self) -> PolicyRequest<'static> {
+        let own = |t: Option<Cow<'_, str>>| t.map(|t| Cow::Owned(t.into_owned()));
+        PolicyRequest {
+            login: own(self.login),
+            remote: self.remote,
+            rport: self.rport,
+            local: self.local,
+            protocol: own(self.protocol),
+            mech: own(self.mech),
+            pwhash: self.pwhash,
+            session_id: own(self.session_id),
+            device_id: own(self.device_id),
+            tls: self.tls,
+            success: self.success,
+            policy_reject: self.policy_reject,
+            fail_type: own(self.fail_type),
+        }
+    }
+}
+
 /// Why a body is not a policy request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed policy request: {0}")]
@@ -81,9 +104,30 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
     }
     let raw = match flat(body) {
         Some(raw) => raw,
-        None => serde_json::from_slice(body).map_err(|e| RequestError(one_line(&e)))?,
+        None => match serde_json::from_slice(body) {
+            Ok(raw) => raw,
+            Err(e) if std::str::from_utf8(body).is_err() => return repaired(body, &e),
+            Err(e) => return Err(RequestError(one_line(&e))),
+        },
     };
     Ok(build(raw))
+}
+
+/// A body with bytes that are not UTF-8 (a client's login name passed on as it came):
+/// read with each such byte as the text `\xHH`, the line protocol's text form of it
+/// ([`access_wire::text_from_bytes`]), so the attempt is counted under the same name
+/// rather than refused (a refused request lets Dovecot fail open).
+fn repaired(body: &[u8], first: &serde_json::Error) -> Result<PolicyRequest<'static>, RequestError> {
+    // Inside a JSON string the text `\xHH` is written with an escaped backslash.
+    let mut text = String::with_capacity(body.len() + 16);
+    for chunk in body.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            text.push_str(&format!("\\\\x{b:02x}"));
+        }
+    }
+    let raw: Raw<'_> = serde_json::from_str(&text).map_err(|_| RequestError(one_line(first)))?;
+    Ok(build(raw).into_owned())
 }
 
 /// [`parse`] without its fast path: serde reads every body. For the fuzz target, which
@@ -99,11 +143,7 @@ pub fn parse_with_serde(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> 
 /// The request from the members read.
 fn build(raw: Raw<'_>) -> PolicyRequest<'_> {
     PolicyRequest {
-        login: raw
-            .login
-            .and_then(Loose::into_text)
-            .filter(|l| !l.is_empty())
-            .map(|l| {
+        login: raw.login.and_then(Loose::into_text).map(|l| {
                 if l.len() <= MAX_USER_BYTES {
                     l
                 } else {
@@ -335,8 +375,13 @@ pub(crate) enum Loose<'a> {
 }
 
 impl<'a> Loose<'a> {
+    /// The text, a NUL written `\x00` as the line protocol's tokenizer writes it
+    /// ([`access_wire::text_from_str`]): both endpoints key on the same text.
     fn into_text(self) -> Option<Cow<'a, str>> {
         match self {
+            Loose::Text(t) if t.as_bytes().contains(&0) => {
+                Some(Cow::Owned(access_wire::text_from_str(&t).into_owned()))
+            }
             Loose::Text(t) => Some(t),
             Loose::Flag(_) | Loose::Nothing => None,
         }
@@ -464,6 +509,18 @@ mod tests {
     /// What it sent on `allow` for Exim's dovecot authenticator: no local address, port
     /// 0, no session.
     const SMTP_ALLOW: &[u8] = br#"{"device_id":"","local":"","login":"alice","mech":"PLAIN","protocol":"smtp","pwhash":"0974","remote":"203.0.113.9","rport":"0","session_id":"","tls":false}"#;
+
+    #[test]
+    fn nul_and_bytes_that_are_not_utf8_keep_the_line_protocols_text_form() {
+        let r = parse(br#"{"login":"a\u0000b","remote":"192.0.2.1"}"#).unwrap();
+        assert_eq!(r.login.as_deref(), Some("a\\x00b"));
+        let r = parse(b"{\"login\":\"b\xffob\",\"remote\":\"192.0.2.1\",\"x\":\"q\\\\xq\"}").unwrap();
+        assert_eq!(r.login.as_deref(), Some("b\\xffob"));
+        assert_eq!(r.remote, Some("192.0.2.1".parse().unwrap()));
+        let r = parse(br#"{"login":""}"#).unwrap();
+        assert_eq!(r.login.as_deref(), Some(""), "an empty name is an attempt too");
+        assert!(parse(b"{\"login\":\xff}").is_err(), "still JSON or refused");
+    }
 
     #[test]
     fn reads_dovecots_report() {
