@@ -119,7 +119,7 @@ fn main() {
     COUNTING.store(false, Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let t = std::time::Instant::now();
-    snapshot::write(engine.state(), dir.path(), 1_800_000_000).expect("write");
+    snapshot::write(engine.state(), dir.path(), 1_800_000_000, None).expect("write");
     let wrote = t.elapsed();
     let size = std::fs::metadata(dir.path().join(snapshot::FILE_NAME))
         .map(|m| m.len())

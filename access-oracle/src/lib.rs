@@ -15,6 +15,7 @@
 //! * [`audit`]: the hash-chained audit trail, `audit verify` and `audit search`.
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
+//! * [`text`]: outsiders' text made safe for a terminal (control characters escaped).
 //! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -34,3 +35,4 @@ pub mod server;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod text;

@@ -11,6 +11,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 
 use super::AdminRequest;
+use crate::text::escape_controls;
 
 /// Sends `req` to the admin socket and returns the response's `data`.
 pub fn call(socket: &Path, req: &AdminRequest) -> anyhow::Result<Value> {
@@ -29,12 +30,15 @@ pub fn call(socket: &Path, req: &AdminRequest) -> anyhow::Result<Value> {
     let response: Value = serde_json::from_str(&answer)
         .with_context(|| format!("unreadable answer from the oracle: {answer:?}"))?;
     if response["ok"] != Value::Bool(true) {
-        bail!("{}", response["error"].as_str().unwrap_or("request failed"));
+        bail!(
+            "{}",
+            escape_controls(response["error"].as_str().unwrap_or("request failed"))
+        );
     }
     Ok(response["data"].clone())
 }
 
-/// Renders a response for a human.
+/// Renders a response for a human. Every value shown is escaped ([`escape_controls`]).
 pub fn render(req: &AdminRequest, data: &Value) -> String {
     match req {
         AdminRequest::Status => render_status(data),
@@ -43,30 +47,36 @@ pub fn render(req: &AdminRequest, data: &Value) -> String {
         } => render_account(data),
         AdminRequest::Account { baseline: true, .. } => render_baseline(data),
         AdminRequest::Alerts { .. } => render_alerts(data),
-        AdminRequest::Release { user } => match (&data["released"], &data["hold"]) {
-            (Value::Bool(true), Value::Object(h)) => format!(
-                "released {user}: hold by {} until {} ended",
-                text(&h["rule"]),
-                text(&h["until"])
-            ),
-            (Value::Bool(true), _) => {
-                format!("{user} was not held; its failure and recipient counts were reset")
+        AdminRequest::Release { user } => {
+            let user = escape_controls(user);
+            match (&data["released"], &data["hold"]) {
+                (Value::Bool(true), Value::Object(h)) => format!(
+                    "released {user}: hold by {} until {} ended",
+                    text(&h["rule"]),
+                    text(&h["until"])
+                ),
+                (Value::Bool(true), _) => {
+                    format!("{user} was not held; its failure and recipient counts were reset")
+                }
+                _ => format!("{user}: {}", text(&data["reason"])),
             }
-            _ => format!("{user}: {}", text(&data["reason"])),
-        },
+        }
         AdminRequest::Unblock { ip } => match (&data["unblocked"], &data["reason"]) {
             (Value::Bool(true), _) => format!("unblocked {ip}"),
-            (_, Value::String(r)) => format!("{ip}: {r}"),
+            (_, Value::String(r)) => format!("{ip}: {}", escape_controls(r)),
             _ => format!("{ip} was not blocked; its failure count was reset"),
         },
     }
 }
 
+/// A value as shown in a table: text an outsider may have chosen (an account name, an
+/// alert's summary, a hold's message) with its control characters escaped, so that it
+/// cannot act on the reader's terminal.
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => escape_controls(s).into_owned(),
+        other => escape_controls(&other.to_string()).into_owned(),
     }
 }
 
@@ -450,4 +460,66 @@ fn render_alerts(d: &Value) -> String {
         ]);
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "mallory\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}";
+
+    /// No byte a terminal acts on, other than the tables' own line ends.
+    fn assert_inert(out: &str) {
+        assert!(
+            !out.bytes().any(|b| (b < 0x20 && b != b'\n') || b == 0x7f),
+            "{out:?}"
+        );
+        assert!(
+            !out.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{202e}'),
+            "{out:?}"
+        );
+        assert!(out.contains("mallory\\x1b]0;pwned\\x07"), "{out}");
+    }
+
+    #[test]
+    fn every_rendering_escapes_what_an_outsider_chose() {
+        let hold = serde_json::json!({
+            "account": EVIL, "rule": "failed_logins_account", "since": "t", "until": "u",
+            "message": EVIL,
+        });
+        let status = serde_json::json!({
+            "in_force": {"holds": [hold], "ip_blocks": []},
+            "audit": {"dir": EVIL, "written": 1, "waiting": 0, "write_errors": 0},
+        });
+        assert_inert(&render(&AdminRequest::Status, &status));
+        let account = serde_json::json!({
+            "account": EVIL, "tracked": true, "hold": hold,
+            "last_login": {"time": "t", "ip": "192.0.2.1", "protocol": EVIL},
+            "timeline": [{"time": "t", "what": "login", "protocol": "smtp", "result": EVIL,
+                          "session": EVIL, "origin": "live"}],
+        });
+        let req = AdminRequest::Account {
+            user: EVIL.into(),
+            baseline: false,
+        };
+        assert_inert(&render(&req, &account));
+        let baseline = serde_json::json!({
+            "account": EVIL, "known": true,
+            "clients": [{"client": EVIL, "logins": 1, "first": "a", "last": "b"}],
+        });
+        let req = AdminRequest::Account {
+            user: EVIL.into(),
+            baseline: true,
+        };
+        assert_inert(&render(&req, &baseline));
+        let alerts = serde_json::json!([{
+            "time": "t", "severity": "high", "rule": "failed_logins_account",
+            "account": EVIL, "ip": "203.0.113.9", "response": "hold_account",
+            "summary": format!("5 failed logins for {EVIL}"),
+        }]);
+        assert_inert(&render(&AdminRequest::Alerts { limit: 5 }, &alerts));
+        let req = AdminRequest::Release { user: EVIL.into() };
+        assert_inert(&render(&req, &serde_json::json!({"released": true})));
+        assert_inert(&render(&req, &serde_json::json!({"reason": EVIL})));
+    }
 }

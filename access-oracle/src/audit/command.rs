@@ -12,9 +12,10 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use super::crypt::Crypt;
 use super::record::{Kind, Record};
 use super::search::{Query, search};
-use super::verify::verify;
+use super::verify::verify_with;
 use crate::config::{self, Overrides};
 use crate::protocol::Outcome;
+use crate::text::escape_controls;
 
 /// Where the trail is: from the config (or the defaults), each part overridable.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +31,8 @@ pub struct Location {
 }
 
 impl Location {
-    fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// The trail's directory, its key file and the state directory.
+    fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
         let overrides = Overrides {
             state_dir: self.state_dir.clone(),
             ..Overrides::default()
@@ -44,46 +46,73 @@ impl Location {
             self.key_file
                 .clone()
                 .unwrap_or_else(|| audit.key_file(&config.state_dir)),
+            config.state_dir.clone(),
         ))
     }
 }
 
-/// `audit verify`: exit 0 when every record checks, 1 at the first that does not.
+/// `audit verify`: exit 0 when every record checks and none is missing (against
+/// `head.json` and the audit head in the state snapshot); 1 at the first record that
+/// does not check, or when records are missing (every problem listed).
 pub fn run_verify(at: &Location, json: bool) -> anyhow::Result<ExitCode> {
-    let (dir, key_file) = at.resolve()?;
+    let (dir, key_file, state_dir) = at.resolve()?;
     let key = super::key::read(&key_file).map_err(anyhow::Error::msg)?;
-    let result = verify(&dir, &key);
+    let result = verify_with(&dir, &key, Some(&state_dir));
     let mut out = std::io::stdout().lock();
+    // Paths and reasons may hold what an outsider chose (a reason quotes a record).
+    let shown = |s: &str| escape_controls(s).into_owned();
+    let dir_shown = shown(&dir.display().to_string());
     match result {
         Ok(v) => {
+            let complete = v.complete();
             if json {
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({ "ok": true, "dir": dir, "verified": v })
+                    serde_json::json!({ "ok": complete, "dir": dir, "verified": v })
                 )?;
-            } else if v.records == 0 {
-                writeln!(out, "{}: no records yet", dir.display())?;
             } else {
-                write!(
-                    out,
-                    "{}: ok, {} records in {} segment(s), seq {} to {}, last written {}",
-                    dir.display(),
-                    v.records,
-                    v.files,
-                    v.first_seq.unwrap_or(0),
-                    v.last_seq.unwrap_or(0),
-                    v.last_logged.map(|t| t.to_string()).unwrap_or_default(),
-                )?;
-                if let Some(through) = v.removed_through_seq {
-                    write!(out, "; records 1 to {through} removed by retention")?;
+                if !complete {
+                    writeln!(
+                        out,
+                        "{dir_shown}: INCOMPLETE: every record checks, but {} problem(s) \
+                         say records are missing or were replaced",
+                        v.problems.len()
+                    )?;
+                    for p in &v.problems {
+                        writeln!(out, "  problem: {}", shown(&p.to_string()))?;
+                    }
                 }
-                writeln!(out)?;
-                for (seq, why) in &v.recovered {
-                    writeln!(out, "  note: record {seq} (recovered): {why}")?;
+                if v.records == 0 {
+                    writeln!(out, "{dir_shown}: no records")?;
+                } else {
+                    write!(
+                        out,
+                        "{dir_shown}: {}{} records in {} segment(s), seq {} to {}, last written {}",
+                        if complete { "ok, " } else { "" },
+                        v.records,
+                        v.files,
+                        v.first_seq.unwrap_or(0),
+                        v.last_seq.unwrap_or(0),
+                        v.last_logged.map(|t| t.to_string()).unwrap_or_default(),
+                    )?;
+                    if let Some(through) = v.removed_through_seq {
+                        write!(out, "; records 1 to {through} removed by retention")?;
+                    }
+                    if let Some(seq) = v.snapshot_seq {
+                        write!(out, "; reaches record {seq} named by the state snapshot")?;
+                    }
+                    writeln!(out)?;
+                }
+                for note in &v.notes {
+                    writeln!(out, "  note: {}", shown(note))?;
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(b) => {
             if json {
@@ -93,7 +122,7 @@ pub fn run_verify(at: &Location, json: bool) -> anyhow::Result<ExitCode> {
                     serde_json::json!({ "ok": false, "dir": dir, "broken": b })
                 )?;
             } else {
-                writeln!(out, "{}: BROKEN at {b}", dir.display())?;
+                writeln!(out, "{dir_shown}: BROKEN at {}", shown(&b.to_string()))?;
             }
             Ok(ExitCode::FAILURE)
         }
@@ -107,7 +136,7 @@ pub fn run_search(
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (dir, key_file) = at.resolve()?;
+    let (dir, key_file, _) = at.resolve()?;
     if !dir.exists() {
         anyhow::bail!("no audit trail at {}", dir.display());
     }
@@ -175,6 +204,8 @@ pub fn run_search(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The records as a table for a person: every field an outsider may have chosen (the
+/// account, the protocol, reasons, mailbox names) is escaped ([`escape_controls`]).
 fn table(records: &[Record]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
@@ -195,16 +226,17 @@ fn table(records: &[Record]) -> Table {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
-            r.user.as_deref().unwrap_or("").to_string(),
+            escape_controls(r.user.as_deref().unwrap_or("")).into_owned(),
             r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            r.protocol.as_deref().unwrap_or("").to_string(),
+            escape_controls(r.protocol.as_deref().unwrap_or("")).into_owned(),
             what(r),
         ]);
     }
     t
 }
 
-/// One line saying what a record is about.
+/// One line saying what a record is about, for a person: what an outsider chose in it
+/// (reasons, mailbox names, message ids) is escaped ([`escape_controls`]).
 pub fn what(r: &Record) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut add = |s: String| {
@@ -278,10 +310,11 @@ pub fn what(r: &Record) -> String {
             add(r.reason.as_deref().unwrap_or("").to_string());
         }
     }
-    let text = parts.join(", ");
+    let joined = parts.join(", ");
+    let text = escape_controls(&joined);
     if text.chars().count() > 100 {
         text.chars().take(99).chain(['…']).collect()
     } else {
-        text
+        text.into_owned()
     }
 }

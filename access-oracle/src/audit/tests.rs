@@ -235,6 +235,8 @@ fn retention_removes_old_days_and_says_so() {
     let v = verify(&audit_dir(d), &key(d)).unwrap();
     assert_eq!(v.removed_through_seq, Some(6), "{v:?}");
     assert_eq!((v.first_seq, v.last_seq), (Some(7), Some(9)));
+    // A gap retention recorded is no problem.
+    assert!(v.complete(), "{v:?}");
     let retention: Vec<Record> = lines(&segment_path(d, "2026-11-26"))
         .iter()
         .map(|l| serde_json::from_str::<Record>(l).unwrap())
@@ -266,9 +268,13 @@ fn a_record_cut_off_by_a_crash_is_dropped_and_recorded_on_open() {
     assert_eq!(trail.seq(), 4);
     let v = verify(&audit_dir(d), &key(d)).unwrap();
     assert_eq!(v.last_seq, Some(4));
+    // Nothing flushed was lost: a note, not a problem.
+    assert!(v.complete(), "{v:?}");
+    assert!(v.notes[0].contains("cut off"), "{v:?}");
     let last: Record = serde_json::from_str(lines(&path).last().unwrap()).unwrap();
     assert_eq!(last.kind, Kind::Recovered);
     assert_eq!(last.through, Some(29));
+    assert_eq!(last.action.as_deref(), Some(writer::PARTIAL_LINE));
 }
 
 #[test]
@@ -401,10 +407,9 @@ fn search_finds_by_account_address_network_time_and_kind() {
     assert_eq!(find(Query::default()), [2, 3, 4, 5]);
 }
 
-#[test]
-fn records_cut_from_the_end_are_noticed_through_the_head_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A trail of five auth records written through the writer thread (flushed, so the
+/// head file names the last), and its head.
+fn flushed_trail(d: &Path) -> crate::persist::snapshot::AuditHead {
     let (sink, writer) = start(&config(d), d, false).unwrap().unwrap();
     for i in 0..5 {
         sink.record(auth(
@@ -415,17 +420,51 @@ fn records_cut_from_the_end_are_noticed_through_the_head_file() {
         ));
     }
     writer.close();
+    sink.head().expect("a head once open")
+}
+
+/// The state snapshot as the daemon writes it: with the trail's head.
+fn snapshot_with(d: &Path, head: &crate::persist::snapshot::AuditHead) {
+    crate::persist::snapshot::write(
+        &crate::state::State::default(),
+        d,
+        1_800_000_000,
+        Some(head),
+    )
+    .unwrap();
+}
+
+fn problems(v: &verify::Verified) -> String {
+    v.problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn records_cut_from_the_end_are_noticed_through_the_head_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = flushed_trail(d);
+    assert_eq!(head.seq, 6);
     let v = verify(&audit_dir(d), &key(d)).unwrap();
     assert_eq!((v.last_seq, v.head_seq), (Some(6), Some(6)));
+    assert!(v.complete(), "{v:?}");
     // The last two records removed by hand: the chain of the rest still checks, the
     // head file does not agree.
     let path = segment::list(&audit_dir(d)).unwrap().pop().unwrap().1;
     let all = lines(&path);
     std::fs::write(&path, all[..4].join("\n") + "\n").unwrap();
-    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
-    assert_eq!(b.file, "head.json");
-    assert!(b.why.contains("records were cut from its end"), "{b}");
-    // Reopened, the oracle says so in the chain before going on.
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert!(!v.complete());
+    assert_eq!(v.problems[0].file, "head.json");
+    assert!(
+        problems(&v).contains("records were cut from its end"),
+        "{v:?}"
+    );
+    // Reopened, the oracle says so in the chain before going on; verify keeps
+    // reporting that loss.
     let trail = Trail::open(&config(d), d, Timestamp::now()).unwrap();
     assert_eq!(trail.seq(), 5);
     drop(trail);
@@ -435,12 +474,141 @@ fn records_cut_from_the_end_are_noticed_through_the_head_file() {
         v.recovered[0].1.contains("records 5 to 6 are missing"),
         "{v:?}"
     );
+    assert_eq!(v.problems.len(), 1, "{v:?}");
+    assert_eq!(v.problems[0].seq, Some(5));
+    assert!(problems(&v).contains("records 5 to 6 are missing"), "{v:?}");
     // A head file edited to hide it is refused.
     let head = audit_dir(d).join("head.json");
     let text = std::fs::read_to_string(&head).unwrap();
     std::fs::write(&head, text.replace("\"seq\":5", "\"seq\":4")).unwrap();
-    let b = verify(&audit_dir(d), &key(d)).unwrap_err();
-    assert!(b.why.contains("MAC does not match"), "{b}");
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert!(problems(&v).contains("MAC does not match"), "{v:?}");
+}
+
+#[test]
+fn a_removed_head_file_is_a_problem_and_is_recorded_when_the_trail_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    flushed_trail(d);
+    std::fs::remove_file(audit_dir(d).join("head.json")).unwrap();
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert!(!v.complete());
+    assert_eq!(v.problems[0].file, "head.json");
+    assert!(problems(&v).contains("missing, with 6 records"), "{v:?}");
+    let trail = Trail::open(&config(d), d, Timestamp::now()).unwrap();
+    assert_eq!(trail.seq(), 7, "the removal is recorded");
+    drop(trail);
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert_eq!(v.head_seq, Some(7), "the head file is written again");
+    assert_eq!(v.problems.len(), 1, "{v:?}");
+    assert!(problems(&v).contains("was missing (removed)"), "{v:?}");
+}
+
+#[test]
+fn records_cut_with_the_head_file_are_noticed_through_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = flushed_trail(d);
+    snapshot_with(d, &head);
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    assert!(v.complete(), "{v:?}");
+    assert_eq!(v.snapshot_seq, Some(6));
+    // The last two records and the head file removed.
+    let path = segment::list(&audit_dir(d)).unwrap().pop().unwrap().1;
+    let all = lines(&path);
+    std::fs::write(&path, all[..4].join("\n") + "\n").unwrap();
+    std::fs::remove_file(audit_dir(d).join("head.json")).unwrap();
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    let text = problems(&v);
+    assert!(
+        text.contains("the state snapshot") && text.contains("records 5 to 6 are missing"),
+        "{text}"
+    );
+    // Reopened: both the missing head file and the missing records are recorded.
+    let trail = Trail::open(&config(d), d, Timestamp::now()).unwrap();
+    drop(trail);
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    let text = problems(&v);
+    assert!(text.contains("was missing (removed)"), "{text}");
+    assert!(
+        text.contains("the state snapshot named record 6: records 5 to 6 are missing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_removed_trail_begun_again_is_noticed_through_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = flushed_trail(d);
+    snapshot_with(d, &head);
+    // The whole trail removed (the key stays, as it lives beside the state).
+    std::fs::remove_dir_all(audit_dir(d)).unwrap();
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    assert!(
+        problems(&v).contains("the trail ends at 0: records 1 to 6 are missing"),
+        "{v:?}"
+    );
+    // Without the snapshot nothing would show.
+    assert!(verify(&audit_dir(d), &key(d)).unwrap().complete());
+    // The oracle restarts: the new chain starts by saying what is missing.
+    let (sink, writer) = start(&config(d), d, false).unwrap().unwrap();
+    for i in 0..10 {
+        sink.record(auth(
+            &format!("n{i}"),
+            "192.0.2.6",
+            Outcome::Ok,
+            "2026-11-28T11:00:00Z",
+        ));
+    }
+    writer.close();
+    let records: Vec<Record> = segment::list(&audit_dir(d))
+        .unwrap()
+        .iter()
+        .flat_map(|(_, p)| lines(p))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert_eq!((records[1].seq, records[1].kind), (2, Kind::Recovered));
+    assert_eq!(records[1].through, Some(6));
+    assert_eq!(
+        records[1].through_chain.as_deref(),
+        Some(record::chain_hex(&head.chain).as_str())
+    );
+    assert!(
+        records[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("records 1 to 6 are missing (the trail was removed)"),
+        "{:?}",
+        records[1]
+    );
+    // The old snapshot still names record 6 of the old chain: another record now.
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    let text = problems(&v);
+    assert!(text.contains("records 1 to 6 are missing"), "{text}");
+    assert!(
+        text.contains("the state snapshot names another record as seq 6"),
+        "{text}"
+    );
+    // Once the daemon wrote a snapshot of the new head, the recorded loss remains.
+    snapshot_with(d, &sink.head().unwrap());
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    assert_eq!(v.problems.len(), 1, "{v:?}");
+    assert!(!v.complete());
+}
+
+#[test]
+fn a_snapshot_head_under_another_key_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut head = flushed_trail(d);
+    head.mac[0] ^= 1;
+    snapshot_with(d, &head);
+    let v = verify::verify_with(&audit_dir(d), &key(d), Some(d)).unwrap();
+    assert!(problems(&v).contains("does not check"), "{v:?}");
+    let trail = Trail::open(&config(d), d, Timestamp::now()).unwrap();
+    assert_eq!(trail.seq(), 7, "recorded");
 }
 
 mod encrypted {

@@ -1,6 +1,15 @@
 //! `access-oracle audit verify`: walks every segment in order and checks each record's
 //! chain value, its sequence number, and that each segment continues the one before.
 //! Names the first record that does not check, and why.
+//!
+//! A chain that checks can still be incomplete: records cut from its end, a trail
+//! removed and begun again. Those are *problems* ([`Verified::problems`]), and a trail
+//! with any is not verified: the trail's end is checked against `head.json` and against
+//! the audit head kept in the state snapshot (outside the trail's directory, see
+//! `persist::snapshot`), and every loss the oracle found and recorded when it reopened
+//! the trail (`recovered` records naming missing records, a missing or changed head) is
+//! reported each time. Only records removed by retention, which records its removals,
+//! and a partial last line dropped after a crash (never flushed) are not problems.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -9,8 +18,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::crypt::Crypt;
-use super::record::{self, Chain, GENESIS, Kind};
-use super::segment;
+use super::record::{self, Chain, GENESIS, Kind, Record};
+use super::{segment, writer};
+use crate::persist::snapshot;
 
 /// A trail that checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,6 +44,35 @@ pub struct Verified {
     /// `recovered` records: what the oracle found missing or cut off when it reopened
     /// the trail (sequence number and text), for the auditor to look at.
     pub recovered: Vec<(u64, String)>,
+    /// The audit head the state snapshot names (its sequence number), when one was
+    /// checked.
+    pub snapshot_seq: Option<u64>,
+    /// Why the trail is not complete: records missing from its end, a trail begun
+    /// again, a head removed or changed, losses the oracle recorded. Empty when it is.
+    pub problems: Vec<Broken>,
+    /// What was checked or not and is no problem (no snapshot to compare with, a
+    /// partial line dropped after a crash).
+    pub notes: Vec<String>,
+}
+
+impl Verified {
+    /// Whether the trail is whole: every record checks and nothing is missing.
+    pub fn complete(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Whether a `recovered` record tells of a loss (rather than of a partial line dropped
+/// after a crash). Records written before `action` was set tell by their text.
+fn is_loss(r: &Record) -> bool {
+    match r.action.as_deref() {
+        Some(writer::PARTIAL_LINE) => false,
+        Some(_) => true,
+        None => r
+            .reason
+            .as_deref()
+            .is_some_and(|t| t.contains("are missing")),
+    }
 }
 
 /// The first place where the trail does not check.
@@ -50,8 +89,16 @@ pub struct Broken {
     pub why: String,
 }
 
-/// Checks the trail in `dir` with `key`.
+/// Checks the trail in `dir` with `key`, its end against `head.json` only.
 pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
+    verify_with(dir, key, None)
+}
+
+/// Checks the trail in `dir` with `key`, its end against `head.json` and, when
+/// `state_dir` is given, against the audit head in the state snapshot there. `Err` when
+/// the chain itself does not check (the first place); otherwise what is missing is in
+/// [`Verified::problems`].
+pub fn verify_with(dir: &Path, key: &[u8], state_dir: Option<&Path>) -> Result<Verified, Broken> {
     let segments = segment::list(dir).map_err(|e| Broken {
         file: dir.display().to_string(),
         line: 0,
@@ -62,7 +109,14 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
         files: segments.len(),
         ..Verified::default()
     };
-    let head = read_head(dir, key)?;
+    let head = match read_head(dir, key) {
+        Ok(h) => h,
+        Err(b) => {
+            v.problems.push(b);
+            None
+        }
+    };
+    let snap = state_dir.and_then(|d| snapshot_head(d, key, &mut v));
     let crypt = Crypt::new(key);
     v.head_seq = head.map(|(seq, _)| seq);
     let mut chain: Option<Chain> = None;
@@ -162,8 +216,26 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
                 ));
             }
             if r.kind == Kind::Recovered {
-                v.recovered
-                    .push((r.seq, r.reason.clone().unwrap_or_default()));
+                let reason = r.reason.clone().unwrap_or_default();
+                if is_loss(&r) {
+                    v.problems.push(at(format!(
+                        "recorded when the oracle reopened the trail: {reason}"
+                    )));
+                } else {
+                    v.notes
+                        .push(format!("record {} (recovered): {reason}", r.seq));
+                }
+                v.recovered.push((r.seq, reason));
+            }
+            if let Some((snap_seq, snap_chain, _)) = &snap
+                && *snap_seq == r.seq
+                && *snap_chain != sealed.chain
+            {
+                v.problems.push(at(format!(
+                    "the state snapshot names another record as seq {snap_seq}: the chain \
+                     was begun again or replaced from there on (records of the chain the \
+                     snapshot knew are missing)"
+                )));
             }
             if r.kind == Kind::Retention
                 && let Some((first_prev, _, _)) = &start
@@ -175,7 +247,7 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
                 && head_seq == r.seq
                 && head_chain != sealed.chain
             {
-                return Err(at(format!(
+                v.problems.push(at(format!(
                     "the head file names another record as seq {head_seq}: the records from \
                      here on were replaced"
                 )));
@@ -204,22 +276,109 @@ pub fn verify(dir: &Path, key: &[u8]) -> Result<Verified, Broken> {
             }
         }
     }
+    let last = last_seq.unwrap_or(0);
     if let Some((head_seq, _)) = head
-        && last_seq.is_none_or(|last| last < head_seq)
+        && last < head_seq
     {
-        return Err(Broken {
+        v.problems.push(Broken {
             file: segment::HEAD_FILE.into(),
             line: 1,
             seq: last_seq,
             why: format!(
-                "the head file says record {head_seq} was written, the trail ends at {}: \
-                 records were cut from its end",
-                last_seq.unwrap_or(0)
+                "the head file says record {head_seq} was written, the trail ends at \
+                 {last}: records were cut from its end"
+            ),
+        });
+    }
+    if head.is_none()
+        && last_seq.is_some()
+        && !v.problems.iter().any(|p| p.file == segment::HEAD_FILE)
+    {
+        v.problems.push(Broken {
+            file: segment::HEAD_FILE.into(),
+            line: 0,
+            seq: None,
+            why: format!(
+                "missing, with {} records in the trail: it was removed (the oracle writes it \
+                 when it opens the trail and after every flush), so records cut from the \
+                 end would not be noticed through it",
+                v.records
+            ),
+        });
+    }
+    if let Some((snap_seq, _, written)) = snap
+        && last < snap_seq
+        && v.removed_through_seq
+            .is_none_or(|through| through < snap_seq)
+    {
+        v.problems.push(Broken {
+            file: snapshot::FILE_NAME.into(),
+            line: 0,
+            seq: last_seq,
+            why: format!(
+                "the state snapshot (written at {written}) says audit record {snap_seq} was \
+                 written, the trail ends at {last}: records {} to {snap_seq} are missing \
+                 (cut from its end, or the trail was removed)",
+                last + 1
             ),
         });
     }
     v.last_seq = last_seq;
     Ok(v)
+}
+
+/// The audit head in the state snapshot of `state_dir` (sequence number, chain value,
+/// when written), checked against its MAC; what cannot be used becomes a note or a
+/// problem in `v`.
+fn snapshot_head(state_dir: &Path, key: &[u8], v: &mut Verified) -> Option<(u64, Chain, String)> {
+    let path = state_dir.join(snapshot::FILE_NAME);
+    let header = match snapshot::read_header(state_dir) {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            v.notes.push(format!(
+                "no state snapshot with an audit head at {} (none written yet, or of an \
+                 older version): the trail's end was checked against {} only",
+                path.display(),
+                segment::HEAD_FILE
+            ));
+            return None;
+        }
+        Err(e) => {
+            v.problems.push(Broken {
+                file: path.display().to_string(),
+                line: 0,
+                seq: None,
+                why: format!("the audit head in the state snapshot cannot be read: {e}"),
+            });
+            return None;
+        }
+    };
+    let written = jiff::Timestamp::from_second(header.written)
+        .map_or_else(|_| header.written.to_string(), |t| t.to_string());
+    let Some(h) = header.audit else {
+        v.notes.push(format!(
+            "the state snapshot {} (written at {written}) holds no audit head (written with \
+             the trail off): the trail's end was checked against {} only",
+            path.display(),
+            segment::HEAD_FILE
+        ));
+        return None;
+    };
+    if !record::check_head(key, h.seq, &h.chain, &h.mac) {
+        v.problems.push(Broken {
+            file: path.display().to_string(),
+            line: 0,
+            seq: Some(h.seq),
+            why: format!(
+                "the audit head in the state snapshot (written at {written}, record {}) does \
+                 not check: the snapshot was changed, or the trail's key is another",
+                h.seq
+            ),
+        });
+        return None;
+    }
+    v.snapshot_seq = Some(h.seq);
+    Some((h.seq, h.chain, written))
 }
 
 /// The head file's record number and chain value, checked against its MAC; `None`

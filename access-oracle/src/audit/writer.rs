@@ -11,10 +11,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -24,6 +25,7 @@ use super::config::AuditConfig;
 use super::crypt::Crypt;
 use super::record::{self, Chain, GENESIS, Kind, Record, Source};
 use super::{key, segment};
+use crate::persist::snapshot::{self, AuditHead};
 
 /// Records written in one batch at most.
 const BATCH: usize = 4096;
@@ -58,6 +60,34 @@ pub struct Trail {
     _lock: nix::fcntl::Flock<File>,
     /// The lines of a batch, reused.
     buf: Vec<u8>,
+    /// The head last written to `head.json`, for the state snapshot.
+    head: Arc<SharedHead>,
+}
+
+/// The trail's head as last written to `head.json` (records flushed to disk), shared
+/// with the state snapshot, which keeps a second copy of it outside the trail's
+/// directory.
+#[derive(Debug, Default)]
+pub struct SharedHead {
+    head: Mutex<Option<AuditHead>>,
+    changed: AtomicBool,
+}
+
+impl SharedHead {
+    fn set(&self, head: AuditHead) {
+        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(head);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// The head last written (`None` before the trail was opened).
+    pub fn get(&self) -> Option<AuditHead> {
+        *self.head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the head moved since the last call (and clears the flag).
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// Why the trail cannot be opened.
@@ -71,7 +101,10 @@ pub struct OpenError {
 impl Trail {
     /// Opens the trail of `config` for appending: reads or creates the key, continues
     /// the chain from the newest segment's last record, repairs a last line cut off by a
-    /// crash (recording what was dropped) and removes segments past retention.
+    /// crash (recording what was dropped), checks the trail's end against `head.json`
+    /// and against the audit head in the state snapshot of `state_dir` (recording, and
+    /// logging at error level, records found missing), writes `head.json` and removes
+    /// segments past retention.
     pub fn open(
         config: &AuditConfig,
         state_dir: &Path,
@@ -83,8 +116,10 @@ impl Trail {
             why,
         };
         let key = key::read_or_create(&config.key_file(state_dir)).map_err(&err)?;
-        std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+        crate::files::create_private_dir(&dir)
+            .map_err(|e| err(format!("cannot create it: {e}")))?;
         let lock = OpenOptions::new()
+            .mode(crate::files::PRIVATE_FILE_MODE)
             .create(true)
             .truncate(false)
             .write(true)
@@ -110,9 +145,12 @@ impl Trail {
             chain: GENESIS,
             _lock: lock,
             buf: Vec::new(),
+            head: Arc::default(),
         };
         trail.resume(now).map_err(err)?;
-        trail.check_head(now).map_err(err)?;
+        trail.check_end(state_dir, now).map_err(err)?;
+        publish_head(&trail.dir, &trail.key, &trail.head, trail.seq, &trail.chain)
+            .map_err(|e| err(format!("cannot write the head file: {e}")))?;
         // A segment of an earlier day is closed: the next record starts today's.
         if trail
             .open
@@ -183,6 +221,7 @@ impl Trail {
             tracing::warn!(file = %name, bytes = tail.cut_bytes, "audit segment ended with a record cut off by a crash; dropped and recorded");
             let mut r = Record::new(Kind::Recovered, Source::Oracle, now);
             r.through = Some(tail.cut_bytes);
+            r.action = Some(PARTIAL_LINE.into());
             r.reason = Some(format!(
                 "{} bytes after record {} of {name} were cut off (the oracle stopped while writing) and dropped",
                 tail.cut_bytes, self.seq
@@ -194,33 +233,129 @@ impl Trail {
     }
 
     /// Records cut from the end (by hand: a crash only cuts what was not yet flushed,
-    /// and the head names flushed records only) would vanish without a trace once the
-    /// chain goes on: when the head file names a later record than the trail holds,
-    /// a `recovered` record says which are missing.
-    fn check_head(&mut self, now: Timestamp) -> Result<(), String> {
-        let Ok(Some((head_seq, _))) = super::verify::read_head(&self.dir, &self.key) else {
-            return Ok(());
+    /// and the heads name flushed records only), a whole trail removed, or its head file
+    /// removed or changed, would vanish without a trace once the chain goes on. The end
+    /// is checked against two heads: `head.json` beside the segments and the copy in
+    /// the state snapshot (outside the trail's directory). What does not agree is
+    /// logged at error level and recorded (`recovered` records, which `verify` reports
+    /// as problems) before anything else is written.
+    fn check_end(&mut self, state_dir: &Path, now: Timestamp) -> Result<(), String> {
+        let last = self.seq;
+        let mut found: Vec<Record> = Vec::new();
+        let recovered = |action: &str, reason: String| {
+            let mut r = Record::new(Kind::Recovered, Source::Oracle, now);
+            r.action = Some(action.into());
+            r.reason = Some(reason);
+            r
         };
-        if head_seq <= self.seq {
+        // The furthest record a head names, and which heads name it.
+        let mut claimed: Option<(u64, Chain, Vec<&str>)> = None;
+        let mut claim = |seq: u64, chain: Chain, by: &'static str| match &mut claimed {
+            Some((s, _, by_all)) if *s == seq => by_all.push(by),
+            Some((s, _, _)) if *s > seq => {}
+            _ => claimed = Some((seq, chain, vec![by])),
+        };
+        match super::verify::read_head(&self.dir, &self.key) {
+            Ok(Some((seq, chain))) => claim(seq, chain, "its head file"),
+            Ok(None) if last > 0 => {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    last_seq = last,
+                    "the audit trail's head file is missing: it was removed; records cut from the end before now could not be noticed through it"
+                );
+                found.push(recovered(
+                    HEAD_MISSING,
+                    format!(
+                        "the head file {} was missing (removed) with the trail at record {last}: records cut from its end before now cannot be told from it",
+                        segment::HEAD_FILE
+                    ),
+                ));
+            }
+            Ok(None) => {}
+            Err(b) => {
+                tracing::error!(dir = %self.dir.display(), error = %b, "the audit trail's head file does not check");
+                found.push(recovered(
+                    HEAD_INVALID,
+                    format!(
+                        "the head file did not check ({}): it is written again",
+                        b.why
+                    ),
+                ));
+            }
+        }
+        match snapshot::read_header(state_dir) {
+            Ok(Some(snapshot::Header {
+                audit: Some(h),
+                written,
+            })) => {
+                if record::check_head(&self.key, h.seq, &h.chain, &h.mac) {
+                    claim(h.seq, h.chain, "the state snapshot");
+                    if h.seq == last && h.seq > 0 && h.chain != self.chain {
+                        tracing::error!(
+                            seq = h.seq,
+                            "the audit trail's last record is not the one the state snapshot names: the trail was replaced"
+                        );
+                        found.push(recovered(
+                            RECORDS_MISSING,
+                            format!(
+                                "record {last} is not the record {} the state snapshot (written at {}) named: the trail was replaced",
+                                h.seq,
+                                fmt_secs(written)
+                            ),
+                        ));
+                    }
+                } else {
+                    tracing::error!(
+                        seq = h.seq,
+                        "the audit head in the state snapshot does not check with the trail's key: the key was replaced or the snapshot changed"
+                    );
+                    found.push(recovered(
+                        SNAPSHOT_HEAD_INVALID,
+                        format!(
+                            "the state snapshot (written at {}) names audit record {} with a MAC that does not check under this trail's key: the key was replaced, or the snapshot changed",
+                            fmt_secs(written),
+                            h.seq
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the audit head in the state snapshot")
+            }
+        }
+        if let Some((head_seq, head_chain, by)) = claimed
+            && head_seq > last
+        {
+            let by = by.join(" and ");
+            tracing::error!(
+                last_seq = last,
+                head_seq,
+                named_by = %by,
+                "the audit trail ends before the record its heads name: records were cut from its end, or the trail was removed"
+            );
+            let mut r = recovered(
+                RECORDS_MISSING,
+                if last == 0 {
+                    format!(
+                        "the trail held no records, but {by} named record {head_seq}: records 1 to {head_seq} are missing (the trail was removed); a new chain starts here"
+                    )
+                } else {
+                    format!(
+                        "the trail ended at record {last} but {by} named record {head_seq}: records {} to {head_seq} are missing",
+                        last + 1
+                    )
+                },
+            );
+            r.through = Some(head_seq);
+            r.through_chain = Some(record::chain_hex(&head_chain));
+            found.push(r);
+        }
+        if found.is_empty() {
             return Ok(());
         }
-        let last = self.seq;
-        tracing::error!(
-            last_seq = last,
-            head_seq,
-            "the audit trail ends before the record its head file names: records were cut from its end"
-        );
-        let mut r = Record::new(Kind::Recovered, Source::Oracle, now);
-        r.through = Some(head_seq);
-        r.reason = Some(format!(
-            "the trail ended at record {last} but its head file named record {head_seq}: \
-             records {} to {head_seq} are missing",
-            last + 1
-        ));
-        self.append(&mut [r], now)
-            .map_err(|e| format!("cannot write: {e}"))?;
-        write_head(&self.dir, &self.key, self.seq, &self.chain)
-            .map_err(|e| format!("cannot write the head file: {e}"))
+        self.append(&mut found, now)
+            .map_err(|e| format!("cannot write: {e}"))
     }
 
     /// Appends `records` (setting their `seq` and `logged`), opening the day's segment
@@ -263,7 +398,7 @@ impl Trail {
             .and_then(|()| if due { file.sync_data() } else { Ok(()) })
             .and_then(|()| {
                 if due {
-                    write_head(&self.dir, &self.key, seq, &chain)
+                    publish_head(&self.dir, &self.key, &self.head, seq, &chain)
                 } else {
                     Ok(())
                 }
@@ -288,7 +423,7 @@ impl Trail {
     pub fn sync(&mut self) -> std::io::Result<()> {
         if let (Some((_, file, _)), (_, true)) = (&self.open, self.synced) {
             file.sync_data()?;
-            write_head(&self.dir, &self.key, self.seq, &self.chain)?;
+            publish_head(&self.dir, &self.key, &self.head, self.seq, &self.chain)?;
             self.synced = (std::time::Instant::now(), false);
         }
         Ok(())
@@ -299,7 +434,7 @@ impl Trail {
     fn start_segment(&mut self, day: Date, now: Timestamp) -> std::io::Result<()> {
         let name = segment::name(day);
         let path = self.dir.join(&name);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::files::private_append().open(&path)?;
         let len = file.metadata()?.len();
         File::open(&self.dir)?.sync_all()?;
         let prev_file = self.last_file.replace(name);
@@ -365,6 +500,24 @@ impl Trail {
 /// Records the trail's head (after its records are on disk): the last record's number
 /// and chain value, with a MAC, replaced atomically. `verify` then notices records cut
 /// from the end, which the chain alone cannot show.
+/// Then `shared` holds it too, for the next state snapshot.
+fn publish_head(
+    dir: &Path,
+    key: &[u8],
+    shared: &SharedHead,
+    seq: u64,
+    chain: &Chain,
+) -> std::io::Result<()> {
+    write_head(dir, key, seq, chain)?;
+    shared.set(AuditHead {
+        seq,
+        chain: *chain,
+        mac: record::head_mac(key, seq, chain),
+    });
+    Ok(())
+}
+
+/// Writes `head.json`.
 fn write_head(dir: &Path, key: &[u8], seq: u64, chain: &Chain) -> std::io::Result<()> {
     let head = serde_json::json!({
         "seq": seq,
@@ -372,8 +525,27 @@ fn write_head(dir: &Path, key: &[u8], seq: u64, chain: &Chain) -> std::io::Resul
         "mac": record::chain_hex(&record::head_mac(key, seq, chain)),
     });
     let tmp = dir.join(".head.json.tmp");
-    std::fs::write(&tmp, format!("{head}\n"))?;
+    crate::files::private_create()
+        .open(&tmp)?
+        .write_all(format!("{head}\n").as_bytes())?;
     std::fs::rename(&tmp, dir.join(segment::HEAD_FILE))
+}
+
+/// `recovered` records' actions: the end of a segment was a partial line (cut by a
+/// crash before it was flushed; nothing acknowledged is lost). A note for `verify`.
+pub const PARTIAL_LINE: &str = "partial_line";
+/// Records named by a head (the head file, the state snapshot) are not in the trail.
+pub const RECORDS_MISSING: &str = "records_missing";
+/// The head file was missing from a trail with records.
+pub const HEAD_MISSING: &str = "head_missing";
+/// The head file's MAC did not check.
+pub const HEAD_INVALID: &str = "head_invalid";
+/// The state snapshot's audit head did not check under the trail's key.
+pub const SNAPSHOT_HEAD_INVALID: &str = "snapshot_head_invalid";
+
+/// Seconds since the epoch as an RFC 3339 time (or the number, when out of range).
+fn fmt_secs(secs: i64) -> String {
+    Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
 fn file_name(path: &Path) -> String {
@@ -409,6 +581,7 @@ pub struct AuditSink {
     stats: Arc<AuditStats>,
     backfill: bool,
     dir: Arc<Path>,
+    head: Arc<SharedHead>,
 }
 
 impl AuditSink {
@@ -441,6 +614,18 @@ impl AuditSink {
     /// Where the trail is.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The trail's head as last written to `head.json` (flushed records only), for the
+    /// state snapshot.
+    pub fn head(&self) -> Option<AuditHead> {
+        self.head.get()
+    }
+
+    /// Whether the head moved since the last call: the snapshot is then due even when
+    /// nothing else it keeps changed.
+    pub fn take_head_changed(&self) -> bool {
+        self.head.take_changed()
     }
 
     /// The counters and the directory, for `ctl status`.
@@ -484,6 +669,7 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
     let (tx, rx) = channel();
     let stats = Arc::new(AuditStats::default());
     let dir: Arc<Path> = Arc::from(trail.dir.as_path());
+    let head = trail.head.clone();
     let thread_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name("audit-writer".into())
@@ -495,6 +681,7 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
             stats,
             backfill,
             dir,
+            head,
         },
         AuditWriter {
             thread: Some(thread),

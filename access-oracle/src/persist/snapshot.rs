@@ -1,22 +1,42 @@
 //! The state snapshot: baselines, account holds and address blocks, and the short
 //! windows the rules count in (failed logins per account and per address, recipients
 //! per account, distinct accounts failed per address), so a restart in the middle of a
-//! brute force or a burst does not give the attacker a fresh count.
+//! brute force or a burst does not give the attacker a fresh count. It also keeps the
+//! audit trail's head ([`AuditHead`]): a second copy, outside the trail's directory,
+//! of how far the trail had reached, so that `audit verify` and the next start notice
+//! a trail cut short, removed or begun again.
 //!
-//! Format: the magic line `exim-access snapshot 3\n` (version 2, without windows, is
-//! still read); sections, each its length (u64,
-//! little endian) then postcard-encoded records (one per baseline, hold or block); a
-//! zero length; an `End` record carrying how many records came before it. Sections are
-//! decoded in parallel at start. A file without its `End` record, with a section that
-//! runs past the end, or with a record that does not decode, is refused with the
-//! offset of the problem; the oracle then moves it aside (nothing is overwritten) and
-//! starts from empty state.
+//! Format (version 4), all integers little endian:
+//!
+//! ```text
+//! exim-access snapshot 4\n                     magic line
+//! u32 length, postcard Header                  when written, the audit trail's head
+//! u32 CRC-32 of everything before it           (magic, length, header)
+//! { u64 length (> 0), postcard records,        one section per 16,384 records
+//!   u32 CRC-32 of the length and the records } ...
+//! u64 0                                        no more sections
+//! postcard End(number of records)
+//! u32 CRC-32 of every byte before it           the whole file
+//! ```
+//!
+//! Every byte is covered by the last checksum, so any damage of up to 32 bits in a row
+//! (every single flipped bit among them) is found; the header's and the sections'
+//! own checksums say where. Sections are decoded in parallel at start, and only after
+//! every checksum matched, so a damaged file leaves nothing behind in the state:
+//! [`read`] refuses it whole, with the byte offset of the damage, and the oracle moves
+//! it aside ([`set_aside`]: `state.snapshot.bad-<time>`) and starts from empty state.
+//!
+//! Versions 2 (without windows) and 3 (with windows) have neither header nor checksums:
+//! they are still read, with a warning in the log that damage in them cannot be told
+//! from data. Each of their records is decoded once without being kept, then again
+//! into the state, so that a record that does not decode still leaves the state empty;
+//! the next snapshot is written as version 4.
 //!
 //! Records are encoded from the live maps a section (16,384 records) at a time, so a
 //! snapshot of a million baselines needs no copy of them in memory.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,10 +49,66 @@ use crate::state::{Baseline, CountWindow, DedupWindow, DistinctWindow, Hold, Sec
 /// The file name inside the state directory.
 pub const FILE_NAME: &str = "state.snapshot";
 
-const MAGIC: &[u8] = b"exim-access snapshot 3\n";
+const MAGIC: &[u8] = b"exim-access snapshot 4\n";
+
+/// The version before the checksums and the header: read the same way (no checks).
+const MAGIC_3: &[u8] = b"exim-access snapshot 3\n";
 
 /// The version before the windows were kept: read the same way (it has none).
 const MAGIC_2: &[u8] = b"exim-access snapshot 2\n";
+
+/// The longest header read, in bytes (it is about a hundred).
+const MAX_HEADER_BYTES: u32 = 64 * 1024;
+
+/// The audit trail's head when the snapshot was written: the last record flushed to
+/// disk (its sequence number and chain value) and the MAC of both under the trail's
+/// key, the same as the trail's `head.json` holds. The snapshot only carries it; the
+/// audit trail checks it (`crate::audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// The last record's sequence number (0: none yet).
+    pub seq: u64,
+    /// Its chain value.
+    pub chain: [u8; 32],
+    /// The MAC of `seq` and `chain` under the trail's key.
+    pub mac: [u8; 32],
+}
+
+/// The first part of a snapshot (version 4 on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// When the snapshot was written (seconds since the epoch).
+    pub written: Secs,
+    /// The audit trail's head then, when the trail is on.
+    pub audit: Option<AuditHead>,
+}
+
+/// A CRC-32 (IEEE, as zlib and gzip use) of `parts`, one after the other.
+fn crc(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+/// A writer that keeps the CRC-32 of everything written through it.
+struct Summing<W> {
+    inner: W,
+    sum: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// An account's or an address's windows as stored; empty parts stay empty.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -123,6 +199,8 @@ pub struct Counts {
     pub ip_blocks: u64,
     /// Accounts and addresses whose counting windows were kept.
     pub windows: u64,
+    /// The file's format version (4 on: with checksums and the audit trail's head).
+    pub version: u8,
 }
 
 impl Counts {
@@ -180,39 +258,65 @@ fn restore(h: &StoredHold<'_>) -> Hold {
 /// Records per section: sections are decoded in parallel at start.
 const SECTION_RECORDS: usize = 16_384;
 
-/// Writes the snapshot of `state` at `now` into `dir` (temporary file, fsync, rename,
-/// fsync of the directory).
-pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotError> {
+/// Writes the snapshot of `state` at `now`, with the audit trail's head `audit`, into
+/// `dir` (temporary file, fsync, rename, fsync of the directory).
+pub fn write(
+    state: &State,
+    dir: &Path,
+    now: Secs,
+    audit: Option<&AuditHead>,
+) -> Result<Counts, SnapshotError> {
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let io = |source| SnapshotError::Io {
         path: tmp.clone(),
         source,
     };
-    let file = File::create(&tmp).map_err(io)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // Account names and addresses: the oracle's user only, whatever the umask.
+    let file = crate::files::private_create().open(&tmp).map_err(io)?;
+    let mut out = Summing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        sum: crc32fast::Hasher::new(),
+    };
     out.write_all(MAGIC).map_err(io)?;
-    let mut counts = Counts::default();
+    let header = postcard::to_stdvec(&Header {
+        written: now,
+        audit: audit.copied(),
+    })
+    .map_err(|e| io(std::io::Error::other(e)))?;
+    out.write_all(&(header.len() as u32).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let header_sum = out.sum.clone().finalize();
+    out.write_all(&header_sum.to_le_bytes()).map_err(io)?;
+    let mut counts = Counts {
+        version: 4,
+        ..Counts::default()
+    };
     let mut section: Vec<u8> = Vec::with_capacity(1 << 22);
     let mut in_section = 0usize;
-    let flush = |out: &mut BufWriter<File>, section: &mut Vec<u8>| -> std::io::Result<()> {
-        if !section.is_empty() {
-            out.write_all(&(section.len() as u64).to_le_bytes())?;
-            out.write_all(section)?;
-            section.clear();
-        }
-        Ok(())
-    };
-    let mut put = |out: &mut BufWriter<File>, r: &RecordRef<'_>| -> Result<(), SnapshotError> {
-        let buf = std::mem::take(&mut section);
-        section = postcard::to_extend(r, buf).map_err(|e| io(std::io::Error::other(e)))?;
-        in_section += 1;
-        if in_section == SECTION_RECORDS {
-            in_section = 0;
-            flush(out, &mut section).map_err(io)?;
-        }
-        Ok(())
-    };
+    let flush =
+        |out: &mut Summing<BufWriter<File>>, section: &mut Vec<u8>| -> std::io::Result<()> {
+            if !section.is_empty() {
+                let len = (section.len() as u64).to_le_bytes();
+                out.write_all(&len)?;
+                out.write_all(section)?;
+                out.write_all(&crc(&[&len, section]).to_le_bytes())?;
+                section.clear();
+            }
+            Ok(())
+        };
+    let mut put =
+        |out: &mut Summing<BufWriter<File>>, r: &RecordRef<'_>| -> Result<(), SnapshotError> {
+            let buf = std::mem::take(&mut section);
+            section = postcard::to_extend(r, buf).map_err(|e| io(std::io::Error::other(e)))?;
+            in_section += 1;
+            if in_section == SECTION_RECORDS {
+                in_section = 0;
+                flush(out, &mut section).map_err(io)?;
+            }
+            Ok(())
+        };
     for b in state.baselines().iter() {
         put(&mut out, &RecordRef::Baseline(b.key(), b.value()))?;
         counts.baselines += 1;
@@ -253,6 +357,11 @@ pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotErr
     out.write_all(&0u64.to_le_bytes()).map_err(io)?;
     let total = counts.baselines + counts.holds + counts.ip_blocks + counts.windows;
     postcard::to_io(&RecordRef::End(total), &mut out).map_err(|e| io(std::io::Error::other(e)))?;
+    let Summing {
+        inner: mut out,
+        sum,
+    } = out;
+    out.write_all(&sum.finalize().to_le_bytes()).map_err(io)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
@@ -266,9 +375,10 @@ pub fn write(state: &State, dir: &Path, now: Secs) -> Result<Counts, SnapshotErr
     Ok(counts)
 }
 
-/// Decodes one section's records into `state`.
+/// Decodes one section's records into `state`, or only decodes them (to check them)
+/// when `state` is `None`.
 fn read_section(
-    state: &State,
+    state: Option<&State>,
     bytes: &[u8],
     base: usize,
     now: Secs,
@@ -279,9 +389,15 @@ fn read_section(
     while !rest.is_empty() {
         let offset = base + (bytes.len() - rest.len());
         let (record, tail) = postcard::take_from_bytes::<Record<'_>>(rest)
-            .map_err(|e| format!("record at byte {offset} does not decode: {e}"))?;
+            .map_err(|e| format!("the record at byte {offset} does not decode: {e}"))?;
         rest = tail;
         records += 1;
+        if let Record::End(_) = record {
+            return Err(format!("an end record inside a section at byte {offset}"));
+        }
+        let Some(state) = state else {
+            continue;
+        };
         match record {
             Record::Baseline(user, b) => {
                 state.baselines().insert(user.into(), Box::new(b));
@@ -317,66 +433,154 @@ fn read_section(
                 rec.accounts_failed = DistinctWindow::from_exact(w.distinct);
                 counts.windows += 1;
             }
-            Record::End(_) => return Err(format!("end record inside a section at byte {offset}")),
+            Record::End(_) => unreachable!("refused above"),
         }
     }
     Ok((counts, records))
 }
 
-/// Reads the snapshot in `dir` into `state`; holds and blocks that ended before `now`
-/// are dropped. `Ok(None)` when there is no snapshot. Sections are decoded on every
-/// available core.
-pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, SnapshotError> {
-    let path = dir.join(FILE_NAME);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SnapshotError::Io { path, source }),
+/// A snapshot file taken apart, its checksums checked.
+struct Layout<'a> {
+    /// The format version (2, 3 or 4).
+    version: u8,
+    /// Each section's records, with the file offset of its first byte.
+    sections: Vec<(usize, &'a [u8])>,
+    /// How many records the end record says came before it.
+    expected: u64,
+}
+
+/// The u32 at `at` in `bytes`, if all four bytes are there.
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// The version, and where the body starts, from the magic line.
+fn version_of(bytes: &[u8]) -> Option<(u8, usize)> {
+    [(4, MAGIC), (3, MAGIC_3), (2, MAGIC_2)]
+        .into_iter()
+        .find(|(_, m)| bytes.starts_with(m))
+        .map(|(v, m)| (v, m.len()))
+}
+
+/// Reads the header of a version 4 file at `at` (just after the magic line); returns
+/// it and the offset after its checksum.
+fn header_at(bytes: &[u8], at: usize) -> Result<(Header, usize), String> {
+    let len =
+        u32_at(bytes, at).ok_or_else(|| format!("truncated at byte {at}: no header length"))?;
+    if len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the header at byte {at} claims {len} bytes: damaged (its checksum cannot match)"
+        ));
+    }
+    let start = at + 4;
+    let end = start + len as usize;
+    let body = bytes
+        .get(start..end)
+        .ok_or_else(|| format!("truncated at byte {start}: the header runs past the end"))?;
+    let stored =
+        u32_at(bytes, end).ok_or_else(|| format!("truncated at byte {end}: no header checksum"))?;
+    if crc(&[&bytes[..end]]) != stored {
+        return Err(format!(
+            "the header (bytes 0 to {}) does not match its checksum",
+            end + 4
+        ));
+    }
+    let header = postcard::from_bytes::<Header>(body)
+        .map_err(|e| format!("the header at byte {start} does not decode: {e}"))?;
+    Ok((header, end + 4))
+}
+
+/// Takes the file apart and checks every checksum it has; the first problem, with its
+/// byte offset.
+fn layout(bytes: &[u8]) -> Result<Layout<'_>, String> {
+    let (version, mut at) = version_of(bytes).ok_or("not an exim-access snapshot (bad header)")?;
+    let summed = version >= 4;
+    // Version 4 ends with the whole file's checksum: the body stops before it.
+    let end_of_body = if summed {
+        bytes
+            .len()
+            .checked_sub(4)
+            .filter(|&e| e >= at)
+            .ok_or_else(|| format!("truncated at byte {at}: no header"))?
+    } else {
+        bytes.len()
     };
-    let corrupt = |reason: String| SnapshotError::Corrupt {
-        path: path.clone(),
-        reason,
-    };
-    let Some(body) = bytes
-        .strip_prefix(MAGIC)
-        .or_else(|| bytes.strip_prefix(MAGIC_2))
-    else {
-        return Err(corrupt("not an exim-access snapshot (bad header)".into()));
-    };
-    // The section table: lengths in front of each section, 0 after the last.
+    if summed {
+        // Checked here; its content is for `read_header`.
+        let (_, next) = header_at(&bytes[..end_of_body], at)?;
+        at = next;
+    }
+    let body = &bytes[..end_of_body];
     let mut sections: Vec<(usize, &[u8])> = Vec::new();
-    let mut at = 0usize;
     let end = loop {
-        let offset = MAGIC.len() + at;
         let Some(len) = body.get(at..at + 8) else {
-            return Err(corrupt(format!(
-                "truncated at byte {offset}: no end of sections"
-            )));
+            return Err(format!("truncated at byte {at}: no end of sections"));
         };
-        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-        at += 8;
+        let len_bytes: [u8; 8] = len.try_into().expect("8 bytes");
+        let len = u64::from_le_bytes(len_bytes);
+        let start = at + 8;
         if len == 0 {
-            break &body[at..];
+            break start;
         }
-        let Some(section) = body.get(at..at.saturating_add(len)) else {
-            return Err(corrupt(format!(
-                "truncated at byte {offset}: a section of {len} bytes runs past the end"
-            )));
-        };
-        sections.push((MAGIC.len() + at, section));
-        at += len;
+        let section = usize::try_from(len)
+            .ok()
+            .and_then(|len| body.get(start..start.checked_add(len)?))
+            .ok_or_else(|| {
+                format!("truncated at byte {at}: a section of {len} bytes runs past the end")
+            })?;
+        let mut next = start + section.len();
+        if summed {
+            let stored = u32_at(body, next).ok_or_else(|| {
+                format!("truncated at byte {next}: no checksum after the section at byte {at}")
+            })?;
+            if crc(&[&len_bytes, section]) != stored {
+                return Err(format!(
+                    "the section at bytes {at} to {} does not match its checksum: a record \
+                     in it is damaged",
+                    next + 4
+                ));
+            }
+            next += 4;
+        }
+        sections.push((start, section));
+        at = next;
     };
-    let (record, tail) = postcard::take_from_bytes::<Record<'_>>(end)
-        .map_err(|e| corrupt(format!("the end record does not decode: {e}")))?;
+    let (record, tail) = postcard::take_from_bytes::<Record<'_>>(&body[end..])
+        .map_err(|e| format!("the end record at byte {end} does not decode: {e}"))?;
     let Record::End(expected) = record else {
-        return Err(corrupt("no end record after the sections".into()));
+        return Err(format!("no end record at byte {end}"));
     };
     if !tail.is_empty() {
-        return Err(corrupt(format!(
-            "{} bytes after the end record",
+        return Err(format!(
+            "{} bytes after the end record at byte {end}",
             tail.len()
-        )));
+        ));
     }
+    if summed {
+        let stored = u32_at(bytes, end_of_body).expect("four bytes kept for it");
+        if crc(&[body]) != stored {
+            return Err(format!(
+                "the file does not match its checksum (bytes {end} to {}: the end of \
+                 the sections, the end record or the checksum itself is damaged)",
+                bytes.len()
+            ));
+        }
+    }
+    Ok(Layout {
+        version,
+        sections,
+        expected,
+    })
+}
+
+/// Decodes every section on up to 8 threads, into `state` or (`None`) only to check
+/// them; the counts and the number of records.
+fn decode(
+    state: Option<&State>,
+    sections: &[(usize, &[u8])],
+    now: Secs,
+) -> Result<(Counts, u64), String> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -404,25 +608,120 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
             })
             .collect()
     });
-    let mut counts = Counts::default();
-    let mut seen = 0u64;
+    let mut total = (Counts::default(), 0u64);
+    let mut first_error: Option<String> = None;
     for r in results {
-        let (c, n) = r.map_err(corrupt)?;
-        counts.add(c);
-        seen += n;
+        match r {
+            Ok((c, n)) => {
+                total.0.add(c);
+                total.1 += n;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    if seen != expected {
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// Forgets everything a failed read put into `state`, so that "starting empty" is
+/// what happens (only a writer's bug can get here: the checksums matched).
+fn forget_all(state: &State) {
+    state.baselines().clear();
+    // Nothing is in force at the end of time and nothing was seen after it.
+    state.sweep(Secs::MAX, 0, 0);
+}
+
+/// Reads the snapshot in `dir` into `state`; holds and blocks that ended before `now`
+/// are dropped. `Ok(None)` when there is no snapshot. On an error nothing of the file
+/// is in `state`: the file is refused whole, and the error names the file and the byte
+/// offset of the damage. Sections are decoded on every available core.
+pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, SnapshotError> {
+    let path = dir.join(FILE_NAME);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SnapshotError::Io { path, source }),
+    };
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let layout = layout(&bytes).map_err(corrupt)?;
+    if layout.version < 4 {
+        tracing::warn!(
+            file = %path.display(),
+            version = layout.version,
+            "the state snapshot is of an older version without checksums: damage in it \
+             cannot be told from data; the next snapshot is written with them"
+        );
+        // Decoded once to check it: a record that does not decode leaves nothing behind.
+        let (_, seen) = decode(None, &layout.sections, now).map_err(corrupt)?;
+        if seen != layout.expected {
+            return Err(corrupt(format!(
+                "the end record says {} records, the file holds {seen}",
+                layout.expected
+            )));
+        }
+    }
+    let (mut counts, seen) = match decode(Some(state), &layout.sections, now) {
+        Ok(r) => r,
+        Err(e) => {
+            forget_all(state);
+            return Err(corrupt(e));
+        }
+    };
+    if seen != layout.expected {
+        forget_all(state);
         return Err(corrupt(format!(
-            "end record says {expected} records, read {seen}"
+            "the end record says {} records, the file holds {seen}",
+            layout.expected
         )));
     }
+    counts.version = layout.version;
     Ok(Some(counts))
 }
 
-/// Moves a damaged snapshot aside (`state.snapshot.corrupt-<time>`) so that the next
-/// write does not overwrite it; returns the new path.
+/// The header of the snapshot in `dir`: `Ok(None)` when there is no snapshot or it is
+/// of a version without one (2, 3). Reads only the start of the file, and checks the
+/// header's own checksum.
+pub fn read_header(dir: &Path) -> Result<Option<Header>, SnapshotError> {
+    let path = dir.join(FILE_NAME);
+    let io = |source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut start = Vec::new();
+    file.take(MAGIC.len() as u64 + 8 + u64::from(MAX_HEADER_BYTES))
+        .read_to_end(&mut start)
+        .map_err(io)?;
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    match version_of(&start) {
+        None => Err(corrupt("not an exim-access snapshot (bad header)".into())),
+        Some((v, _)) if v < 4 => Ok(None),
+        Some((_, at)) => header_at(&start, at).map(|(h, _)| Some(h)).map_err(corrupt),
+    }
+}
+
+/// Moves a damaged snapshot aside (`state.snapshot.bad-<UTC time>`, e.g.
+/// `state.snapshot.bad-20261128T100000Z`) so that the next write does not overwrite it;
+/// returns the new path.
 pub fn set_aside(dir: &Path, now: Secs) -> std::io::Result<PathBuf> {
-    let to = dir.join(format!("{FILE_NAME}.corrupt-{now}"));
+    let when = jiff::Timestamp::from_second(now)
+        .map(|t| t.strftime("%Y%m%dT%H%M%SZ").to_string())
+        .unwrap_or_else(|_| now.to_string());
+    let to = dir.join(format!("{FILE_NAME}.bad-{when}"));
     fs::rename(dir.join(FILE_NAME), &to)?;
     Ok(to)
 }
@@ -475,7 +774,7 @@ mod tests {
     fn round_trips_baselines_holds_and_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let s = sample();
-        let counts = write(&s, dir.path(), 100).unwrap();
+        let counts = write(&s, dir.path(), 100, None).unwrap();
         assert_eq!(
             counts,
             Counts {
@@ -483,6 +782,7 @@ mod tests {
                 holds: 1,
                 ip_blocks: 1,
                 windows: 0,
+                version: 4,
             }
         );
         let back = State::default();
@@ -524,7 +824,7 @@ mod tests {
         }
         // An account with nothing in its windows is not written.
         s.account_mut("idle").last_seen = 50;
-        let counts = write(&s, dir.path(), 100).unwrap();
+        let counts = write(&s, dir.path(), 100, None).unwrap();
         assert_eq!(counts.windows, 2);
         let back = State::default();
         assert_eq!(read(&back, dir.path(), 100).unwrap(), Some(counts));
@@ -548,23 +848,160 @@ mod tests {
         assert_eq!(a.auth_failures.record(102, 600, Some(3), 64), 4);
     }
 
+    /// The same snapshot in an older version's layout: no header, no checksums.
+    fn as_version(bytes: &[u8], magic: &[u8]) -> Vec<u8> {
+        let l = layout(bytes).unwrap();
+        let mut out = magic.to_vec();
+        for (_, section) in &l.sections {
+            out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+            out.extend_from_slice(section);
+        }
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&postcard::to_stdvec(&RecordRef::End(l.expected)).unwrap());
+        out
+    }
+
     #[test]
-    fn a_version_2_snapshot_is_still_read() {
+    fn versions_2_and_3_are_still_read_without_checksums() {
         let dir = tempfile::tempdir().unwrap();
-        write(&sample(), dir.path(), 100).unwrap();
+        write(&sample(), dir.path(), 100, None).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let v4 = fs::read(&path).unwrap();
+        assert!(v4.starts_with(MAGIC));
+        for (magic, version) in [(MAGIC_3, 3), (MAGIC_2, 2)] {
+            fs::write(&path, as_version(&v4, magic)).unwrap();
+            let c = read(&State::default(), dir.path(), 100).unwrap().unwrap();
+            assert_eq!((c.baselines, c.holds, c.ip_blocks), (100, 1, 1));
+            assert_eq!(c.version, version);
+            // No header: no audit head to compare the trail with.
+            assert_eq!(read_header(dir.path()).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn the_audit_head_is_kept_in_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_header(dir.path()).unwrap(), None, "no snapshot yet");
+        let head = AuditHead {
+            seq: 42,
+            chain: [7; 32],
+            mac: [9; 32],
+        };
+        write(&sample(), dir.path(), 1_800_000_000, Some(&head)).unwrap();
+        assert_eq!(
+            read_header(dir.path()).unwrap(),
+            Some(Header {
+                written: 1_800_000_000,
+                audit: Some(head),
+            })
+        );
+        // The rest of the file reads as before.
+        let c = read(&State::default(), dir.path(), 100).unwrap().unwrap();
+        assert_eq!(c.baselines, 100);
+        // A damaged header is refused by its own checksum.
         let path = dir.path().join(FILE_NAME);
         let mut bytes = fs::read(&path).unwrap();
-        assert!(bytes.starts_with(MAGIC));
-        bytes[..MAGIC.len()].copy_from_slice(MAGIC_2);
-        fs::write(&path, bytes).unwrap();
-        let c = read(&State::default(), dir.path(), 100).unwrap().unwrap();
-        assert_eq!((c.baselines, c.holds, c.ip_blocks), (100, 1, 1));
+        bytes[MAGIC.len() + 4 + 3] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        let err = read_header(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("header") && err.contains("checksum"), "{err}");
+    }
+
+    /// A small snapshot with a record of every kind.
+    fn small() -> State {
+        let s = State::default();
+        s.baseline_mut("alice", 10).learn_login(
+            20,
+            "192.0.2.1".parse().ok(),
+            &GeoInfo::default(),
+            Some("helo"),
+        );
+        s.account_mut("held").hold = Some(Hold {
+            since: 0,
+            until: 1000,
+            rule: "failed_logins_account",
+            message: "held".into(),
+            deny: false,
+        });
+        s.ip_mut("203.0.113.5".parse().unwrap()).auth_block = Some(Hold {
+            since: 0,
+            until: 2000,
+            rule: "password_spraying",
+            message: "blocked".into(),
+            deny: true,
+        });
+        s.account_mut("bob")
+            .auth_failures
+            .record(90, 600, Some(3), 64);
+        s.ip_mut("198.51.100.9".parse().unwrap())
+            .accounts_failed
+            .record(91, 600, 5);
+        s
+    }
+
+    fn is_empty(s: &State) -> bool {
+        s.baseline_count() == 0 && s.account_count() == 0 && s.ip_count() == 0
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_refused_and_nothing_of_the_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = AuditHead {
+            seq: 3,
+            chain: [1; 32],
+            mac: [2; 32],
+        };
+        let counts = write(&small(), dir.path(), 100, Some(&head)).unwrap();
+        assert_eq!((counts.baselines, counts.holds, counts.windows), (1, 1, 2));
+        let path = dir.path().join(FILE_NAME);
+        let good = fs::read(&path).unwrap();
+        assert!(read(&State::default(), dir.path(), 100).unwrap().is_some());
+        for byte in 0..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                fs::write(&path, &bad).unwrap();
+                let state = State::default();
+                let err = match read(&state, dir.path(), 100) {
+                    Err(SnapshotError::Corrupt { reason, .. }) => reason,
+                    other => panic!("bit {bit} of byte {byte} flipped: read {other:?}"),
+                };
+                assert!(
+                    is_empty(&state),
+                    "bit {bit} of byte {byte}: refused ({err}) but state kept"
+                );
+                // The message names where (a byte offset) or that the file is not one.
+                assert!(
+                    err.contains("byte") || err.contains("bytes") || err.contains("bad header"),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_old_snapshot_with_a_bad_record_keeps_nothing_either() {
+        // Version 3 has no checksums: the last record damaged, the ones before it fine.
+        let dir = tempfile::tempdir().unwrap();
+        write(&sample(), dir.path(), 100, None).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut v3 = as_version(&fs::read(&path).unwrap(), MAGIC_3);
+        // The end: [... last record][0u64][End]; make the last record's last byte a
+        // varint that never ends.
+        let end_len = postcard::to_stdvec(&RecordRef::End(102)).unwrap().len();
+        let last = v3.len() - end_len - 8 - 1;
+        v3[last] = 0xff;
+        fs::write(&path, &v3).unwrap();
+        let state = State::default();
+        let err = read(&state, dir.path(), 100).unwrap_err().to_string();
+        assert!(err.contains("at byte") && err.contains(FILE_NAME), "{err}");
+        assert!(is_empty(&state), "the records before the bad one were kept");
     }
 
     #[test]
     fn damaged_files_are_refused_with_the_place() {
         let dir = tempfile::tempdir().unwrap();
-        write(&sample(), dir.path(), 100).unwrap();
+        write(&sample(), dir.path(), 100, None).unwrap();
         let path = dir.path().join(FILE_NAME);
         let full = fs::read(&path).unwrap();
         fs::write(&path, &full[..full.len() - 3]).unwrap();
@@ -580,8 +1017,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bad header"), "{err}");
-        let aside = set_aside(dir.path(), 7).unwrap();
-        assert!(aside.ends_with("state.snapshot.corrupt-7"));
+        let aside = set_aside(dir.path(), 1_800_000_000).unwrap();
+        assert!(
+            aside.ends_with("state.snapshot.bad-20270115T080000Z"),
+            "{aside:?}"
+        );
         assert_eq!(read(&State::default(), dir.path(), 100).unwrap(), None);
     }
 }

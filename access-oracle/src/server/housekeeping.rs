@@ -35,27 +35,35 @@ pub fn restore(engine: &Engine, dir: &Path) {
             holds = c.holds,
             ip_blocks = c.ip_blocks,
             windows = c.windows,
+            version = c.version,
             "state restored from the snapshot"
         ),
         Ok(None) => tracing::info!(dir = %dir.display(), "no state snapshot yet: starting empty"),
-        Err(e) => {
-            let aside = snapshot::set_aside(dir, now);
-            tracing::error!(error = %e, moved_to = ?aside.as_ref().ok(),
-                "the state snapshot is damaged; starting empty and keeping the file for inspection");
-        }
+        // Nothing of a damaged file is kept (snapshot::read refuses it whole).
+        Err(e) => match snapshot::set_aside(dir, now) {
+            Ok(to) => tracing::error!(error = %e, moved_to = %to.display(),
+                "the state snapshot is damaged: nothing of it was restored; starting empty, the file kept aside for inspection"),
+            Err(why) => tracing::error!(error = %e, cannot_move = %why,
+                "the state snapshot is damaged: nothing of it was restored; starting empty, and the file could not be moved aside (the next snapshot replaces it)"),
+        },
     }
 }
 
 /// Writes the snapshot now (off the async threads) if anything it keeps changed since
-/// the last one.
+/// the last one: the state, or the audit trail's head (kept in it as a second copy).
 pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
-    if !engine.state().take_dirty() {
+    let dirty = engine.state().take_dirty();
+    let audit_moved = engine.audit().is_some_and(|a| a.take_head_changed());
+    if !dirty && !audit_moved {
         return;
     }
     let now = Timestamp::now().as_second();
+    let head = engine.audit().and_then(|a| a.head());
     let writer = engine.clone();
-    let result =
-        tokio::task::spawn_blocking(move || snapshot::write(writer.state(), &dir, now)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        snapshot::write(writer.state(), &dir, now, head.as_ref())
+    })
+    .await;
     match result {
         Ok(Ok(c)) => tracing::debug!(
             baselines = c.baselines,

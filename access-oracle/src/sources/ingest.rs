@@ -242,7 +242,9 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
             }
         }
     }
-    snapshot::write(engine.state(), &config.state_dir, now)
+    // The trail's head goes into the snapshot too: its second copy (audit verify).
+    let audit_head = engine.audit().and_then(|a| a.head());
+    snapshot::write(engine.state(), &config.state_dir, now, audit_head.as_ref())
         .context("writing the state snapshot")?;
     Ok(report)
 }
