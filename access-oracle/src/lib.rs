@@ -17,6 +17,8 @@
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
 //! * [`text`]: outsiders' text made safe for a terminal (control characters escaped).
 //! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
+//! * [`files`]: reading the files a config names (regular files only, bounded) and
+//!   creating private ones.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod enrich;
+pub mod files;
 pub mod persist;
 pub mod protocol;
 pub mod rules;

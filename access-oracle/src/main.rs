@@ -120,10 +120,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => match config::load(Some(&file), &Overrides::default()) {
             Ok(cfg) => {
-                // The files the config names must open too: GeoIP databases, lists,
-                // the accounts file.
-                if let Err(e) = access_oracle::server::enrichment(&cfg) {
-                    eprintln!("{}: {e:#}", file.display());
+                // Exactly what serve checks before it starts: the files the config names
+                // (GeoIP databases, lists, the accounts file, keys), the state
+                // directory, the sockets' paths.
+                let preflight = config::preflight::run(&cfg);
+                for w in &preflight.warnings {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
+                if let Err(problems) = preflight.into_result() {
+                    eprintln!("{}: {problems}", file.display());
                     return Ok(ExitCode::FAILURE);
                 }
                 println!(

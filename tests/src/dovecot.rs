@@ -102,6 +102,7 @@ pub struct Dovecot {
     imap_port: u16,
     pop3_port: u16,
     includes: Vec<PathBuf>,
+    extra: String,
 }
 
 impl Dovecot {
@@ -114,6 +115,17 @@ impl Dovecot {
 
     /// [`Dovecot::start`] with the shipped snippets `setup` asks for.
     pub fn start_with(world: &World, users: &[&str], setup: &DovecotSetup) -> Dovecot {
+        Dovecot::start_with_extra(world, users, setup, "")
+    }
+
+    /// [`Dovecot::start_with`] with `extra` appended to the configuration (settings
+    /// such as `auth_verbose_passwords = plain`).
+    pub fn start_with_extra(
+        world: &World,
+        users: &[&str],
+        setup: &DovecotSetup,
+        extra: &str,
+    ) -> Dovecot {
         let dir = world.path("dovecot");
         fs::create_dir(&dir).expect("create the Dovecot directory");
         set_mode(&dir, 0o755);
@@ -164,6 +176,7 @@ impl Dovecot {
                 imap_port: free_port(),
                 pop3_port: free_port(),
                 includes: includes.clone(),
+                extra: extra.to_string(),
             };
             if dovecot.imap_port == dovecot.pop3_port {
                 continue;
@@ -265,6 +278,8 @@ impl Dovecot {
         for include in &self.includes {
             writeln!(text, "!include {}", include.display()).expect("write to a string");
         }
+        text.push_str(&self.extra);
+        text.push('\n');
         text
     }
 

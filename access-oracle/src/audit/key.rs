@@ -9,17 +9,29 @@ use std::path::Path;
 /// The shortest key accepted, in bytes (HMAC-SHA256's own output size).
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// Reads the key; a missing, short or world-readable key file is an error that says so.
+/// The longest key file read, in bytes: a key is 32 random bytes; anything near this size
+/// is a wrong path, not a key.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
+
+const KEY_LIMIT: crate::files::Limit = crate::files::Limit {
+    what: "the audit key",
+    max_bytes: MAX_KEY_FILE_BYTES,
+    why: "a key is 32 bytes",
+};
+
+/// Reads the key; a missing, short, world-readable or world-writable key file, or one that
+/// is not a regular file, is an error that says so. `serve` and `check-config` both read
+/// it through here.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("cannot read the audit key {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o004 != 0 {
+    if meta.is_file() && meta.permissions().mode() & 0o004 != 0 {
         return Err(format!(
             "the audit key {} is readable by everyone; refusing it (chmod o-r)",
             path.display()
         ));
     }
-    let key = std::fs::read(path)
+    let (key, _) = crate::files::read_bounded(path, KEY_LIMIT)
         .map_err(|e| format!("cannot read the audit key {}: {e}", path.display()))?;
     if key.len() < MIN_KEY_BYTES {
         return Err(format!(
@@ -43,7 +55,7 @@ fn create(path: &Path) -> Result<(), String> {
     let mut key = [0u8; MIN_KEY_BYTES];
     getrandom::fill(&mut key).map_err(|e| format!("no randomness for the audit key: {e}"))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::files::create_private_dir(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     // create_new: two processes racing do not overwrite each other's key.
@@ -100,5 +112,20 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot read")
         );
+        let empty = dir.path().join("empty.key");
+        std::fs::write(&empty, b"").unwrap();
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read(&empty).unwrap_err().contains("has 0 bytes"));
+        let writable = dir.path().join("writable.key");
+        std::fs::write(&writable, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(
+            read(&writable)
+                .unwrap_err()
+                .contains("writable by every local user")
+        );
+        let e = read(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("a character device"), "{e}");
+        assert!(read(dir.path()).unwrap_err().contains("a directory"));
     }
 }

@@ -2,6 +2,7 @@
 //! [`Config`]. Every problem is reported at once; a config with problems is refused (at
 //! start) or ignored in favour of the running one (on reload).
 
+pub mod preflight;
 pub mod raw;
 
 use std::fmt;
@@ -166,15 +167,20 @@ impl Overrides {
     }
 }
 
-/// Reads and parses a file without validating it. Refuses a world-writable file: anyone
-/// could otherwise switch the rules off.
+/// The largest config file read: 4 MiB, far more than any real config (the example with
+/// every key is ~20 KiB); a larger "config" is a wrong path.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads and parses a file without validating it. Refuses a world-writable file (anyone
+/// could otherwise switch the rules off), and anything but a regular file of at most
+/// [`MAX_CONFIG_BYTES`].
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.permissions().mode() & 0o002 != 0 {
+    if meta.is_file() && meta.permissions().mode() & 0o002 != 0 {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             problems: Problems(vec![
@@ -182,7 +188,12 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
             ]),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let limit = crate::files::Limit {
+        what: "the config file",
+        max_bytes: MAX_CONFIG_BYTES,
+        why: "far more than any real config",
+    };
+    let text = crate::files::read_text_bounded(path, limit).map_err(read_err)?;
     toml::from_str(&text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
@@ -215,6 +226,15 @@ impl Config {
             &s.exim_socket_mode,
             s.exim_socket_group.as_deref(),
         );
+        if let Some(e) = &exim_socket
+            && e.mode & 0o002 != 0
+            && !s.exim_socket_allow_everyone
+        {
+            p.add(format!(
+                "server.exim_socket_mode {:04o} lets every local user connect, and whoever connects can report failed logins and so hold any account; use \"0660\" with exim_socket_group = \"Debian-exim\" (or set server.exim_socket_allow_everyone = true if every local user is trusted)",
+                e.mode
+            ));
+        }
         let admin_socket = socket(
             &mut p,
             "server.admin_socket",
@@ -222,6 +242,14 @@ impl Config {
             &s.admin_socket_mode,
             s.admin_socket_group.as_deref(),
         );
+        if let Some(a) = &admin_socket
+            && a.mode & 0o002 != 0
+        {
+            p.add(format!(
+                "server.admin_socket_mode {:04o} lets every local user connect; roles are still checked from the peer's credentials, but nobody outside them needs to reach the socket; use \"0600\" (root only) or \"0660\" with admin_socket_group",
+                a.mode
+            ));
+        }
         if s.exim_socket == s.admin_socket {
             p.add("server.exim_socket and server.admin_socket must differ");
         }
@@ -515,6 +543,41 @@ mod tests {
         assert_eq!(parse_mode(&RawMode::Number(0o600)), Ok(0o600));
         assert!(parse_mode(&RawMode::Text("0440".into())).is_err());
         assert!(parse_mode(&RawMode::Text("rw".into())).is_err());
+    }
+
+    #[test]
+    fn sockets_every_local_user_can_connect_to_are_refused() {
+        let problems = |text: &str| match Config::from_raw(toml::from_str(text).unwrap()) {
+            Ok(_) => String::new(),
+            Err(p) => p.to_string(),
+        };
+        let e = problems("[server]\nexim_socket_mode = \"0666\"\n");
+        assert!(
+            e.contains("server.exim_socket_mode 0666 lets every local user connect"),
+            "{e}"
+        );
+        assert!(e.contains("exim_socket_allow_everyone"), "{e}");
+        assert_eq!(
+            problems("[server]\nexim_socket_mode = \"0666\"\nexim_socket_allow_everyone = true\n"),
+            ""
+        );
+        let e = problems("[server]\nadmin_socket_mode = \"0777\"\n");
+        assert!(
+            e.contains("server.admin_socket_mode 0777 lets every local user connect"),
+            "{e}"
+        );
+        assert_eq!(problems("[server]\nexim_socket_mode = \"0664\"\n"), "");
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_refused_at_once() {
+        let e = read_raw(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("a character device"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_raw(&fifo).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
     }
 
     #[test]

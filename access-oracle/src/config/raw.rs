@@ -61,6 +61,10 @@ pub struct RawServer {
     pub exim_socket_mode: RawMode,
     /// Its group, e.g. `Debian-exim`; by default the oracle's own.
     pub exim_socket_group: Option<String>,
+    /// Whether `exim_socket_mode` may let every local user connect (`0666`, `0662`).
+    /// Off by default and refused without it: whoever can connect can report failed
+    /// logins and so hold any account. Only for a host where every local user is trusted.
+    pub exim_socket_allow_everyone: bool,
     /// The admin socket for `access-oracle ctl`.
     pub admin_socket: PathBuf,
     /// Its file mode; roles are still checked from the peer's credentials.
@@ -81,6 +85,7 @@ impl Default for RawServer {
             exim_socket: "/run/access-oracle/exim.sock".into(),
             exim_socket_mode: RawMode::Text("0660".into()),
             exim_socket_group: None,
+            exim_socket_allow_everyone: false,
             admin_socket: "/run/access-oracle/admin.sock".into(),
             admin_socket_mode: RawMode::Text("0600".into()),
             admin_socket_group: None,

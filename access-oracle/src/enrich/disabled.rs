@@ -78,10 +78,23 @@ pub struct DisabledAccounts {
 }
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok((m.modified().ok(), m.len(), m.ino()))
+    Ok(stamp_of(&std::fs::metadata(path)?))
 }
+
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    (m.modified().ok(), m.len(), m.ino())
+}
+
+/// The most read of the accounts file: 64 MiB, about a million names with expiries. It
+/// is read whole into memory; more is a wrong path (`/dev/zero`, a log file).
+pub const MAX_ACCOUNTS_FILE_BYTES: u64 = 64 << 20;
+
+const ACCOUNTS_LIMIT: crate::files::Limit = crate::files::Limit {
+    what: "the accounts file",
+    max_bytes: MAX_ACCOUNTS_FILE_BYTES,
+    why: "about a million accounts",
+};
 
 /// Parses an expiry: a date (valid through that day, UTC) or an RFC 3339 time.
 fn parse_expiry(text: &str) -> Result<Secs, String> {
@@ -169,9 +182,15 @@ impl DisabledAccounts {
         if self.current().stamp == Some(now_stamp) {
             return Ok(false);
         }
-        let text = std::fs::read_to_string(path).map_err(err)?;
+        let (bytes, meta) = crate::files::read_bounded(path, ACCOUNTS_LIMIT).map_err(err)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the accounts file is not UTF-8 text",
+            ))
+        })?;
         let mut loaded = parse(path, &text, self.fold_case);
-        loaded.stamp = Some(now_stamp);
+        loaded.stamp = Some(stamp_of(&meta));
         tracing::info!(file = %path.display(), accounts = loaded.accounts.len(),
             bad_lines = loaded.bad_lines, "accounts file loaded");
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
@@ -255,5 +274,15 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(d.reload().is_err());
         assert!(d.check("bob", 0).is_some(), "kept");
+        // A FIFO or a device in its place: refused at once, the list in use kept.
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = d.reload().unwrap_err().to_string();
+        assert!(e.contains("a FIFO") && e.contains("disabled"), "{e}");
+        assert!(d.check("bob", 0).is_some(), "kept");
+        let e = DisabledAccounts::open(Path::new("/dev/zero"), true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("a character device"), "{e}");
     }
 }

@@ -59,6 +59,11 @@ pub struct GeoIpConfig {
     /// seconds. Changes are normally seen at once (inotify on the files' directories);
     /// this is the fallback, e.g. for a symlink whose target is replaced elsewhere.
     pub reload_check_secs: u64,
+    /// The largest database file accepted, in MiB (1 to 16384). A file is read whole
+    /// into memory (GeoLite2-City is ~60 MiB, the commercial City and Enterprise files
+    /// a few hundred), so a larger one, or a path to a device such as `/dev/zero`, is
+    /// refused instead of growing the oracle until the kernel kills it.
+    pub max_db_mib: u64,
 }
 
 impl Default for GeoIpConfig {
@@ -67,11 +72,27 @@ impl Default for GeoIpConfig {
             city_db: None,
             asn_db: None,
             reload_check_secs: 60,
+            max_db_mib: DEFAULT_MAX_DB_MIB,
         }
     }
 }
 
+/// The default of `[geoip] max_db_mib`.
+pub const DEFAULT_MAX_DB_MIB: u64 = 1024;
+
+/// The largest `[geoip] max_db_mib` accepted.
+const MAX_MAX_DB_MIB: u64 = 16_384;
+
 impl GeoIpConfig {
+    /// The most read of one database file.
+    fn limit(&self) -> crate::files::Limit {
+        crate::files::Limit {
+            what: "a GeoIP database",
+            max_bytes: self.max_db_mib.clamp(1, MAX_MAX_DB_MIB) << 20,
+            why: "[geoip] max_db_mib",
+        }
+    }
+
     /// Checks the settings (not the files: [`GeoIp::open`] does), adding each problem found.
     pub fn validate(&self, problems: &mut Problems) {
         for (key, path) in [("city_db", &self.city_db), ("asn_db", &self.asn_db)] {
@@ -88,6 +109,12 @@ impl GeoIpConfig {
             problems.add(format!(
                 "[geoip] reload_check_secs must be between 1 and 86400, got {}",
                 self.reload_check_secs
+            ));
+        }
+        if self.max_db_mib == 0 || self.max_db_mib > MAX_MAX_DB_MIB {
+            problems.add(format!(
+                "[geoip] max_db_mib must be between 1 and {MAX_MAX_DB_MIB}, got {}",
+                self.max_db_mib
             ));
         }
     }
@@ -404,6 +431,7 @@ struct SlotState {
 struct Slot {
     role: Role,
     path: PathBuf,
+    limit: crate::files::Limit,
     current: RwLock<Arc<LoadedDb>>,
     state: Mutex<SlotState>,
     lookups: AtomicU64,
@@ -443,14 +471,17 @@ impl GeoIp {
     pub fn open(config: &GeoIpConfig) -> Result<GeoIp, GeoIpError> {
         let open = |role: Role, path: &Option<PathBuf>| -> Result<Option<Slot>, GeoIpError> {
             let Some(path) = path else { return Ok(None) };
-            let (bytes, stamp) = read_with_stamp(path).map_err(|source| GeoIpError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let limit = config.limit();
+            let (bytes, stamp) =
+                read_with_stamp(path, limit).map_err(|source| GeoIpError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
             let db = load(role, path, bytes)?;
             Ok(Some(Slot {
                 role,
                 path: path.clone(),
+                limit,
                 current: RwLock::new(Arc::new(db)),
                 state: Mutex::new(SlotState {
                     stamp,
@@ -672,10 +703,11 @@ impl Slot {
         attempted: &mut Option<FileStamp>,
     ) -> Result<ReloadReport, GeoIpError> {
         let path = &self.path;
-        let (bytes, stamp) = read_with_stamp(path).map_err(|source| GeoIpError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let (bytes, stamp) =
+            read_with_stamp(path, self.limit).map_err(|source| GeoIpError::Read {
+                path: path.clone(),
+                source,
+            })?;
         *attempted = Some(stamp);
         let report = |outcome| ReloadReport {
             path: path.clone(),
@@ -1056,11 +1088,13 @@ mod tests {
             city_db: Some("GeoLite2-City.mmdb".into()),
             asn_db: Some("asn.mmdb".into()),
             reload_check_secs: 0,
+            max_db_mib: 0,
         };
         let mut p = Problems::default();
         bad.validate(&mut p);
-        assert_eq!(p.list().len(), 3, "{p}");
+        assert_eq!(p.list().len(), 4, "{p}");
         assert!(p.list()[0].contains("[geoip] city_db must be an absolute path"));
+        assert!(p.list()[3].contains("[geoip] max_db_mib must be between 1 and 16384"));
     }
 
     #[test]
@@ -1455,6 +1489,47 @@ mod tests {
             geo.lookup(ip("2001:db8::1")).city.as_deref(),
             Some("London")
         );
+    }
+
+    #[test]
+    fn devices_fifos_directories_and_oversized_files_are_refused_at_open_and_reload() {
+        let f = files();
+        for (path, what) in [
+            (PathBuf::from("/dev/zero"), "a character device"),
+            (f.dir.path().to_path_buf(), "a directory"),
+        ] {
+            let e = open_err(Some(&path), None);
+            assert!(
+                e.contains(what) && e.contains(&path.display().to_string()),
+                "{e}"
+            );
+        }
+        let small = GeoIpConfig {
+            city_db: Some(f.city.clone()),
+            max_db_mib: 1,
+            ..GeoIpConfig::default()
+        };
+        let geo = GeoIp::open(&small).unwrap();
+        let before = geo.lookup(ip("203.0.113.200"));
+        assert!(before.country.is_some());
+        // A FIFO in its place: refused at once (no wait for a writer), old data kept.
+        std::fs::remove_file(&f.city).unwrap();
+        nix::unistd::mkfifo(&f.city, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let r = geo.reload();
+        let e = r[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        assert_eq!(geo.lookup(ip("203.0.113.200")), before);
+        // A file over the limit: refused before it is read, old data kept.
+        std::fs::remove_file(&f.city).unwrap();
+        let big = std::fs::File::create(&f.city).unwrap();
+        big.set_len((1 << 20) + 1).unwrap();
+        let e = geo.reload()[0].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("may be at most 1048576 bytes ([geoip] max_db_mib)"),
+            "{e}"
+        );
+        assert_eq!(geo.lookup(ip("203.0.113.200")), before);
+        assert_eq!(geo.status()["city_db"]["refusals"], 2);
     }
 
     #[test]

@@ -96,6 +96,17 @@ impl ListsConfig {
     }
 }
 
+/// The most read of one list file: 64 MiB. Lists are read whole into memory; the
+/// largest public ones (full bogon lists, country aggregates) are a few MiB, so more
+/// is a wrong path (`/dev/zero`, a log file) rather than a list.
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
+
+const LIST_LIMIT: crate::files::Limit = crate::files::Limit {
+    what: "a list file",
+    max_bytes: MAX_LIST_BYTES,
+    why: "the limit for [lists] files",
+};
+
 /// Why a block matched: the list, the network and the line's comment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListHit {
@@ -242,10 +253,11 @@ impl IpLists {
             .map(|p| (Kind::Block, p))
             .chain(config.allow.iter().map(|p| (Kind::Allow, p)));
         for (kind, path) in configured {
-            let (bytes, stamp) = read_with_stamp(path).map_err(|source| ListError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let (bytes, stamp) =
+                read_with_stamp(path, LIST_LIMIT).map_err(|source| ListError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
             let name: Arc<str> = path
                 .file_name()
                 .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy())
@@ -422,7 +434,7 @@ fn reload_file(f: &mut FileState) -> Result<ListReloadReport, ListError> {
         path: f.path.clone(),
         outcome,
     };
-    let (bytes, stamp) = match read_with_stamp(&f.path) {
+    let (bytes, stamp) = match read_with_stamp(&f.path, LIST_LIMIT) {
         Ok(read) => read,
         Err(source) => {
             tracing::warn!(path = %f.path.display(), list = f.kind.name(), error = %source,

@@ -52,14 +52,14 @@ impl FileStamp {
     }
 }
 
-/// Reads a whole file and its stamp, taken from the same open file.
-pub(crate) fn read_with_stamp(path: &Path) -> std::io::Result<(Vec<u8>, FileStamp)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let stamp = FileStamp::from_metadata(&f.metadata()?);
-    let mut bytes = Vec::with_capacity(usize::try_from(stamp.len).unwrap_or(0));
-    f.read_to_end(&mut bytes)?;
-    Ok((bytes, stamp))
+/// Reads a whole file and its stamp, taken from the same open file: only a regular file
+/// of at most `limit` bytes, not writable by everyone ([`crate::files::read_bounded`]).
+pub(crate) fn read_with_stamp(
+    path: &Path,
+    limit: crate::files::Limit,
+) -> std::io::Result<(Vec<u8>, FileStamp)> {
+    let (bytes, meta) = crate::files::read_bounded(path, limit)?;
+    Ok((bytes, FileStamp::from_metadata(&meta)))
 }
 
 /// Why a reload runs.
@@ -198,7 +198,12 @@ mod tests {
         std::fs::write(&p, b"one").unwrap();
         let a = FileStamp::of(&p).unwrap();
         assert_eq!(a, FileStamp::of(&p).unwrap());
-        let (bytes, b) = read_with_stamp(&p).unwrap();
+        let limit = crate::files::Limit {
+            what: "a test file",
+            max_bytes: 10,
+            why: "a test",
+        };
+        let (bytes, b) = read_with_stamp(&p, limit).unwrap();
         assert_eq!((bytes.as_slice(), b), (&b"one"[..], a));
         std::fs::write(dir.path().join("g"), b"two").unwrap();
         std::fs::rename(dir.path().join("g"), &p).unwrap();

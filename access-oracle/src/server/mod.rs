@@ -63,19 +63,34 @@ impl Running {
 
 /// Binds everything and starts serving in the background.
 pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            config.state_dir.display()
-        )
-    })?;
+    // The checks check-config runs too (config/preflight.rs): one function, no drift.
+    let preflight = config::preflight::run(&config);
+    for warning in &preflight.warnings {
+        tracing::warn!("{warning}");
+    }
+    let enrichment = preflight
+        .into_result()
+        .map_err(|problems| anyhow::anyhow!("{problems}"))?;
+    match config::preflight::prepare_state_dir(&config.state_dir) {
+        Ok(config::preflight::StateDir::Fine) => {}
+        Ok(config::preflight::StateDir::Created(done)) => tracing::info!("{done}"),
+        Ok(config::preflight::StateDir::Warn(done)) => tracing::warn!("{done}"),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot create the state directory {}",
+                    config.state_dir.display()
+                )
+            });
+        }
+    }
     let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
         .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
     let (rdns, rdns_worker) = crate::enrich::Rdns::new(&config.raw.rdns);
     engine.set_enrichment(crate::engine::Enrichment {
         rdns: rdns.clone(),
-        ..enrichment(&config)?
+        ..enrichment
     });
     housekeeping::restore(&engine, &config.state_dir);
     report_inactive_rules(&engine);

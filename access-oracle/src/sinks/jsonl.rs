@@ -1,7 +1,7 @@
 //! The JSON-lines alert file: one object per line, appended, flushed after each burst.
 //! A write error is logged and counted, never fatal; the next alert tries again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,13 +30,11 @@ impl JsonlSink {
     }
 
     fn open_file(&self) -> std::io::Result<BufWriter<File>> {
+        // Alerts name accounts and addresses: the oracle's user only (0700 / 0600).
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_private_dir(dir)?;
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let f = crate::files::private_append().open(&self.path)?;
         Ok(BufWriter::new(f))
     }
 

@@ -477,6 +477,8 @@ impl Line<'_, '_> {
         };
         // 2.4 may put the level after the passdb prefix.
         let (level, rest) = level(rest);
+        // auth_verbose_passwords appends "(given password: ...)": never kept.
+        let rest = super::redact::before_password(rest);
         if level == Some(Level::Debug) {
             return Parsed::Irrelevant;
         }

@@ -9,7 +9,6 @@
 //! `<state_dir>/dead-letters.log` with the reason.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,10 +97,7 @@ impl Followers {
             positions: Mutex::new(positions),
             positions_file,
             dead_letters: Mutex::new(DeadLetterWriter::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(state_dir.join("dead-letters.log"))?,
+                crate::files::private_append().open(state_dir.join("dead-letters.log"))?,
             )),
         });
         let stopping = Arc::new(AtomicBool::new(false));
@@ -155,7 +151,7 @@ impl Shared {
         }
         all.insert(path.to_path_buf(), position);
         let tmp = self.positions_file.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::files::private_create().open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(&*all)?)?;
         f.sync_data()?;
         std::fs::rename(&tmp, &self.positions_file)

@@ -133,7 +133,7 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     };
     let config = config::load(opts.config.as_deref(), &overrides)?;
     refuse_if_running(&config.admin_socket.path)?;
-    std::fs::create_dir_all(&config.state_dir)
+    crate::files::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let (engine, mut alerts) = Engine::new(&config, Timestamp::now());
     engine.set_enrichment(crate::server::enrichment(&config)?);
@@ -156,9 +156,7 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
             .unwrap_or_else(|| config.state_dir.join("dead-letters.log")),
         ..IngestReport::default()
     };
-    let dead_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    let dead_file = crate::files::private_append()
         .open(&report.dead_letters)
         .with_context(|| format!("opening {}", report.dead_letters.display()))?;
     let dead = Arc::new(std::sync::Mutex::new(DeadLetterWriter::new(dead_file)));

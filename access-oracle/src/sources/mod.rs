@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod parse_cmd;
 pub mod prefix;
 pub mod reader;
+pub mod redact;
 pub mod replay;
 pub mod tail;
 
@@ -487,7 +488,26 @@ fn parse_line_with(
         Parsed::Unrecognised if looks_relevant(line) => {
             Parsed::DeadLetter("unrecognised line that mentions authentication or mail")
         }
+        Parsed::Event(mut e) => {
+            redact_reason(&mut e);
+            Parsed::Event(e)
+        }
+        Parsed::Events(mut v) => {
+            v.iter_mut().for_each(redact_reason);
+            Parsed::Events(v)
+        }
         other => other,
+    }
+}
+
+/// Cuts a password out of an event's text (a client's `AUTH PLAIN <base64>` quoted in a
+/// protocol error, Dovecot's `(given password: ...)`): events are printed by `parse`,
+/// kept in alerts and the audit trail.
+fn redact_reason(e: &mut LogEvent) {
+    if let Some(reason) = &e.reason
+        && let std::borrow::Cow::Owned(cut) = redact::redact(reason.as_bytes())
+    {
+        e.reason = Some(CompactString::from(String::from_utf8_lossy(&cut)));
     }
 }
 
@@ -741,10 +761,10 @@ impl<W: Write> DeadLetterWriter<W> {
         }
     }
 
-    /// Writes one dead letter.
+    /// Writes one dead letter, with any password in it cut out ([`redact::redact`]).
     pub fn write(&mut self, reason: &str, ctx: &LineContext, line: &[u8]) -> io::Result<()> {
         write!(self.out, "{reason}\t{}:{}\t", ctx.file, ctx.offset)?;
-        self.out.write_all(trim_line_end(line))?;
+        self.out.write_all(&redact::redact(trim_line_end(line)))?;
         self.out.write_all(b"\n")
     }
 

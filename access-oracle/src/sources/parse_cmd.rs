@@ -78,9 +78,7 @@ pub fn run(opts: &ParseOptions, out: &mut dyn Write) -> anyhow::Result<ParseStat
     let mut totals = ParseStats::default();
     let mut dead = match &opts.dead_letters {
         Some(path) => Some(DeadLetterWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            crate::files::private_append()
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))?,
         )),

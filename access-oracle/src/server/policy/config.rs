@@ -217,7 +217,12 @@ impl PolicyConfig {
             (None, Some(path)) => {
                 check_key_file(path)
                     .map_err(|e| format!("policy.api_key_file {}: {e}", path.display()))?;
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let limit = crate::files::Limit {
+                    what: "an API key file",
+                    max_bytes: 4 * MAX_KEY_BYTES as u64,
+                    why: "a key is at most 1024 bytes",
+                };
+                let text = crate::files::read_text_bounded(path, limit).map_err(|e| {
                     format!("cannot read policy.api_key_file {}: {e}", path.display())
                 })?;
                 let key = text.trim();
@@ -254,7 +259,10 @@ fn check_key_file(path: &Path) -> Result<(), String> {
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err("is not a file".into());
+        return Err(format!(
+            "is {}, not a regular file",
+            crate::files::describe_type(&meta)
+        ));
     }
     if meta.permissions().mode() & 0o004 != 0 {
         return Err("is readable by everyone; refusing it (chmod o-r)".into());
