@@ -6,6 +6,7 @@
 //! wrong password still gets Exim's 535); its response applies from the next request.
 //! Alerts go to a bounded queue; the verdict never waits for a sink.
 
+pub mod gate;
 mod observe;
 pub mod policy;
 pub mod stats;
@@ -28,7 +29,10 @@ use crate::enrich::disabled::{Disabled, DisabledAccounts};
 use crate::enrich::{GeoInfo, GeoIp, IpLists};
 use crate::protocol::{Command, Outcome, Reply};
 use crate::rules::disabled_credentials::Refusal;
+use crate::rules::bad_ip::BadIp;
+use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::recipient_ceiling::CeilingDecision;
+use crate::rules::RecipientCeiling;
 use crate::rules::{Response, RulesConfig, Trip};
 use crate::state::baseline::BaselineConfig;
 use crate::state::{Account, Entry, Hold, Origin, Secs, State, strengthen};
@@ -97,32 +101,22 @@ pub(crate) struct Attempt<'a> {
     pub(crate) line: Option<(&'a str, u64)>,
 }
 
-/// The reply for a hold or block in force.
-fn hold_reply(h: &Hold) -> Reply {
-    if h.deny {
-        Reply::Deny(h.message.to_string())
-    } else {
-        Reply::Defer(h.message.to_string())
-    }
-}
-
-fn refusal_reply(r: Refusal) -> Reply {
+/// The reply for a refusal of the [`gate`].
+fn refused_reply(r: &gate::Refused) -> Reply {
     if r.deny {
-        Reply::Deny(r.message)
+        Reply::Deny(r.message.to_string())
     } else {
-        Reply::Defer(r.message)
+        Reply::Defer(r.message.to_string())
     }
 }
 
-/// The stronger of two verdicts: deny over defer over accept (the first among equals).
-fn stronger(a: Reply, b: Reply) -> Reply {
-    let rank = |r: &Reply| match r {
-        Reply::Deny(_) => 3,
-        Reply::Defer(_) => 2,
-        Reply::Error(_) => 1,
-        _ => 0,
-    };
-    if rank(&b) > rank(&a) { b } else { a }
+/// A listing rule's refusal as the gate takes it.
+fn gated(rule: &'static str, r: Refusal) -> gate::Refused {
+    gate::Refused {
+        rule,
+        message: Arc::from(r.message),
+        deny: r.deny,
+    }
 }
 
 /// Recipients counted by [`Engine::count_rcpts`].
@@ -314,34 +308,85 @@ impl Engine {
         reply
     }
 
-    /// MAIL and DATA of an account: deferred while it is held, else `accepted` runs.
+    /// MAIL and DATA of an account: refused by what is in force ([`gate`]), else
+    /// `accepted` runs.
     fn submission(&self, user: &str, secs: Secs, accepted: impl FnOnce(&mut Account)) -> Reply {
         let key = self.account_key(user);
-        let refused = self.disabled_refusal(&self.rules(), &key, secs);
+        let disabled = self.disabled_refusal(&self.rules(), &key, secs);
         let mut acct = self.state.account_mut(&key);
         acct.last_seen = secs;
         acct.live_submission_at = Some(secs);
-        let reply = match (refused, acct.active_hold(secs)) {
-            (Some(r), _) => refusal_reply(r),
-            (None, Some(h)) => hold_reply(h),
-            (None, None) => {
-                accepted(&mut acct);
-                return Reply::Accept;
-            }
+        let standing = gate::Standing {
+            disabled: disabled.as_ref(),
+            account: Some(&acct),
+            ..Default::default()
         };
-        acct.totals.refused += 1;
-        reply
+        match gate::decide(gate::Ask::Submit, &standing, secs) {
+            None => {
+                accepted(&mut acct);
+                Reply::Accept
+            }
+            Some(refused) => {
+                acct.totals.refused += 1;
+                refused_reply(&refused)
+            }
+        }
     }
 
     /// The refusal for an account the accounts file lists as disabled (its attempts raise
     /// the alert; MAIL and RCPT after an accepted AUTH are refused quietly).
-    fn disabled_refusal(&self, rules: &RulesConfig, key: &str, secs: Secs) -> Option<Refusal> {
+    fn disabled_refusal(
+        &self,
+        rules: &RulesConfig,
+        key: &str,
+        secs: Secs,
+    ) -> Option<gate::Refused> {
         let rule = &rules.disabled_credentials;
         if !rule.enabled {
             return None;
         }
         self.enrichment().disabled.check(key, secs)?;
         crate::rules::disabled_credentials::refusal(rule.response, &rule.message)
+            .map(|r| gated(DisabledCredentials::NAME, r))
+    }
+
+    /// The refusal for a listed address, when the list's rule refuses (no alert: for
+    /// Dovecot's `allow`, which only asks).
+    fn listed_refusal(&self, rules: &RulesConfig, enrich: &Enrichment, ip: IpAddr) -> Option<gate::Refused> {
+        let rule = &rules.bad_ip;
+        if !rule.enabled || enrich.lists.blocked(ip).is_none() {
+            return None;
+        }
+        crate::rules::disabled_credentials::refusal(rule.response, &rule.message)
+            .map(|r| gated(BadIp::NAME, r))
+    }
+
+    /// A listed address's refusal and the alert its rule raises (at most once per
+    /// `realert_secs`).
+    fn listing(
+        &self,
+        rules: &RulesConfig,
+        enrich: &Enrichment,
+        ip: IpAddr,
+        what: &str,
+        secs: Secs,
+    ) -> (Option<gate::Refused>, Option<Trip>) {
+        let Some(hit) = enrich.lists.blocked(ip) else {
+            return (None, None);
+        };
+        let mut rec = self.state.ip_mut(ip);
+        rec.last_seen = rec.last_seen.max(secs);
+        let (refusal, trip) = rules
+            .bad_ip
+            .check(&hit, &mut rec.listed_alerted_at, ip, what, secs);
+        (refusal.map(|r| gated(BadIp::NAME, r)), trip)
+    }
+
+    /// The authentication block of `ip` in force at `secs`, if any.
+    fn ip_block(&self, ip: Option<IpAddr>, secs: Secs) -> Option<Hold> {
+        self.state
+            .ip(ip?)
+            .and_then(|rec| rec.active_auth_block(secs).cloned())
     }
 
     /// An unauthenticated connection from `ip`: refused while the address is blocked
@@ -355,28 +400,18 @@ impl Engine {
         if enrich.lists.allowed(ip) {
             return Reply::Accept;
         }
-        let mut reply = match self.state.ip(ip) {
-            Some(rec) => match rec.active_auth_block(secs) {
-                Some(b) if b.deny => hold_reply(b),
-                _ => Reply::Accept,
-            },
-            None => Reply::Accept,
+        let rules = self.rules();
+        let (listed, trip) = self.listing(&rules, &enrich, ip, "connection", secs);
+        let block = self.ip_block(Some(ip), secs);
+        let standing = gate::Standing {
+            listed: listed.as_ref(),
+            ip_block: block.as_ref(),
+            ..Default::default()
         };
-        if let Some(hit) = enrich.lists.blocked(ip) {
-            let rules = self.rules();
-            let (refusal, trip) = {
-                let mut rec = self.state.ip_mut(ip);
-                rec.last_seen = rec.last_seen.max(secs);
-                rules
-                    .bad_ip
-                    .check(&hit, &mut rec.listed_alerted_at, ip, "connection", secs)
-            };
-            if let Some(r) = refusal {
-                reply = stronger(reply, refusal_reply(r));
-            }
-            if let Some(trip) = trip {
-                self.raise(Alert::from_trip(&trip, now, None, Some(ip), Some("smtp")));
-            }
+        let reply = gate::decide(gate::Ask::Connect, &standing, secs)
+            .map_or(Reply::Accept, |r| refused_reply(&r));
+        if let Some(trip) = trip {
+            self.raise(Alert::from_trip(&trip, now, None, Some(ip), Some("smtp")));
         }
         reply
     }
@@ -439,35 +474,57 @@ impl Engine {
         };
         let mut trips: Vec<Trip> = Vec::new();
         let mut already_counted = false;
+        // What is in force for the address, read before anything is counted.
+        let source = at.ip.filter(|_| !allowed);
+        let ip_block = self.ip_block(source, secs);
+        let listed = match source {
+            Some(ip) => {
+                let what = format!("{} login to {user}", at.protocol);
+                let (refusal, trip) = self.listing(&rules, &enrich, ip, &what, secs);
+                trips.extend(trip);
+                refusal
+            }
+            None => None,
+        };
         // A source refused already (blocked, or listed where the list refuses) grows no
         // state per name it tries: an account it names is tracked only if it was
         // already. Its attempts still count against the address (a bounded record)
         // and are all audited.
-        let track_account = !at.ip.is_some_and(|ip| {
-            !allowed && self.source_refused(ip, &rules, &enrich, secs)
-        }) || self.state.account(&user).is_some();
-        let mut reply = if !track_account {
-            Reply::Accept
+        let track_account = (ip_block.is_none() && listed.is_none())
+            || self.state.account(&user).is_some();
+        let standing = gate::Standing {
+            listed: listed.as_ref(),
+            ip_block: ip_block.as_ref(),
+            ..Default::default()
+        };
+        let reply = if !track_account {
+            gate::decide(gate::Ask::Login, &standing, secs)
+                .map_or(Reply::Accept, |r| refused_reply(&r))
         } else {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
-            let mut reply = match acct.active_hold(secs) {
-                Some(h) => hold_reply(h),
-                None => Reply::Accept,
-            };
+            let mut refusal = None;
             if let Some(why) = disabled {
-                let (refusal, trip) = rules.disabled_credentials.check(
+                let (r, trip) = rules.disabled_credentials.check(
                     why,
                     &mut acct.disabled_alerted_at,
                     &user,
                     at.protocol,
                     secs,
                 );
-                if let Some(r) = refusal {
-                    reply = stronger(reply, refusal_reply(r));
-                }
+                refusal = r.map(|r| gated(DisabledCredentials::NAME, r));
                 trips.extend(trip);
             }
+            let reply = gate::decide(
+                gate::Ask::Login,
+                &gate::Standing {
+                    disabled: refusal.as_ref(),
+                    account: Some(&acct),
+                    ..standing
+                },
+                secs,
+            )
+            .map_or(Reply::Accept, |r| refused_reply(&r));
             // The log line of a live attempt can arrive first (Dovecot logs a wrong
             // password before it reports it to the policy endpoint): a live attempt
             // that matches an attempt already counted from the log is the same one.
@@ -534,9 +591,7 @@ impl Engine {
                 reply
             }
         };
-        if let Some(ip) = at.ip
-            && !allowed
-        {
+        if let Some(ip) = source {
             if at.result == Outcome::Fail && !already_counted {
                 let key = at.pwhash.map(|h| {
                     let mut hasher = DefaultHasher::new();
@@ -550,9 +605,6 @@ impl Engine {
                 };
                 let mut rec = self.state.ip_mut(ip);
                 rec.last_seen = secs;
-                if let Some(b) = rec.active_auth_block(secs) {
-                    reply = stronger(reply, hold_reply(b));
-                }
                 if let Some(trip) = rules.failed_logins_ip.on_failure(&mut rec, secs, key) {
                     trips.push(trip);
                 }
@@ -563,25 +615,6 @@ impl Engine {
                 {
                     trips.push(trip);
                 }
-            } else if let Some(rec) = self.state.ip(ip)
-                // A success creates no record: only read an existing one.
-                && let Some(b) = rec.active_auth_block(secs)
-            {
-                reply = stronger(reply, hold_reply(b));
-            }
-            if let Some(hit) = enrich.lists.blocked(ip) {
-                let (refusal, trip) = {
-                    let mut rec = self.state.ip_mut(ip);
-                    rec.last_seen = rec.last_seen.max(secs);
-                    let what = format!("{} login to {user}", at.protocol);
-                    rules
-                        .bad_ip
-                        .check(&hit, &mut rec.listed_alerted_at, ip, &what, secs)
-                };
-                if let Some(r) = refusal {
-                    reply = stronger(reply, refusal_reply(r));
-                }
-                trips.extend(trip);
             }
         }
         // A log event is a record of what already happened: nobody refused it.
@@ -632,23 +665,6 @@ impl Engine {
         reply
     }
 
-    /// Whether attempts from `ip` are refused whatever the account: an address block in
-    /// force, or a listing whose rule refuses (not only alerts).
-    fn source_refused(
-        &self,
-        ip: IpAddr,
-        rules: &RulesConfig,
-        enrich: &Enrichment,
-        secs: Secs,
-    ) -> bool {
-        self.state
-            .ip(ip)
-            .is_some_and(|rec| rec.active_auth_block(secs).is_some())
-            || (rules.bad_ip.enabled
-                && rules.bad_ip.response != crate::rules::Action::Alert
-                && enrich.lists.blocked(ip).is_some())
-    }
-
     /// A successful login: the baseline rules look at it, then the baseline learns it.
     fn learn_login(
         &self,
@@ -683,21 +699,27 @@ impl Engine {
         let secs = now.as_second();
         let user = self.account_key(user);
         let rules = self.rules();
-        let refused = self.disabled_refusal(&rules, &user, secs);
+        let disabled = self.disabled_refusal(&rules, &user, secs);
+        let ceiling = &rules.recipient_ceiling;
         let (reply, trips) = {
             let mut acct = self.state.account_mut(&user);
             acct.last_seen = secs;
             acct.live_submission_at = Some(secs);
-            let refusal = match (refused, acct.active_hold(secs), acct.throttle.as_ref()) {
-                (Some(r), _, _) => Some(refusal_reply(r)),
-                (None, Some(h), _) => Some(hold_reply(h)),
-                (None, None, Some(t)) if t.active(secs) => Some(hold_reply(t)),
-                _ => None,
+            let standing = gate::Standing {
+                disabled: disabled.as_ref(),
+                account: Some(&acct),
+                ceiling: ceiling.enabled.then_some(gate::Ceiling {
+                    limit: ceiling.limit,
+                    window_secs: ceiling.window_secs as Secs,
+                    message: &ceiling.message,
+                    rule: RecipientCeiling::NAME,
+                }),
+                ..Default::default()
             };
-            if let Some(reply) = refusal {
+            if let Some(refused) = gate::decide(gate::Ask::Rcpt, &standing, secs) {
                 acct.totals.rcpts_refused += 1;
                 acct.totals.refused += 1;
-                return reply;
+                return refused_reply(&refused);
             }
             let counted = self.count_rcpts(&mut acct, &user, 1, secs, &rules);
             if counted.deferred > 0 {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 
-use super::{Attempt, Engine};
+use super::{Attempt, Engine, gate};
 use crate::protocol::Outcome;
 use crate::state::Origin;
 
@@ -207,35 +207,23 @@ impl Engine {
         let enrich = self.enrichment();
         let allowed = ip.is_some_and(|ip| enrich.lists.allowed(ip));
         let ip = ip.filter(|_| !allowed);
-        // Listings refuse before anything is counted: a disabled account, a listed
-        // address (when their rules refuse rather than only alert).
+        // The same gate as the Exim verbs: what is in force before the attempt.
         let key = self.account_key(user);
-        if !user.is_empty()
-            && rules.disabled_credentials.enabled
-            && enrich.disabled.check(&key, secs).is_some()
-            && rules.disabled_credentials.response != crate::rules::Action::Alert
-        {
-            return reject(
-                &Arc::from(rules.disabled_credentials.message.as_str()),
-                crate::rules::disabled_credentials::DisabledCredentials::NAME,
-            );
+        let disabled = self.disabled_refusal(&rules, &key, secs);
+        let listed = ip.and_then(|ip| self.listed_refusal(&rules, &enrich, ip));
+        let block = self.ip_block(ip, secs);
+        let acct = self.state.account(&key);
+        let standing = gate::Standing {
+            disabled: disabled.as_ref(),
+            listed: listed.as_ref(),
+            account: acct.as_deref(),
+            ip_block: block.as_ref(),
+            ceiling: None,
+        };
+        if let Some(refused) = gate::decide(gate::Ask::Login, &standing, secs) {
+            return reject(&refused.message, refused.rule);
         }
-        if let Some(ip) = ip
-            && rules.bad_ip.enabled
-            && rules.bad_ip.response != crate::rules::Action::Alert
-            && enrich.lists.blocked(ip).is_some()
-        {
-            return reject(
-                &Arc::from(rules.bad_ip.message.as_str()),
-                crate::rules::bad_ip::BadIp::NAME,
-            );
-        }
-        if !user.is_empty()
-            && let Some(acct) = self.state.account(&key)
-        {
-            if let Some(h) = acct.active_hold(secs) {
-                return reject(&h.message, h.rule);
-            }
+        if let Some(acct) = acct {
             let window = rules.failed_logins_account.window_secs as i64;
             let n = acct.auth_failures.count(secs, window) as u64;
             failures = n;
@@ -244,9 +232,6 @@ impl Engine {
         if let Some(ip) = ip
             && let Some(rec) = self.state.ip(ip)
         {
-            if let Some(b) = rec.active_auth_block(secs) {
-                return reject(&b.message, b.rule);
-            }
             let window = rules.failed_logins_ip.window_secs as i64;
             let n = rec.auth_failures.count(secs, window) as u64;
             if settings.tarpit_after_ip > 0 && n >= settings.tarpit_after_ip {

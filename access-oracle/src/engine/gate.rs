@@ -1,0 +1,175 @@
+//! The one gate: is a request refused by what is already in force?
+//!
+//! Every verb of the Exim socket (`auth`, `login`, `mail`, `rcpt`, `data`, `connect`) and
+//! Dovecot's `allow` ask [`decide`], with the state as it was before the request: a
+//! disabled account, a listed or blocked address, a hold, a throttle, the recipient
+//! ceiling. One function, so that Exim and Dovecot cannot drift apart: the same standing
+//! gives the same decision and the same text whatever the protocol. What the request
+//! then adds (a failure counted, a rule tripped) applies from the next request.
+//!
+//! Strength: a refusal that denies beats one that defers; among equals the first in
+//! this order wins: disabled account, listed address, address block, account hold,
+//! throttle, ceiling.
+
+use std::sync::Arc;
+
+use crate::state::{Account, Hold, Secs};
+
+/// What a request asks for, as far as the gate is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// A login attempt: SMTP AUTH (`auth`), another service (`login`), Dovecot's
+    /// `allow` (any protocol).
+    Login,
+    /// MAIL or DATA of an authenticated account.
+    Submit,
+    /// RCPT of an authenticated account.
+    Rcpt,
+    /// A new connection, before any authentication.
+    Connect,
+}
+
+/// A refusal by something in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The rule (or `admin`) behind what refused.
+    pub rule: &'static str,
+    /// The text the client sees.
+    pub message: Arc<str>,
+    /// A permanent failure (deny) rather than a temporary one (defer).
+    pub deny: bool,
+}
+
+impl Refused {
+    fn of(h: &Hold) -> Refused {
+        Refused {
+            rule: h.rule,
+            message: h.message.clone(),
+            deny: h.deny,
+        }
+    }
+}
+
+/// What is in force for a request's account and address, read before the request is
+/// counted. Fields that do not apply are `None`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Standing<'a> {
+    /// The account's refusal for being listed as disabled (when its rule refuses).
+    pub disabled: Option<&'a Refused>,
+    /// The address's refusal for being on a block list (when its rule refuses).
+    pub listed: Option<&'a Refused>,
+    /// The account's live entry.
+    pub account: Option<&'a Account>,
+    /// The address's authentication block (possibly expired).
+    pub ip_block: Option<&'a Hold>,
+    /// The recipient ceiling: its limit, window and text, when it is enabled.
+    pub ceiling: Option<Ceiling<'a>>,
+}
+
+/// The recipient ceiling's settings, as the gate needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Ceiling<'a> {
+    /// Recipients per window.
+    pub limit: u64,
+    /// The window.
+    pub window_secs: Secs,
+    /// The text of the deferral.
+    pub message: &'a str,
+    /// The rule's name.
+    pub rule: &'static str,
+}
+
+/// The decision for `ask` given `standing` at `now`: the refusal, or `None` to go on.
+pub fn decide(ask: Ask, standing: &Standing<'_>, now: Secs) -> Option<Refused> {
+    let account = standing.account;
+    let hold = account.and_then(|a| a.active_hold(now));
+    let block = standing.ip_block.filter(|b| b.active(now));
+    let mut candidates: [Option<Refused>; 6] = Default::default();
+    match ask {
+        Ask::Login => {
+            candidates[0] = standing.disabled.cloned();
+            candidates[1] = standing.listed.cloned();
+            candidates[2] = block.map(Refused::of);
+            candidates[3] = hold.map(Refused::of);
+        }
+        Ask::Submit => {
+            candidates[0] = standing.disabled.cloned();
+            candidates[3] = hold.map(Refused::of);
+        }
+        Ask::Rcpt => {
+            candidates[0] = standing.disabled.cloned();
+            candidates[3] = hold.map(Refused::of);
+            candidates[4] = account
+                .and_then(|a| a.throttle.as_ref())
+                .filter(|t| t.active(now))
+                .map(Refused::of);
+            candidates[5] = match (account, standing.ceiling) {
+                (Some(a), Some(c))
+                    if a.rcpts.count_since(now - c.window_secs) as u64 >= c.limit =>
+                {
+                    Some(Refused {
+                        rule: c.rule,
+                        message: Arc::from(c.message),
+                        deny: false,
+                    })
+                }
+                _ => None,
+            };
+        }
+        Ask::Connect => {
+            candidates[1] = standing.listed.cloned();
+            // A block that only defers authentication lets the connection in.
+            candidates[2] = block.filter(|b| b.deny).map(Refused::of);
+        }
+    }
+    let mut best: Option<Refused> = None;
+    for c in candidates.into_iter().flatten() {
+        if best.as_ref().is_none_or(|b| c.deny && !b.deny) {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(rule: &'static str, text: &str, deny: bool) -> Hold {
+        Hold {
+            since: 0,
+            until: 1000,
+            rule,
+            message: Arc::from(text),
+            deny,
+        }
+    }
+
+    #[test]
+    fn deny_beats_defer_and_the_order_breaks_ties() {
+        let mut account = Account::default();
+        account.hold = Some(hold("failed_logins_account", "held", false));
+        let block = hold("password_spraying", "blocked", true);
+        let s = Standing {
+            account: Some(&account),
+            ip_block: Some(&block),
+            ..Default::default()
+        };
+        let r = decide(Ask::Login, &s, 10).unwrap();
+        assert_eq!((r.rule, r.deny), ("password_spraying", true));
+        // Submissions look at the account only.
+        let r = decide(Ask::Submit, &s, 10).unwrap();
+        assert_eq!(&*r.message, "held");
+        // Connect: only a block that denies.
+        assert_eq!(decide(Ask::Connect, &s, 10).unwrap().rule, "password_spraying");
+        let defer_block = hold("failed_logins_ip", "slow down", false);
+        let s = Standing {
+            ip_block: Some(&defer_block),
+            ..Default::default()
+        };
+        assert_eq!(decide(Ask::Connect, &s, 10), None);
+        assert_eq!(&*decide(Ask::Login, &s, 10).unwrap().message, "slow down");
+        // Expired holds refuse nothing.
+        assert_eq!(decide(Ask::Login, &s, 1000), None);
+    }
+}
