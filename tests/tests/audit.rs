@@ -199,3 +199,128 @@ fn an_encrypted_trail_keeps_who_and_where_from_the_files_but_not_from_search() {
     assert_eq!(records[0]["ip"], ATTACKER);
     assert_eq!(records[6]["verdict"], "defer");
 }
+
+/// A trail of a few records through real Exim, the oracle stopped (which writes the
+/// state snapshot with the trail's head in it); the oracle, ready to restart.
+fn trail_of_three_attempts(world: &World) -> Oracle {
+    let mut oracle = Oracle::start(world);
+    let exim = Exim::new(world, Via::Dlfunc, oracle.exim_socket());
+    for i in 0..3 {
+        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        s.assert_oracle_answered();
+    }
+    oracle.stop();
+    let verified = audit(world, &["verify"]);
+    verified.assert_success();
+    assert!(
+        verified
+            .stdout_text()
+            .contains("reaches record 4 named by the state snapshot"),
+        "{}",
+        verified.stdout_text()
+    );
+    oracle
+}
+
+/// `audit verify` fails (exit 1) and says each of `expected`.
+fn assert_verify_fails(world: &World, expected: &[&str]) -> String {
+    let out = audit(world, &["verify"]);
+    let text = out.stdout_text();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("INCOMPLETE"), "{text}");
+    for e in expected {
+        assert!(text.contains(e), "{e:?} not in:\n{text}");
+    }
+    text
+}
+
+#[test]
+fn records_cut_from_the_end_with_the_head_file_fail_verify_and_are_recorded() {
+    let world = World::new(&["alice"]);
+    let mut oracle = trail_of_three_attempts(&world);
+    // The last two records and the head file removed: the chain of the rest checks.
+    let file = segments(&world.state_dir()).pop().unwrap();
+    let text = fs::read_to_string(&file).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    fs::write(&file, kept[..kept.len() - 2].join("\n") + "\n").unwrap();
+    fs::remove_file(world.state_dir().join("audit/head.json")).unwrap();
+    assert_verify_fails(
+        &world,
+        &[
+            "head.json line 0: missing",
+            "the state snapshot",
+            "records 3 to 4 are missing",
+        ],
+    );
+    // A restart records the loss in the trail and logs it at error level.
+    oracle.restart();
+    oracle.stop();
+    let log = oracle.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("the audit trail ends before the record its heads name")),
+        "{log}"
+    );
+    assert_verify_fails(
+        &world,
+        &[
+            "recorded when the oracle reopened the trail",
+            "records 3 to 4 are missing",
+        ],
+    );
+}
+
+#[test]
+fn a_removed_head_file_fails_verify() {
+    let world = World::new(&["alice"]);
+    let mut oracle = trail_of_three_attempts(&world);
+    fs::remove_file(world.state_dir().join("audit/head.json")).unwrap();
+    assert_verify_fails(&world, &["head.json", "missing, with 4 records"]);
+    oracle.restart();
+    oracle.stop();
+    assert!(
+        oracle
+            .log_text()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("head file is missing")),
+        "{}",
+        oracle.log_text()
+    );
+    assert_verify_fails(&world, &["the head file head.json was missing (removed)"]);
+}
+
+#[test]
+fn a_removed_trail_begun_again_fails_verify_and_the_new_chain_says_what_is_missing() {
+    let world = World::new(&["alice"]);
+    let mut oracle = trail_of_three_attempts(&world);
+    fs::remove_dir_all(world.state_dir().join("audit")).unwrap();
+    assert_verify_fails(&world, &["the trail ends at 0: records 1 to 4 are missing"]);
+    // The oracle restarts on the old key: the new chain starts at seq 1, and says so.
+    oracle.restart();
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+    let s = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    assert_eq!(s.reply("AUTH").code, 235, "{}", s.transcript());
+    oracle.stop();
+    assert!(
+        oracle.log_text().lines().any(|l| l.contains("ERROR")
+            && l.contains("the audit trail ends before the record its heads name")),
+        "{}",
+        oracle.log_text()
+    );
+    let first = fs::read_to_string(segments(&world.state_dir()).remove(0)).unwrap();
+    let recovered: Value = serde_json::from_str(first.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(recovered["kind"], "recovered", "{recovered}");
+    assert_eq!(recovered["seq"], 2);
+    assert_eq!(recovered["through"], 4);
+    assert!(
+        recovered["reason"]
+            .as_str()
+            .unwrap()
+            .contains("records 1 to 4 are missing (the trail was removed)"),
+        "{recovered}"
+    );
+    assert_verify_fails(
+        &world,
+        &["records 1 to 4 are missing (the trail was removed)"],
+    );
+}

@@ -475,7 +475,8 @@ mod tests {
             "{out:?}"
         );
         assert!(
-            !out.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{202e}'),
+            !out.chars()
+                .any(|c| ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{202e}'),
             "{out:?}"
         );
         assert!(out.contains("mallory\\x1b]0;pwned\\x07"), "{out}");
