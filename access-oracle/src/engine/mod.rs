@@ -9,13 +9,13 @@
 pub mod gate;
 mod observe;
 pub mod policy;
+mod respond;
 pub mod stats;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use jiff::Timestamp;
@@ -28,14 +28,14 @@ use crate::config::Config;
 use crate::enrich::disabled::{Disabled, DisabledAccounts};
 use crate::enrich::{GeoInfo, GeoIp, IpLists};
 use crate::protocol::{Command, Outcome, Reply};
-use crate::rules::disabled_credentials::Refusal;
+use crate::rules::RecipientCeiling;
 use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
+use crate::rules::disabled_credentials::Refusal;
 use crate::rules::recipient_ceiling::CeilingDecision;
-use crate::rules::RecipientCeiling;
-use crate::rules::{Response, RulesConfig, Trip};
+use crate::rules::{RulesConfig, Trip};
 use crate::state::baseline::BaselineConfig;
-use crate::state::{Account, Entry, Hold, Origin, Secs, State, strengthen};
+use crate::state::{Account, Entry, Hold, Origin, Secs, State};
 pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
 
@@ -352,7 +352,12 @@ impl Engine {
 
     /// The refusal for a listed address, when the list's rule refuses (no alert: for
     /// Dovecot's `allow`, which only asks).
-    fn listed_refusal(&self, rules: &RulesConfig, enrich: &Enrichment, ip: IpAddr) -> Option<gate::Refused> {
+    fn listed_refusal(
+        &self,
+        rules: &RulesConfig,
+        enrich: &Enrichment,
+        ip: IpAddr,
+    ) -> Option<gate::Refused> {
         let rule = &rules.bad_ip;
         if !rule.enabled || enrich.lists.blocked(ip).is_none() {
             return None;
@@ -410,49 +415,17 @@ impl Engine {
         };
         let reply = gate::decide(gate::Ask::Connect, &standing, secs)
             .map_or(Reply::Accept, |r| refused_reply(&r));
-        if let Some(trip) = trip {
-            self.raise(Alert::from_trip(&trip, now, None, Some(ip), Some("smtp")));
-        }
+        self.respond(
+            trip.as_slice(),
+            &respond::Subject {
+                user: None,
+                ip: Some(ip),
+                protocol: Some("smtp"),
+                rdns: None,
+            },
+            now,
+        );
         reply
-    }
-
-    /// Applies the response of a rule that fired (rules that apply their own, the
-    /// failed-login ones, carry no message and are skipped).
-    fn apply(&self, trip: &Trip, user: Option<&str>, ip: Option<IpAddr>, now: Secs) {
-        let Some(message) = trip.message.clone() else {
-            return;
-        };
-        let hold = |deny| Hold {
-            since: now,
-            until: trip.expires,
-            rule: trip.rule,
-            message: message.clone(),
-            deny,
-        };
-        match trip.response {
-            Response::HoldAccount | Response::DenyAccount => {
-                if let Some(user) = user {
-                    let deny = trip.response == Response::DenyAccount;
-                    strengthen(&mut self.state.account_mut(user).hold, hold(deny), now);
-                }
-            }
-            Response::BlockIp | Response::DeferIpAuth => {
-                if let Some(ip) = ip
-                    && !self.enrichment().lists.allowed(ip)
-                {
-                    let deny = trip.response == Response::BlockIp;
-                    let mut rec = self.state.ip_mut(ip);
-                    rec.last_seen = rec.last_seen.max(now);
-                    strengthen(&mut rec.auth_block, hold(deny), now);
-                }
-            }
-            Response::ThrottleRcpt => {
-                if let Some(user) = user {
-                    strengthen(&mut self.state.account_mut(user).throttle, hold(false), now);
-                }
-            }
-            Response::Alert | Response::Refuse => {}
-        }
     }
 
     pub(crate) fn attempt(&self, at: &Attempt<'_>, now: Timestamp) -> Reply {
@@ -490,8 +463,8 @@ impl Engine {
         // state per name it tries: an account it names is tracked only if it was
         // already. Its attempts still count against the address (a bounded record)
         // and are all audited.
-        let track_account = (ip_block.is_none() && listed.is_none())
-            || self.state.account(&user).is_some();
+        let track_account =
+            (ip_block.is_none() && listed.is_none()) || self.state.account(&user).is_some();
         let standing = gate::Standing {
             listed: listed.as_ref(),
             ip_block: ip_block.as_ref(),
@@ -656,12 +629,16 @@ impl Engine {
             }
             _ => None,
         };
-        for trip in &trips {
-            self.apply(trip, Some(&user), at.ip, secs);
-            let mut alert = Alert::from_trip(trip, now, Some(&user), at.ip, protocol);
-            alert.rdns = rdns.as_deref().map(str::to_string);
-            self.raise(alert);
-        }
+        self.respond(
+            &trips,
+            &respond::Subject {
+                user: Some(&user),
+                ip: at.ip,
+                protocol,
+                rdns: rdns.as_deref(),
+            },
+            now,
+        );
         reply
     }
 
@@ -732,10 +709,16 @@ impl Engine {
                 (Reply::Accept, counted.trips)
             }
         };
-        for trip in &trips {
-            self.apply(trip, Some(&user), ip, secs);
-            self.raise(Alert::from_trip(trip, now, Some(&user), ip, Some("smtp")));
-        }
+        self.respond(
+            &trips,
+            &respond::Subject {
+                user: Some(&user),
+                ip,
+                protocol: Some("smtp"),
+                rdns: None,
+            },
+            now,
+        );
         reply
     }
 
@@ -780,38 +763,6 @@ impl Engine {
             b.learn_rcpts(secs, counted.accepted.min(u64::from(u32::MAX)) as u32);
         }
         counted
-    }
-
-    /// Queues an alert for the sinks and keeps it for `ctl alerts`.
-    fn raise(&self, alert: Alert) {
-        self.audit_record(|| {
-            let mut r = audit::Record::new(audit::Kind::Alert, audit::Source::Oracle, alert.time)
-                .ip(alert.ip)
-                .protocol(alert.protocol.as_deref());
-            r.user = alert.account.as_deref().map(Into::into);
-            r.rule = Some(alert.rule.into());
-            r.severity = Some(alert.severity);
-            r.response = Some(alert.response);
-            r.until = (alert.response != Response::Alert).then_some(alert.expires);
-            r.reason = Some(alert.summary.clone());
-            r
-        });
-        let alert = Arc::new(alert);
-        // A rule that fired may have put a hold or block in place: snapshot it.
-        self.state.mark_dirty();
-        self.stats.alerts_raised.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() >= self.recent_cap.max(1) {
-                recent.pop_front();
-            }
-            recent.push_back(alert.clone());
-        }
-        if self.alerts.try_send(alert.clone()).is_err() {
-            self.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(rule = alert.rule, summary = %alert.summary,
-                "alert queue full or closed; alert not delivered to sinks");
-        }
     }
 
     /// The most recent alerts, newest last.

@@ -34,7 +34,6 @@ use crate::sources::{EventKind, LogEvent};
 use crate::state::{Entry, Origin, Secs};
 
 use super::{Attempt, Engine};
-use crate::alert::Alert;
 
 /// How far apart a live failure and its log line may be, in seconds.
 pub const MATCH_FAIL_SECS: Secs = 300;
@@ -313,16 +312,16 @@ impl Engine {
             deferred = counted.deferred;
             trips = counted.trips;
         }
-        for trip in &trips {
-            self.apply(trip, Some(&key), ev.ip, secs);
-            self.raise(Alert::from_trip(
-                trip,
-                ev.time,
-                Some(&key),
-                ev.ip,
-                Some("smtp"),
-            ));
-        }
+        self.respond(
+            &trips,
+            &super::respond::Subject {
+                user: Some(&key),
+                ip: ev.ip,
+                protocol: Some("smtp"),
+                rdns: None,
+            },
+            ev.time,
+        );
         Observed {
             verdict: None,
             counted: true,

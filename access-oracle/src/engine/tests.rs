@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::RawConfig;
 use crate::protocol::parse_line;
+use crate::rules::Response;
 
 fn engine() -> (Engine, mpsc::Receiver<Arc<Alert>>) {
     let config = Config::from_raw(RawConfig::default()).unwrap();
@@ -480,7 +481,11 @@ fn spraying_blocks_the_address_from_the_next_request() {
 fn a_blocked_address_grows_no_state_per_name_it_tries() {
     let (e, _rx) = engine();
     for i in 0..10 {
-        ask(&e, &format!("auth user=user{i} ip=203.0.113.66 result=fail"), i);
+        ask(
+            &e,
+            &format!("auth user=user{i} ip=203.0.113.66 result=fail"),
+            i,
+        );
     }
     let before = e.state().account_count();
     // 10,000 new names from the blocked address: every one refused, none tracked.
@@ -493,7 +498,10 @@ fn a_blocked_address_grows_no_state_per_name_it_tries() {
     // An account tracked already is still counted (its own rules keep working).
     let line = "auth user=user1 ip=203.0.113.66 result=fail";
     assert!(ask(&e, line, 40).starts_with("deny "));
-    assert_eq!(e.account_report("user1", t(41))["totals"]["logins_failed"], 2);
+    assert_eq!(
+        e.account_report("user1", t(41))["totals"]["logins_failed"],
+        2
+    );
     // The address's own record is bounded whatever the number of names.
     let rec = e.state().ip("203.0.113.66".parse().unwrap()).unwrap();
     assert!(rec.auth_failures.count(41, 600) > 0);
@@ -1026,7 +1034,13 @@ fn every_hold_and_block_decides_the_same_through_every_verb_and_protocol() {
     let disabled_text = rules.disabled_credentials.message.clone();
     let listed_text = rules.bad_ip.message.clone();
     // What each kind refuses: (verbs, "defer"/"deny", text).
-    let login_verbs = ["auth", "login imap", "login pop3", "allow imap", "allow smtp"];
+    let login_verbs = [
+        "auth",
+        "login imap",
+        "login pop3",
+        "allow imap",
+        "allow smtp",
+    ];
     let account_verbs = ["mail", "rcpt", "data"];
     let expect = |kind: Kind, verb: &str| -> Option<(&'static str, String)> {
         let login = login_verbs.contains(&verb);

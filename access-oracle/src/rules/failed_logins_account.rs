@@ -72,6 +72,7 @@ impl FailedLoginsAccount {
         now: Secs,
         pwhash: Option<u64>,
     ) -> Option<Trip> {
+        let held = account.active_hold(now).is_some();
         FailureCount {
             name: Self::NAME,
             enabled: self.enabled,
@@ -82,7 +83,7 @@ impl FailedLoginsAccount {
             message: &self.message,
             response: Response::HoldAccount,
         }
-        .record(&mut account.auth_failures, &mut account.hold, now, pwhash)
+        .record(&mut account.auth_failures, held, now, pwhash)
     }
 }
 
@@ -102,7 +103,20 @@ mod tests {
             .expect("fifth failure trips");
         assert_eq!(trip.count, 5);
         assert_eq!(trip.expires, 1004 + 900);
-        assert!(a.active_hold(1005).is_some());
+        assert_eq!(trip.response, Response::HoldAccount);
+        assert_eq!(trip.message.as_deref(), Some(rule.message.as_str()));
+        assert!(
+            a.hold.is_none(),
+            "the rule only reports; the responder holds"
+        );
+        // What the responder does with the trip.
+        a.hold = Some(crate::state::Hold {
+            since: 1004,
+            until: trip.expires,
+            rule: trip.rule,
+            message: trip.message.clone().unwrap(),
+            deny: false,
+        });
         assert_eq!(
             rule.on_failure(&mut a, 1006, Some(5)),
             None,

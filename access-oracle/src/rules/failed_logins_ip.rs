@@ -65,6 +65,7 @@ impl FailedLoginsIp {
     /// Records a failed login from the address; `key` identifies the (account, password
     /// hash) pair, `None` when there is no hash to deduplicate by.
     pub fn on_failure(&self, record: &mut IpRecord, now: Secs, key: Option<u64>) -> Option<Trip> {
+        let blocked = record.active_auth_block(now).is_some();
         FailureCount {
             name: Self::NAME,
             enabled: self.enabled,
@@ -75,7 +76,7 @@ impl FailedLoginsIp {
             message: &self.message,
             response: Response::DeferIpAuth,
         }
-        .record(&mut record.auth_failures, &mut record.auth_block, now, key)
+        .record(&mut record.auth_failures, blocked, now, key)
     }
 }
 
@@ -93,7 +94,23 @@ mod tests {
         let trip = rule.on_failure(&mut r, 119, Some(19)).expect("trips at 20");
         assert_eq!(trip.response, Response::DeferIpAuth);
         assert_eq!(trip.expires, 119 + 3600);
-        assert_eq!(rule.on_failure(&mut r, 120, Some(20)), None);
+        assert!(
+            r.auth_block.is_none(),
+            "the rule only reports; the responder blocks"
+        );
+        // What the responder does with the trip.
+        r.auth_block = Some(crate::state::Hold {
+            since: 119,
+            until: trip.expires,
+            rule: trip.rule,
+            message: trip.message.clone().unwrap(),
+            deny: false,
+        });
+        assert_eq!(
+            rule.on_failure(&mut r, 120, Some(20)),
+            None,
+            "not again while blocked"
+        );
         assert!(r.active_auth_block(3718).is_some());
         assert!(r.active_auth_block(3719).is_none());
     }

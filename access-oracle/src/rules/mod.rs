@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Problems;
 use std::sync::Arc;
 
-use crate::state::{DedupWindow, Hold, Secs};
+use crate::state::{DedupWindow, Secs};
 
 pub use failed_logins_account::FailedLoginsAccount;
 pub use failed_logins_ip::FailedLoginsIp;
@@ -192,11 +192,13 @@ pub(crate) struct FailureCount<'a> {
 }
 
 impl FailureCount<'_> {
-    /// Records one failure (`key` identifies repeats that count once) at `now`.
+    /// Records one failure (`key` identifies repeats that count once) at `now`; trips
+    /// when the count reaches the threshold and no response is `in_force` already (the
+    /// responder applies the trip's response, this rule never writes it).
     pub(crate) fn record(
         &self,
         window: &mut DedupWindow,
-        slot: &mut Option<Hold>,
+        in_force: bool,
         now: Secs,
         key: Option<u64>,
     ) -> Option<Trip> {
@@ -206,18 +208,9 @@ impl FailureCount<'_> {
             key,
             self.threshold as usize * 4,
         ) as u64;
-        let in_force = slot.as_ref().is_some_and(|h| h.active(now));
         if !self.enabled || count < self.threshold || in_force {
             return None;
         }
-        let until = now + self.response_secs as Secs;
-        *slot = Some(Hold {
-            since: now,
-            until,
-            rule: self.name,
-            message: Arc::from(self.message),
-            deny: false,
-        });
         Some(Trip {
             rule: self.name,
             severity: self.severity,
@@ -225,8 +218,8 @@ impl FailureCount<'_> {
             threshold: self.threshold,
             window_secs: self.window_secs,
             response: self.response,
-            expires: until,
-            message: None,
+            expires: now + self.response_secs as Secs,
+            message: Some(Arc::from(self.message)),
             summary: None,
             details: None,
         })
