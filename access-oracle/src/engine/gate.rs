@@ -161,7 +161,10 @@ mod tests {
         let r = decide(Ask::Submit, &s, 10).unwrap();
         assert_eq!(&*r.message, "held");
         // Connect: only a block that denies.
-        assert_eq!(decide(Ask::Connect, &s, 10).unwrap().rule, "password_spraying");
+        assert_eq!(
+            decide(Ask::Connect, &s, 10).unwrap().rule,
+            "password_spraying"
+        );
         let defer_block = hold("failed_logins_ip", "slow down", false);
         let s = Standing {
             ip_block: Some(&defer_block),

@@ -180,7 +180,10 @@ impl Fields<'_, '_> {
     /// An optional text field, cut to [`MAX_FIELD_BYTES`]: what a client controls (a
     /// sender, a recipient, a HELO name) is never a reason to skip the check.
     fn text(&self, key: &'static str) -> Result<Option<String>, ProtocolError> {
-        Ok(self.request.get(key).map(|v| bounded_text(v, MAX_FIELD_BYTES)))
+        Ok(self
+            .request
+            .get(key)
+            .map(|v| bounded_text(v, MAX_FIELD_BYTES)))
     }
 
     /// A required text field.
