@@ -117,7 +117,10 @@ pub fn parse(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> {
 /// read with each such byte as the text `\xHH`, the line protocol's text form of it
 /// ([`access_wire::text_from_bytes`]), so the attempt is counted under the same name
 /// rather than refused (a refused request lets Dovecot fail open).
-fn repaired(body: &[u8], first: &serde_json::Error) -> Result<PolicyRequest<'static>, RequestError> {
+fn repaired(
+    body: &[u8],
+    first: &serde_json::Error,
+) -> Result<PolicyRequest<'static>, RequestError> {
     // Inside a JSON string the text `\xHH` is written with an escaped backslash.
     let mut text = String::with_capacity(body.len() + 16);
     for chunk in body.utf8_chunks() {
@@ -144,12 +147,12 @@ pub fn parse_with_serde(body: &[u8]) -> Result<PolicyRequest<'_>, RequestError> 
 fn build(raw: Raw<'_>) -> PolicyRequest<'_> {
     PolicyRequest {
         login: raw.login.and_then(Loose::into_text).map(|l| {
-                if l.len() <= MAX_USER_BYTES {
-                    l
-                } else {
-                    Cow::Owned(bounded_user(&l))
-                }
-            }),
+            if l.len() <= MAX_USER_BYTES {
+                l
+            } else {
+                Cow::Owned(bounded_user(&l))
+            }
+        }),
         remote: raw.remote.as_ref().and_then(Loose::ip),
         rport: raw
             .rport
@@ -514,11 +517,16 @@ mod tests {
     fn nul_and_bytes_that_are_not_utf8_keep_the_line_protocols_text_form() {
         let r = parse(br#"{"login":"a\u0000b","remote":"192.0.2.1"}"#).unwrap();
         assert_eq!(r.login.as_deref(), Some("a\\x00b"));
-        let r = parse(b"{\"login\":\"b\xffob\",\"remote\":\"192.0.2.1\",\"x\":\"q\\\\xq\"}").unwrap();
+        let r =
+            parse(b"{\"login\":\"b\xffob\",\"remote\":\"192.0.2.1\",\"x\":\"q\\\\xq\"}").unwrap();
         assert_eq!(r.login.as_deref(), Some("b\\xffob"));
         assert_eq!(r.remote, Some("192.0.2.1".parse().unwrap()));
         let r = parse(br#"{"login":""}"#).unwrap();
-        assert_eq!(r.login.as_deref(), Some(""), "an empty name is an attempt too");
+        assert_eq!(
+            r.login.as_deref(),
+            Some(""),
+            "an empty name is an attempt too"
+        );
         assert!(parse(b"{\"login\":\xff}").is_err(), "still JSON or refused");
     }
 
