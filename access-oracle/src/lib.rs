@@ -16,6 +16,7 @@
 //! * [`admin`]: the admin protocol and the `ctl` client.
 //! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
 //! * [`text`]: outsiders' text made safe for a terminal (control characters escaped).
+//! * [`ratelog`]: warnings an outsider can repeat, logged once then summed up.
 //! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
 //! * [`files`]: reading the files a config names (regular files only, bounded) and
 //!   creating private ones.
@@ -33,6 +34,7 @@ pub mod enrich;
 pub mod files;
 pub mod persist;
 pub mod protocol;
+pub mod ratelog;
 pub mod rules;
 pub mod server;
 pub mod sinks;

@@ -229,35 +229,102 @@ async fn a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced() {
     o.running.stop().await.unwrap();
 }
 
+/// A listener counter of the in-process oracle.
+fn exim_counter(o: &InProcess, name: &str) -> u64 {
+    o.running
+        .listeners
+        .exim
+        .snapshot()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
+async fn past_the_connection_cap_the_idlest_connection_makes_room() {
     let o = InProcess::start(|raw| raw.server.max_connections = 2).await;
     let ping = |s: &UnixStream| {
         let mut w = s;
         w.write_all(b"ping\n").unwrap();
         read_line(&mut BufReader::new(s.try_clone().unwrap()))
     };
-    let (a, b, c) = (o.connect(), o.connect(), o.connect());
-    let waited = client(move || {
+    let (a, b) = (o.connect(), o.connect());
+    let path = o.exim_socket();
+    let (a, b) = client(move || {
         assert_eq!(ping(&a), "pong\n");
+        std::thread::sleep(Duration::from_millis(5));
         assert_eq!(ping(&b), "pong\n");
-        // The third is connected (backlog) but not served while both slots are taken.
-        c.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        (&c).write_all(b"ping\n").unwrap();
-        let mut buf = [0u8; 8];
-        let err = (&c).read(&mut buf).expect_err("no answer while at the cap");
-        assert!(matches!(
-            err.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ));
-        // Freeing a slot lets it through.
-        drop(a);
+        // A third is served at once: `a`, idle the longest, is closed to make room.
+        let c = UnixStream::connect(&path).unwrap();
         c.set_read_timeout(Some(SOON)).unwrap();
-        read_line(&mut BufReader::new(c))
+        assert_eq!(ping(&c), "pong\n");
+        let mut rest = Vec::new();
+        assert_eq!((&a).read_to_end(&mut rest).unwrap(), 0, "a was closed");
+        (a, b)
     })
     .await;
-    assert_eq!(waited, "pong\n");
+    assert_eq!(exim_counter(&o, "shed_idle"), 1);
+    drop((a, b));
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_with_none_idle_the_newcomer_gets_defer() {
+    let o = InProcess::start(|raw| raw.server.max_connections = 1).await;
+    let busy = o.connect();
+    let path = o.exim_socket();
+    let reply = client(move || {
+        // Half a line: busy, not idle.
+        (&busy).write_all(b"auth user=a").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(SOON)).unwrap();
+        (&c).write_all(b"ping\n").unwrap();
+        let mut all = String::new();
+        let _ = (&c).read_to_string(&mut all);
+        drop(busy);
+        all
+    })
+    .await;
+    assert_eq!(
+        reply.as_bytes(),
+        access_oracle::server::exim::BUSY_REPLY,
+        "answered defer, then closed"
+    );
+    assert_eq!(exim_counter(&o, "refused_full"), 1);
+    o.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_lines_and_idle_connections_are_timed_out() {
+    let o = InProcess::start(|raw| {
+        raw.server.exim_request_timeout_ms = 100;
+        raw.server.exim_idle_timeout_secs = 1;
+    })
+    .await;
+    let (half, idle) = (o.connect(), o.connect());
+    let (half_reply, idle_rest) = client(move || {
+        // A used connection is idle from its last answer.
+        (&idle).write_all(b"ping\n").unwrap();
+        let mut reader = BufReader::new(&idle);
+        assert_eq!(read_line(&mut reader), "pong\n");
+        (&half).write_all(b"ping").unwrap();
+        let mut half_reply = String::new();
+        let _ = (&half).read_to_string(&mut half_reply);
+        let mut idle_rest = Vec::new();
+        let n = reader.read_to_end(&mut idle_rest).unwrap();
+        assert_eq!(n, 0);
+        (half_reply, idle_rest)
+    })
+    .await;
+    assert_eq!(
+        half_reply,
+        "error request line not complete within 100 ms\n"
+    );
+    assert!(idle_rest.is_empty(), "closed after its idle second");
+    assert_eq!(exim_counter(&o, "request_timeouts"), 1);
+    assert_eq!(exim_counter(&o, "idle_timeouts"), 1);
     o.running.stop().await.unwrap();
 }
 

@@ -173,6 +173,13 @@ fn render_status(d: &Value) -> String {
     t.add_row(["requests".to_string(), pairs(&c["requests"])]);
     t.add_row(["replies".to_string(), pairs(&c["replies"])]);
     t.add_row(["dovecot policy".to_string(), pairs(&c["policy"])]);
+    for (key, name) in [
+        ("exim", "exim socket"),
+        ("policy", "policy endpoint"),
+        ("admin", "admin socket"),
+    ] {
+        t.add_row([format!("{name} connections"), pairs(&d["listeners"][key])]);
+    }
     for k in [
         "malformed",
         "connections",

@@ -265,6 +265,44 @@ impl Config {
                 s.max_connections
             ));
         }
+        for (key, value, min, max) in [
+            (
+                "server.exim_idle_timeout_secs",
+                s.exim_idle_timeout_secs,
+                1,
+                86_400,
+            ),
+            (
+                "server.exim_request_timeout_ms",
+                s.exim_request_timeout_ms,
+                10,
+                60_000,
+            ),
+            (
+                "server.admin_max_connections",
+                s.admin_max_connections as u64,
+                1,
+                4096,
+            ),
+            (
+                "server.admin_idle_timeout_secs",
+                s.admin_idle_timeout_secs,
+                1,
+                86_400,
+            ),
+            (
+                "server.admin_request_timeout_ms",
+                s.admin_request_timeout_ms,
+                10,
+                60_000,
+            ),
+        ] {
+            if value < min || value > max {
+                p.add(format!(
+                    "{key} must be between {min} and {max}, got {value}"
+                ));
+            }
+        }
         if s.shutdown_grace_secs > 600 {
             p.add(format!(
                 "server.shutdown_grace_secs must be at most 600, got {}",

@@ -73,8 +73,24 @@ pub struct RawServer {
     pub admin_socket_group: Option<String>,
     /// Where state and, by default, alerts are written.
     pub state_dir: PathBuf,
-    /// Connections served at once on the Exim socket; more wait to be accepted.
+    /// Connections served at once on the Exim socket. At the cap, the connection idle
+    /// the longest is closed to make room (the library reconnects on its next call);
+    /// when none is idle, the newcomer is answered `defer` and closed.
     pub max_connections: usize,
+    /// How long an Exim socket connection may wait for its next request, in seconds
+    /// (the library keeps one open for a whole SMTP session and reconnects
+    /// transparently when it was closed).
+    pub exim_idle_timeout_secs: u64,
+    /// How long a request line begun on the Exim socket may take to end (newline or end
+    /// of input), in milliseconds; then it is answered `error` and the connection closed.
+    pub exim_request_timeout_ms: u64,
+    /// Connections served at once on the admin socket; at the cap the idlest is closed
+    /// to make room, or the newcomer refused (and the refusal audited).
+    pub admin_max_connections: usize,
+    /// How long an admin connection may wait for its next request, in seconds.
+    pub admin_idle_timeout_secs: u64,
+    /// How long an admin request line may take to arrive whole, in milliseconds.
+    pub admin_request_timeout_ms: u64,
     /// How long SIGTERM waits for open connections before it stops anyway, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -91,6 +107,11 @@ impl Default for RawServer {
             admin_socket_group: None,
             state_dir: "/var/lib/access-oracle".into(),
             max_connections: 1024,
+            exim_idle_timeout_secs: 300,
+            exim_request_timeout_ms: 2000,
+            admin_max_connections: 64,
+            admin_idle_timeout_secs: 60,
+            admin_request_timeout_ms: 5000,
             shutdown_grace_secs: 5,
         }
     }

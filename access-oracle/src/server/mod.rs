@@ -5,7 +5,7 @@
 //! period) for requests in flight, then drain the alert queue into the sinks, then remove
 //! the sockets.
 
-mod accept;
+pub mod accept;
 pub mod admin;
 pub mod exim;
 pub mod housekeeping;
@@ -48,6 +48,8 @@ pub struct Running {
     pub engine: Arc<Engine>,
     /// Where the Dovecot policy endpoint listens, when it is on.
     pub policy_addr: Option<std::net::SocketAddr>,
+    /// The listeners' connection counters (sheddings, refusals, timeouts).
+    pub listeners: Arc<accept::Listeners>,
     policy: Option<Arc<policy::Shared>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -105,30 +107,69 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let listeners = Arc::new(accept::Listeners::default());
     // Bound before any task starts: a port in use stops the start cleanly.
     let policy_endpoint = match config.policy.listen {
         Some(_) => Some(
-            policy::start(&config.policy, engine.clone(), shutdown_rx.clone())
-                .await
-                .context("cannot start the dovecot policy endpoint")?,
+            policy::start(
+                &config.policy,
+                engine.clone(),
+                listeners.clone(),
+                shutdown_rx.clone(),
+            )
+            .await
+            .context("cannot start the dovecot policy endpoint")?,
         ),
         None => None,
     };
     let policy_addr = policy_endpoint.as_ref().map(|p| p.addr);
     let policy_shared = policy_endpoint.as_ref().map(|p| p.shared());
     let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx));
+    let server = &config.raw.server;
+    let exim_slots = accept::Slots::new(
+        "exim socket",
+        accept::Limits {
+            max: config.max_connections,
+            max_per_peer: 0,
+        },
+        listeners.clone(),
+        |l| &l.exim,
+    );
     let exim_task = tokio::spawn(exim::serve(
         exim_listener,
         engine.clone(),
-        config.max_connections,
+        exim_slots.clone(),
+        exim::Timeouts {
+            idle: Duration::from_secs(server.exim_idle_timeout_secs),
+            request: Duration::from_millis(server.exim_request_timeout_ms),
+        },
         shutdown_rx.clone(),
     ));
     let admin_ctx = Arc::new(admin::AdminContext::new(
         engine.clone(),
         &config,
         source.describe(),
+        listeners.clone(),
     ));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_ctx, shutdown_rx.clone()));
+    let admin_slots = accept::Slots::new(
+        "admin socket",
+        accept::Limits {
+            max: server.admin_max_connections,
+            max_per_peer: 0,
+        },
+        listeners.clone(),
+        |l| &l.admin,
+    );
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_ctx,
+        admin_slots,
+        admin::Timeouts {
+            idle: Duration::from_secs(server.admin_idle_timeout_secs),
+            request: Duration::from_millis(server.admin_request_timeout_ms),
+        },
+        shutdown_rx.clone(),
+    ));
     let followers = crate::sources::follow::Followers::start(
         &config.sources,
         engine.clone(),
@@ -171,14 +212,13 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         "access-oracle serving"
     );
     let task_engine = engine.clone();
-    let max = config.max_connections;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let state_dir = config.state_dir.clone();
     let task = tokio::spawn(async move {
         let mut shutdown_rx = shutdown_rx;
         let _ = shutdown_rx.changed().await;
         let deadline = tokio::time::Instant::now() + grace;
-        let slots = exim_task.await.context("exim listener failed")?;
+        exim_task.await.context("exim listener failed")?;
         let _ = admin_task.await;
         let _ = sweeper.await;
         let _ = accounts_watch.await;
@@ -190,7 +230,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         // Log followers read what is already written, then stop.
         let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
-        let waited = tokio::time::timeout_at(deadline, slots.acquire_many(max as u32)).await;
+        let waited = tokio::time::timeout_at(deadline, exim_slots.closed()).await;
         if let Some(endpoint) = policy_endpoint
             && !endpoint.finish(deadline).await
         {
@@ -223,6 +263,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     Ok(Running {
         engine,
         policy_addr,
+        listeners,
         policy: policy_shared,
         shutdown: shutdown_tx,
         task,
@@ -271,10 +312,19 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.policy.api_key_header != current.policy.api_key_header
                 || new.policy.api_key != current.policy.api_key
                 || new.policy.api_key_file != current.policy.api_key_file
-                || new.policy.max_connections != current.policy.max_connections
+                || new.policy.limits() != current.policy.limits()
+                || new.raw.server.exim_idle_timeout_secs
+                    != current.raw.server.exim_idle_timeout_secs
+                || new.raw.server.exim_request_timeout_ms
+                    != current.raw.server.exim_request_timeout_ms
+                || new.raw.server.admin_max_connections != current.raw.server.admin_max_connections
+                || new.raw.server.admin_idle_timeout_secs
+                    != current.raw.server.admin_idle_timeout_secs
+                || new.raw.server.admin_request_timeout_ms
+                    != current.raw.server.admin_request_timeout_ms
             {
                 tracing::warn!(
-                    "policy endpoint address, path, key or connection settings changed: they take effect at the next restart"
+                    "policy endpoint address, path, key or connection settings, or socket limits, changed: they take effect at the next restart"
                 );
             }
             if let Some(p) = &running.policy {

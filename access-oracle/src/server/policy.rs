@@ -8,14 +8,16 @@
 //!   `auth` / `login` request on the Exim socket; answered `{"status":0,"msg":""}` (Dovecot
 //!   ignores it).
 //!
-//! Every request must carry the API key ([`api_key`]); without it: 401, a warning with
-//! the peer's address, a counter. A body that is not a JSON object: 400 with the reason.
+//! Every request must carry the API key ([`api_key`]); without it: 401, a counter
+//! (every one) and a warning with the peer's address (the first, then at most one a
+//! minute saying how many more: [`crate::ratelog`]). A body that is not a JSON object: 400 with the reason.
 //! Nothing a client sends can make the handler panic (the parser is fuzzed).
 //!
 //! Connections: accepted and served by [`http`] (HTTP/1.1 keep-alive on `httparse`,
-//! capped by `max_connections` like the Exim socket; an idle or slow connection is closed
-//! after [`HEADER_READ_TIMEOUT`]); this file is the [`http::Handler`] behind it. On
-//! shutdown, idle connections close at once and busy ones after their current request.
+//! capped by `max_connections` and `max_connections_per_ip`, idle ones shed first; a
+//! head, a request and an idle wait each have their deadline: [`http::Limits`]); this
+//! file is the [`http::Handler`] behind it. On shutdown, idle connections close at once
+//! and busy ones after their current request.
 
 pub mod api_key;
 pub mod config;
@@ -23,25 +25,27 @@ pub mod http;
 pub mod request;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::engine::UNKNOWN_PROTOCOL;
 use crate::engine::policy::{PolicyAttempt, PolicySettings, PolicyVerdict};
 use crate::protocol::Outcome;
+use crate::ratelog::{Log, Warning};
+use crate::server::accept::{Listeners, Slots};
 use api_key::{ApiKey, Presented};
 use config::PolicyConfig;
 use http::{Reply, Request, Status};
 use request::PolicyRequest;
 
-pub use http::{HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
+pub use http::{HEADER_READ_TIMEOUT, Limits, MAX_BODY_BYTES};
 
 /// The reply to `report` and to an `allow` that lets the login go on.
 const CONTINUE: &[u8] = br#"{"status":0,"msg":""}"#;
@@ -51,6 +55,8 @@ pub struct Shared {
     engine: Arc<Engine>,
     key: ApiKey,
     settings: RwLock<Arc<PolicySettings>>,
+    /// Requests without the right key: logged the first time, then summed up.
+    wrong_key: Warning<IpAddr>,
 }
 
 impl Shared {
@@ -60,6 +66,7 @@ impl Shared {
             engine,
             key,
             settings: RwLock::new(Arc::new(settings)),
+            wrong_key: Warning::new(crate::ratelog::PERIOD),
         }
     }
 
@@ -88,8 +95,8 @@ pub struct Endpoint {
     /// The address it listens on.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<Arc<Semaphore>>,
-    max_connections: usize,
+    task: tokio::task::JoinHandle<()>,
+    slots: Arc<Slots>,
 }
 
 impl Endpoint {
@@ -101,20 +108,21 @@ impl Endpoint {
     /// Waits (until `deadline`) for the accept loop to stop and for open connections to
     /// finish; returns whether they all did.
     pub async fn finish(self, deadline: tokio::time::Instant) -> bool {
-        let Ok(slots) = self.task.await else {
+        if self.task.await.is_err() {
             return false;
-        };
-        tokio::time::timeout_at(deadline, slots.acquire_many(self.max_connections as u32))
+        }
+        tokio::time::timeout_at(deadline, self.slots.closed())
             .await
             .is_ok()
     }
 }
 
 /// Binds the endpoint of `config` (which must have `listen`), reads its key, and serves
-/// until `shutdown` turns true.
+/// until `shutdown` turns true, counting its connections in `stats.policy`.
 pub async fn start(
     config: &PolicyConfig,
     engine: Arc<Engine>,
+    stats: Arc<Listeners>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Endpoint> {
     let addr = config
@@ -127,11 +135,14 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {addr} (policy.listen)"))?;
     let addr = listener.local_addr().unwrap_or(addr);
     let shared = Arc::new(Shared::new(engine, key, config.settings()));
-    let task = tokio::spawn(serve(
+    let limits = config.limits();
+    let slots = http::slots(limits, stats);
+    let task = tokio::spawn(http::serve_counted(
         listener,
         config.path.as_str().into(),
         shared.clone(),
-        config.max_connections,
+        limits,
+        slots.clone(),
         shutdown,
     ));
     tracing::info!(listen = %addr, path = %config.path, "dovecot policy endpoint listening");
@@ -139,21 +150,21 @@ pub async fn start(
         addr,
         shared,
         task,
-        max_connections: config.max_connections,
+        slots,
     })
 }
 
-/// Accepts connections until `shutdown` turns true and answers `POST <path>` on them;
-/// returns the semaphore whose permits are held by open connections, so the caller can
-/// wait for them.
+/// Accepts connections until `shutdown` turns true and answers `POST <path>` on them
+/// within `limits`; returns the slots of the open connections, so the caller can wait
+/// for them.
 pub async fn serve(
     listener: TcpListener,
     path: Arc<str>,
     shared: Arc<Shared>,
-    max_connections: usize,
+    limits: impl Into<Limits>,
     shutdown: watch::Receiver<bool>,
-) -> Arc<Semaphore> {
-    http::serve(listener, path, shared, max_connections, shutdown).await
+) -> Arc<Slots> {
+    http::serve(listener, path, shared, limits, shutdown).await
 }
 
 impl http::Handler for Shared {
@@ -163,12 +174,17 @@ impl http::Handler for Shared {
             Presented::Right => {}
             wrong => {
                 stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    peer = %peer,
-                    header = self.key.header(),
-                    key = if wrong == Presented::Missing { "missing" } else { "wrong" },
-                    "policy request refused: missing or wrong API key"
-                );
+                if let Log::Now { held_back } =
+                    self.wrong_key.hit(std::time::Instant::now(), peer.ip())
+                {
+                    tracing::warn!(
+                        peer = %peer,
+                        header = self.key.header(),
+                        key = if wrong == Presented::Missing { "missing" } else { "wrong" },
+                        held_back,
+                        "policy request refused: missing or wrong API key (held_back: more since the last such line, not logged)"
+                    );
+                }
                 return Reply::error(Status::Unauthorized, "missing or wrong API key");
             }
         }
@@ -202,6 +218,20 @@ impl http::Handler for Shared {
     /// counted and logged like a malformed body.
     fn refused(&self, peer: SocketAddr, status: Status, why: &str) {
         count_malformed(self, peer, status, why);
+    }
+
+    /// The wrong keys not logged in the last minute, summed up in one line.
+    fn tick(&self) {
+        if let Some(s) = self.wrong_key.summary(std::time::Instant::now()) {
+            tracing::warn!(
+                held_back = s.held_back,
+                last_peer = ?s.last,
+                "policy request refused: {} more missing or wrong API keys in the last {} s (the last from {})",
+                s.held_back,
+                s.over.as_secs(),
+                s.last.map_or_else(|| "?".to_string(), |ip| ip.to_string()),
+            );
+        }
     }
 }
 

@@ -64,9 +64,24 @@ pub struct PolicyConfig {
     /// `-ERR [AUTH] <text>` (POP3); SMTP clients of Exim's dovecot authenticator only
     /// see `535 Incorrect authentication data`.
     pub reject_message: Option<String>,
-    /// Connections served at once; more wait to be accepted. Dovecot opens up to 100
-    /// per auth process.
+    /// Connections served at once. Dovecot opens up to 100 per auth process. At the
+    /// cap, the keep-alive connection idle the longest is closed to make room; when none
+    /// is idle, the newcomer waits for a slot (which `head_timeout_ms` bounds).
     pub max_connections: usize,
+    /// Connections from one address at once (Dovecot's auth process on loopback counts
+    /// as one address: keep this above its 100). At the cap, that address's idlest
+    /// connection is closed to make room; when none is idle, the newcomer is closed.
+    pub max_connections_per_ip: usize,
+    /// How long a request's head (request line and header fields) may take to arrive,
+    /// from its first byte (or from the connection's start for its first request), in
+    /// milliseconds. Dovecot sends a head in one piece.
+    pub head_timeout_ms: u64,
+    /// How long a whole request (head and body) may take to arrive, from its first byte,
+    /// in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long a keep-alive connection may wait for its next request, in seconds
+    /// (Dovecot closes its own idle ones after 5 s).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for PolicyConfig {
@@ -83,6 +98,10 @@ impl Default for PolicyConfig {
             tarpit_secs: settings.tarpit_secs,
             reject_message: None,
             max_connections: 512,
+            max_connections_per_ip: 256,
+            head_timeout_ms: 1000,
+            request_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -100,6 +119,10 @@ impl fmt::Debug for PolicyConfig {
             .field("tarpit_secs", &self.tarpit_secs)
             .field("reject_message", &self.reject_message)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("head_timeout_ms", &self.head_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .finish()
     }
 }
@@ -207,6 +230,41 @@ impl PolicyConfig {
                 "policy.max_connections must be between 1 and 65536, got {}",
                 self.max_connections
             ));
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            problems.add(format!(
+                "policy.max_connections_per_ip must be between 1 and policy.max_connections ({}), got {}",
+                self.max_connections, self.max_connections_per_ip
+            ));
+        }
+        if self.head_timeout_ms < 10 || self.head_timeout_ms > 60_000 {
+            problems.add(format!(
+                "policy.head_timeout_ms must be between 10 and 60000, got {}",
+                self.head_timeout_ms
+            ));
+        }
+        if self.request_timeout_ms < self.head_timeout_ms || self.request_timeout_ms > 300_000 {
+            problems.add(format!(
+                "policy.request_timeout_ms must be between policy.head_timeout_ms ({}) and 300000, got {}",
+                self.head_timeout_ms, self.request_timeout_ms
+            ));
+        }
+        if self.idle_timeout_secs == 0 || self.idle_timeout_secs > 3600 {
+            problems.add(format!(
+                "policy.idle_timeout_secs must be between 1 and 3600, got {}",
+                self.idle_timeout_secs
+            ));
+        }
+    }
+
+    /// The endpoint's connection limits and timeouts.
+    pub fn limits(&self) -> super::http::Limits {
+        super::http::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            head_timeout: std::time::Duration::from_millis(self.head_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
         }
     }
 
@@ -390,6 +448,13 @@ mod tests {
         assert_eq!(raw.policy.tarpit_after_ip, defaults.tarpit_after_ip);
         assert_eq!(raw.policy.tarpit_secs, defaults.tarpit_secs);
         assert_eq!(raw.policy.max_connections, defaults.max_connections);
+        assert_eq!(
+            raw.policy.max_connections_per_ip,
+            defaults.max_connections_per_ip
+        );
+        assert_eq!(raw.policy.head_timeout_ms, defaults.head_timeout_ms);
+        assert_eq!(raw.policy.request_timeout_ms, defaults.request_timeout_ms);
+        assert_eq!(raw.policy.idle_timeout_secs, defaults.idle_timeout_secs);
         Config::from_raw(raw).unwrap_or_else(|p| panic!("{p}"));
     }
 

@@ -17,16 +17,21 @@
 //!   whole request in the read buffer is answered in order (pipelining comes free), the
 //!   answers go out in one write. Keep-alive is HTTP/1.1's default; `Connection: close`
 //!   is honoured; HTTP/1.0 closes unless it asks for `keep-alive`.
-//! * [`serve`]: the accept loop, capped at `max_connections` open connections.
+//! * [`serve`]: the accept loop, capped at `max_connections` open connections and
+//!   `max_connections_per_ip` from one address ([`Limits`]). At a cap, the keep-alive
+//!   connection idle the longest is closed to make room (`server::accept`); with none
+//!   idle, a newcomer over the global cap waits for a slot, one over its address's cap is
+//!   closed.
 //!
 //! Routing is one comparison: the configured path gets the [`Handler`], any other path
 //! 404, another method on it 405 with `Allow: POST`.
 //!
-//! Time: a connection must deliver each whole request (head and body) within
-//! [`HEADER_READ_TIMEOUT`] of the end of the previous one (or of being accepted); an idle
-//! keep-alive connection is closed after that long too. On shutdown, idle connections
-//! close at once; one in the middle of a request gets its answer (with `Connection:
-//! close`) first.
+//! Time ([`Limits`]): a request's head must be in within `head_timeout` of its first
+//! byte (a new connection's first head: of the connection's start), the whole request
+//! within `request_timeout`; a keep-alive connection waits at most `idle_timeout` for
+//! its next request. The connection's timer is moved only when a shorter limit starts or
+//! it fires early, not on every request. On shutdown, idle connections close at once;
+//! one in the middle of a request gets its answer (with `Connection: close`) first.
 //!
 //! Left out, as no policy client needs them: absolute-form request targets (404), a
 //! `Date` header, transfer codings other than `chunked` (400), `Expect` values other
@@ -40,7 +45,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::server::accept::{self, Limits as Caps, Listeners, Slot, Slots, WhenFull};
 
 /// The largest request head (request line and header fields), in bytes.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -55,9 +63,37 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// of a chunked body (sizes, extensions, trailers) up to [`MAX_BODY_BYTES`] more.
 pub const MAX_REQUEST_BYTES: usize = MAX_HEAD_BYTES + 2 * MAX_BODY_BYTES;
 
-/// How long a connection may take to send a whole request, and how long an idle
-/// keep-alive connection stays open. Dovecot closes its idle ones after 10 s.
+/// How long an idle keep-alive connection stays open by default. Dovecot closes its
+/// idle ones after 5 s.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The endpoint's connection caps and timeouts (`[policy]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_connections_per_ip: usize,
+    /// How long a request's head may take from its first byte.
+    pub head_timeout: Duration,
+    /// How long a whole request may take from its first byte.
+    pub request_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+}
+
+impl From<usize> for Limits {
+    /// `max_connections` open at once, every other limit at its default.
+    fn from(max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_connections_per_ip: max_connections,
+            head_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
 
 /// How much room the read buffer gets before each read.
 const READ_BYTES: usize = 8 * 1024;
@@ -180,6 +216,9 @@ pub trait Handler: Send + Sync + 'static {
     fn refused(&self, peer: SocketAddr, status: Status, why: &str) {
         let _ = (peer, status, why);
     }
+
+    /// Runs every few seconds (for summaries of rate-limited warnings).
+    fn tick(&self) {}
 }
 
 /// Where the reading of a request stands between two calls of [`parse`] on a growing
@@ -194,6 +233,8 @@ pub struct Progress {
     chunked: Vec<u8>,
     /// `100 Continue` was due and has been handed out.
     continued: bool,
+    /// The head is in, the body is not (yet).
+    in_body: bool,
 }
 
 /// What the bytes received so far hold, by [`parse`].
@@ -228,6 +269,7 @@ pub fn parse<'a>(
     progress.needed = 0;
     progress.next_chunk = 0;
     progress.continued = false;
+    progress.in_body = false;
     match parsed {
         Parsed::Request(mut request, len) if was_chunked => {
             request.body = &progress.chunked;
@@ -318,6 +360,7 @@ fn refused_body_size() -> Parsed<'static> {
 
 /// A body not all here: `100 Continue` if the client waits for it (once), else read more.
 fn partial_body(version: u8, expect_continue: bool, progress: &mut Progress) -> Parsed<'static> {
+    progress.in_body = true;
     if expect_continue && version == 1 && !progress.continued {
         progress.continued = true;
         Parsed::Continue
@@ -497,32 +540,80 @@ fn answer<H: Handler>(
 }
 
 /// Accepts connections until `shutdown` turns true and serves `POST route` on each with
-/// `handler`; returns the semaphore whose permits are held by open connections, so the
-/// caller can wait for them.
+/// `handler`, within `limits`; returns the slots of the open connections, so the caller
+/// can wait for them. Counts in a [`Listeners`] of its own: see [`serve_counted`].
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     route: Arc<str>,
     handler: Arc<H>,
-    max_connections: usize,
+    limits: impl Into<Limits>,
     shutdown: watch::Receiver<bool>,
-) -> Arc<Semaphore> {
-    crate::server::accept::accept_capped(
+) -> Arc<Slots> {
+    let limits = limits.into();
+    let slots = slots(limits, Arc::default());
+    serve_counted(listener, route, handler, limits, slots.clone(), shutdown).await;
+    slots
+}
+
+/// The slots of an endpoint with `limits`, counted in `stats.policy`.
+pub fn slots(limits: Limits, stats: Arc<Listeners>) -> Arc<Slots> {
+    Slots::new(
         "policy endpoint",
-        max_connections,
+        Caps {
+            max: limits.max_connections,
+            max_per_peer: limits.max_connections_per_ip,
+        },
+        stats,
+        |l| &l.policy,
+    )
+}
+
+/// [`serve`] on the given slots (made by [`slots`]).
+pub async fn serve_counted<H: Handler>(
+    listener: TcpListener,
+    route: Arc<str>,
+    handler: Arc<H>,
+    limits: Limits,
+    slots: Arc<Slots>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listener = &listener;
+    accept::serve(
+        slots,
+        WhenFull::Wait,
         shutdown,
-        || listener.accept(),
-        |(stream, peer), permit, shutdown| {
+        move || async move {
+            listener
+                .accept()
+                .await
+                .map(|(s, peer)| ((s, peer), Some(peer.ip())))
+        },
+        |(stream, peer), slot| {
             tokio::spawn(connection(
                 stream,
                 peer,
                 route.clone(),
                 handler.clone(),
-                permit,
-                shutdown,
+                slot,
+                limits,
             ));
         },
+        // Over its address's cap with none of its connections idle: closed.
+        |_, _| {},
+        || handler.tick(),
     )
     .await
+}
+
+/// What a connection waits for, for the timeout that applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// The next request of a keep-alive connection.
+    Idle,
+    /// The rest of a head (or a new connection's first head).
+    Head,
+    /// The rest of a body.
+    Body,
 }
 
 /// Serves one connection: reads, answers every whole request in order, writes.
@@ -531,21 +622,25 @@ async fn connection<H: Handler>(
     peer: SocketAddr,
     route: Arc<str>,
     handler: Arc<H>,
-    _permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
+    slot: Slot,
+    limits: Limits,
 ) {
     let _ = stream.set_nodelay(true);
+    let conn = slot.conn().clone();
     let mut input: Vec<u8> = Vec::with_capacity(READ_BYTES);
     let mut output: Vec<u8> = Vec::with_capacity(1024);
     let mut progress = Progress::default();
-    let mut stopping = false;
-    let deadline = tokio::time::sleep(HEADER_READ_TIMEOUT);
-    let mut deadline = std::pin::pin!(deadline);
-    // One wait for the shutdown signal for the connection's whole life: a new one per
-    // read would take the lock of the watch's waiter list, shared by every connection,
-    // twice per request.
-    let stop = shutdown.changed();
-    let mut stop = std::pin::pin!(stop);
+    let mut stopping = slot.stopping();
+    let mut served = false;
+    // The first byte of the request being read; a new connection's first request is
+    // timed from the connection's start.
+    let mut request_since = conn.idle_since();
+    let timer = tokio::time::sleep(limits.head_timeout);
+    let mut timer = std::pin::pin!(timer);
+    // One wait for shedding and shutdown for the connection's whole life.
+    let signal = conn.signalled();
+    let mut signal = std::pin::pin!(signal);
+    let mut signalled = false;
     loop {
         let mut used = 0;
         let mut close = false;
@@ -576,14 +671,24 @@ async fn connection<H: Handler>(
         let unread = refused || input.len() > used;
         if used > 0 {
             input.drain(..used);
-            deadline
-                .as_mut()
-                .reset(tokio::time::Instant::now() + HEADER_READ_TIMEOUT);
+            served = true;
+            request_since = None;
         }
+        let now = Instant::now();
         if !output.is_empty() {
-            tokio::select! {
-                r = stream.write_all(&output) => if r.is_err() { return },
-                () = deadline.as_mut() => return,
+            // A client that does not read its answers: given the request timeout.
+            let limit = now + limits.request_timeout;
+            let mut write = std::pin::pin!(stream.write_all(&output));
+            loop {
+                tokio::select! {
+                    r = write.as_mut() => if r.is_err() { return } else { break },
+                    () = timer.as_mut() => {
+                        if Instant::now() >= limit {
+                            return;
+                        }
+                        timer.as_mut().reset(limit);
+                    }
+                }
             }
             output.clear();
         }
@@ -594,21 +699,56 @@ async fn connection<H: Handler>(
         if close || (stopping && input.is_empty()) {
             return;
         }
+        let (waiting, expiry) = if input.is_empty() {
+            if !conn.idle(now) {
+                return; // Shed to make room.
+            }
+            match (served, conn.idle_since()) {
+                (true, Some(since)) => (Waiting::Idle, since + limits.idle_timeout),
+                (_, since) => (Waiting::Head, since.unwrap_or(now) + limits.head_timeout),
+            }
+        } else {
+            let since = *request_since.get_or_insert(now);
+            if progress.in_body {
+                (Waiting::Body, since + limits.request_timeout)
+            } else {
+                (Waiting::Head, since + limits.head_timeout)
+            }
+        };
+        if timer.deadline() > expiry {
+            timer.as_mut().reset(expiry);
+        }
         input.reserve(READ_BYTES);
         tokio::select! {
             r = stream.read_buf(&mut input) => match r {
                 Ok(0) => return,
-                Ok(_) => {}
+                Ok(_) => if !conn.busy() { return },
                 Err(e) => {
                     tracing::debug!(peer = %peer, error = %e, "policy connection read failed");
                     return;
                 }
             },
-            () = deadline.as_mut() => {
-                tracing::debug!(peer = %peer, "policy connection idle or too slow: closed");
+            () = timer.as_mut() => {
+                if Instant::now() < expiry {
+                    // Set for an earlier limit that no longer applies.
+                    timer.as_mut().reset(expiry);
+                    continue;
+                }
+                let ip = Some(peer.ip());
+                match waiting {
+                    Waiting::Idle => slot.slots().idle_timeout(),
+                    Waiting::Head => slot.slots().request_timeout("a request head", ip, limits.head_timeout),
+                    Waiting::Body => slot.slots().request_timeout("a request", ip, limits.request_timeout),
+                }
                 return;
             }
-            _ = stop.as_mut(), if !stopping => stopping = true,
+            () = signal.as_mut(), if !signalled => {
+                signalled = true;
+                if conn.is_shed() {
+                    return;
+                }
+                stopping = true;
+            }
         }
     }
 }

@@ -32,21 +32,30 @@ struct Fixture {
     addr: SocketAddr,
     echo: Arc<Echo>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Arc<Semaphore>>,
+    task: tokio::task::JoinHandle<()>,
+    slots: Arc<Slots>,
+    stats: Arc<Listeners>,
 }
 
 const MAX_CONNECTIONS: usize = 4;
 
 async fn start() -> Fixture {
+    start_with(Limits::from(MAX_CONNECTIONS)).await
+}
+
+async fn start_with(limits: Limits) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let echo = Arc::new(Echo::default());
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(serve(
+    let stats = Arc::new(Listeners::default());
+    let slots = slots(limits, stats.clone());
+    let task = tokio::spawn(serve_counted(
         listener,
         "/policy".into(),
         echo.clone(),
-        MAX_CONNECTIONS,
+        limits,
+        slots.clone(),
         stopped,
     ));
     Fixture {
@@ -54,6 +63,20 @@ async fn start() -> Fixture {
         echo,
         stop,
         task,
+        slots,
+        stats,
+    }
+}
+
+impl Fixture {
+    fn count(&self, name: &str) -> u64 {
+        self.stats
+            .policy
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
     }
 }
 
@@ -377,28 +400,143 @@ async fn other_methods_and_paths_are_not_served() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_and_slow_connections_are_closed_after_the_timeout() {
+async fn silent_and_slow_heads_are_closed_after_the_head_timeout() {
     let f = start().await;
+    let limits = Limits::from(MAX_CONNECTIONS);
     let started = tokio::time::Instant::now();
-    let mut idle = Client::connect(f.addr).await;
+    let mut silent = Client::connect(f.addr).await;
     let mut slow = Client::connect(f.addr).await;
     slow.send(b"POST /policy HTTP/1.1\r\nContent-Length: 2\r\n")
         .await;
     settle().await;
-    assert!(idle.closed().await);
+    assert!(silent.closed().await);
     assert!(slow.closed().await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= limits.head_timeout && waited < limits.head_timeout * 2,
+        "closed after the head timeout, not the idle one: {waited:?}"
+    );
+    assert_eq!(f.count("request_timeouts"), 2);
+    // A head trickled in, a byte every 100 ms, is cut at the head timeout too.
+    let mut trickler = Client::connect(f.addr).await;
+    trickler.send(b"POST /policy HTTP/1.1\r\n").await;
+    let started = tokio::time::Instant::now();
+    let request = post("", "{}");
+    for b in &request[24..] {
+        if trickler.wr.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > limits.head_timeout * 3 {
+            break;
+        }
+    }
+    assert!(trickler.closed().await);
+    assert!(started.elapsed() <= limits.head_timeout + Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keep_alive_connections_close_after_the_idle_timeout() {
+    let f = start().await;
+    let started = tokio::time::Instant::now();
+    let mut idle = Client::connect(f.addr).await;
+    idle.send(&post("", "{}")).await;
+    assert_eq!(idle.response().await.status, 200);
+    assert!(idle.closed().await);
     let waited = started.elapsed();
     assert!(
         waited >= HEADER_READ_TIMEOUT && waited < HEADER_READ_TIMEOUT + Duration::from_secs(1),
         "{waited:?}"
     );
+    assert_eq!(f.count("idle_timeouts"), 1);
     // A connection in use is not cut: the timeout runs from the last request.
     let mut busy = Client::connect(f.addr).await;
     for _ in 0..3 {
-        tokio::time::sleep(HEADER_READ_TIMEOUT / 2).await;
         busy.send(&post("", "{}")).await;
         assert_eq!(busy.response().await.status, 200);
+        tokio::time::sleep(HEADER_READ_TIMEOUT / 2).await;
     }
+}
+
+/// At the cap, a newcomer is served at once: the connection idle the longest makes room.
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_the_idlest_connection_makes_room() {
+    let f = start().await;
+    let mut idle = Vec::new();
+    for i in 0..MAX_CONNECTIONS {
+        let mut c = Client::connect(f.addr).await;
+        c.send(&post(&format!("n={i}"), "{}")).await;
+        assert_eq!(c.response().await.status, 200);
+        idle.push(c);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut newcomer = Client::connect(f.addr).await;
+    newcomer.send(&post("new", "{}")).await;
+    assert_eq!(newcomer.response().await.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(10),
+        "served at once"
+    );
+    assert!(idle[0].closed().await, "the idlest was closed");
+    assert_eq!(f.count("shed_idle"), 1);
+    for c in &mut idle[1..] {
+        c.send(&post("still", "{}")).await;
+        assert_eq!(c.response().await.status, 200, "the others stay");
+    }
+}
+
+/// At the cap with every connection in the middle of a request, a newcomer waits for a
+/// slot: the head timeout frees one.
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_with_none_idle_a_newcomer_waits_at_most_the_head_timeout() {
+    let f = start().await;
+    let limits = Limits::from(MAX_CONNECTIONS);
+    let mut slow = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut c = Client::connect(f.addr).await;
+        c.send(b"POST /policy HTTP/1.1\r\n").await;
+        slow.push(c);
+    }
+    settle().await;
+    let started = tokio::time::Instant::now();
+    let mut newcomer = Client::connect(f.addr).await;
+    newcomer.send(&post("new", "{}")).await;
+    assert_eq!(newcomer.response().await.status, 200);
+    assert!(started.elapsed() <= limits.head_timeout + Duration::from_millis(100));
+    assert_eq!(f.count("waited_full"), 1);
+    assert_eq!(f.count("shed_idle"), 0);
+}
+
+/// One address may hold `max_connections_per_ip`: past it, its own idlest connection
+/// makes room, and with none idle the newcomer is closed.
+#[tokio::test(start_paused = true)]
+async fn the_per_address_cap_sheds_its_own_idle_then_refuses() {
+    let f = start_with(Limits {
+        max_connections_per_ip: 2,
+        ..Limits::from(8)
+    })
+    .await;
+    let mut a = Client::connect(f.addr).await;
+    a.send(&post("a", "{}")).await;
+    assert_eq!(a.response().await.status, 200);
+    let mut b = Client::connect(f.addr).await;
+    b.send(b"POST /policy HTTP/1.1\r\n").await;
+    settle().await;
+    let mut c = Client::connect(f.addr).await;
+    c.send(&post("c", "{}")).await;
+    assert_eq!(c.response().await.status, 200, "a (idle) made room");
+    assert!(a.closed().await);
+    assert_eq!(f.count("shed_idle"), 1);
+    c.send(b"POST /policy HTTP/1.1\r\n").await;
+    settle().await;
+    let mut d = Client::connect(f.addr).await;
+    assert!(
+        d.closed().await,
+        "b and c are mid-request: d is turned away"
+    );
+    assert_eq!(f.count("refused_per_peer"), 1);
+    assert_eq!(f.slots.open(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -414,7 +552,8 @@ async fn shutdown_closes_idle_connections_and_finishes_busy_ones() {
     settle().await;
 
     let _ = f.stop.send(true);
-    let slots = f.task.await.unwrap();
+    f.task.await.unwrap();
+    let slots = f.slots.clone();
     assert!(idle.closed().await, "an idle connection closes at once");
     busy.send(rest).await;
     let r = busy.response().await;
@@ -425,8 +564,8 @@ async fn shutdown_closes_idle_connections_and_finishes_busy_ones() {
         TcpStream::connect(f.addr).await.is_err(),
         "no longer listening"
     );
-    let all = slots.acquire_many(MAX_CONNECTIONS as u32).await;
-    assert!(all.is_ok(), "every connection closed");
+    slots.closed().await;
+    assert_eq!(slots.open(), 0, "every connection closed");
 }
 
 // -------------------------------------------------------------------------------------
