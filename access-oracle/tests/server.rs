@@ -518,7 +518,16 @@ fn admin_roles_come_from_the_peer_credentials() {
         .unwrap()
         .uid
         .as_raw();
-    let out = d.ctl(Some(daemon_uid), &["status"]);
+    // In the socket's group (so the socket's mode lets them in), with no role.
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(d.path("admin.sock"))
+        .arg("status")
+        .uid(daemon_uid)
+        .gid(nobody)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let status = d.ctl(None, &["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

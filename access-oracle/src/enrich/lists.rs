@@ -827,6 +827,27 @@ mod tests {
     }
 
     #[test]
+    fn devices_fifos_and_directories_are_refused_and_the_networks_in_use_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = IpLists::open(&config(&[Path::new("/dev/zero")], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a character device"), "{e}");
+        let e = IpLists::open(&config(&[dir.path()], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let block = write(dir.path(), "block.txt", "192.0.2.0/24\n");
+        let lists = IpLists::open(&config(&[&block], &[])).unwrap();
+        std::fs::remove_file(&block).unwrap();
+        nix::unistd::mkfifo(&block, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let r = lists.reload();
+        let e = r[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        assert!(lists.blocked(ip("192.0.2.1")).is_some(), "kept");
+    }
+
+    #[test]
     fn reloads_replace_changed_files_only() {
         let dir = tempfile::tempdir().unwrap();
         let block = write(dir.path(), "block.txt", "192.0.2.0/24\n");
