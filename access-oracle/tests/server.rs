@@ -475,7 +475,9 @@ fn admin_roles_come_from_the_peer_credentials() {
         .uid
         .as_raw();
     let d = Daemon::start(&format!(
-        "[server]\nadmin_socket_mode = \"0666\"\n[admin]\nauditor_users = [\"{nobody}\"]\n"
+        // The socket's group is the auditor's (ctl runs with gid = uid): a mode every
+        // local user could connect with is refused.
+        "[server]\nadmin_socket_mode = \"0660\"\nadmin_socket_group = \"{nobody}\"\n[admin]\nauditor_users = [\"{nobody}\"]\n"
     ));
     for i in 0..5 {
         d.request(&format!(
