@@ -41,3 +41,4 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod text;
+pub mod track;

@@ -32,9 +32,8 @@ use crate::rules::RecipientCeiling;
 use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::disabled_credentials::Refusal;
-use crate::rules::recipient_ceiling::CeilingDecision;
-use crate::rules::{RulesConfig, Trip};
-use crate::state::baseline::BaselineConfig;
+use crate::rules::{AccountSlots, Failure, LoginOk, Recipients, RulesConfig, Trip};
+use crate::state::baseline::{BaselineConfig, SendCache};
 use crate::state::{Account, Entry, Hold, Origin, Secs, State};
 pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
@@ -383,7 +382,7 @@ impl Engine {
         rec.last_seen = rec.last_seen.max(secs);
         let (refusal, trip) = rules
             .bad_ip
-            .check(&hit, &mut rec.listed_alerted_at, ip, what, secs);
+            .check(&hit, &mut rec.rules.bad_ip, ip, what, secs);
         (refusal.map(|r| gated(BadIp::NAME, r)), trip)
     }
 
@@ -447,6 +446,24 @@ impl Engine {
         };
         let mut trips: Vec<Trip> = Vec::new();
         let mut already_counted = false;
+        // A failure as the rules see it; `in_force` is filled in for each subject.
+        let failure = Failure {
+            user: &user,
+            ip: at.ip,
+            pwhash: at.pwhash,
+            pair: at.pwhash.map(|h| {
+                let mut hasher = DefaultHasher::new();
+                (&*user, h).hash(&mut hasher);
+                hasher.finish()
+            }),
+            account_hash: {
+                let mut hasher = DefaultHasher::new();
+                (*user).hash(&mut hasher);
+                hasher.finish()
+            },
+            in_force: None,
+            now: secs,
+        };
         // What is in force for the address, read before anything is counted.
         let source = at.ip.filter(|_| !allowed);
         let ip_block = self.ip_block(source, secs);
@@ -480,7 +497,7 @@ impl Engine {
             if let Some(why) = disabled {
                 let (r, trip) = rules.disabled_credentials.check(
                     why,
-                    &mut acct.disabled_alerted_at,
+                    &mut acct.rules.disabled_credentials,
                     &user,
                     at.protocol,
                     secs,
@@ -546,49 +563,35 @@ impl Engine {
                         acct.totals.logins_ok += 1;
                         acct.last_login = Some((secs, at.ip, protocol));
                         if !allowed {
-                            self.learn_login(&user, at, &geo, secs, &rules, &mut trips);
+                            let slots = &mut acct.rules;
+                            self.learn_login(&user, at, &geo, secs, &rules, slots, &mut trips);
                         }
                     }
                     Outcome::Fail => {
                         acct.totals.logins_failed += 1;
                         // The failure windows are in the snapshot: a restart keeps them.
                         self.state.mark_dirty();
-                        if let Some(trip) = rules
-                            .failed_logins_account
-                            .on_failure(&mut acct, secs, at.pwhash)
-                        {
-                            trips.push(trip);
-                        }
+                        let failure = Failure {
+                            in_force: acct.active_hold(secs).map(|h| h.rule),
+                            ..failure
+                        };
+                        rules.account_failure(&failure, &mut acct.rules, &mut trips);
                     }
                 }
                 reply
             }
         };
-        if let Some(ip) = source {
-            if at.result == Outcome::Fail && !already_counted {
-                let key = at.pwhash.map(|h| {
-                    let mut hasher = DefaultHasher::new();
-                    (&*user, h).hash(&mut hasher);
-                    hasher.finish()
-                });
-                let account_hash = {
-                    let mut hasher = DefaultHasher::new();
-                    (*user).hash(&mut hasher);
-                    hasher.finish()
-                };
-                let mut rec = self.state.ip_mut(ip);
-                rec.last_seen = secs;
-                if let Some(trip) = rules.failed_logins_ip.on_failure(&mut rec, secs, key) {
-                    trips.push(trip);
-                }
-                if let Some(trip) =
-                    rules
-                        .password_spraying
-                        .on_failure(&mut rec, ip, account_hash, secs)
-                {
-                    trips.push(trip);
-                }
-            }
+        if let Some(ip) = source
+            && at.result == Outcome::Fail
+            && !already_counted
+        {
+            let mut rec = self.state.ip_mut(ip);
+            rec.last_seen = secs;
+            let failure = Failure {
+                in_force: rec.active_auth_block(secs).map(|b| b.rule),
+                ..failure
+            };
+            rules.address_failure(&failure, &mut rec.rules, &mut trips);
         }
         // A log event is a record of what already happened: nobody refused it.
         if reply != Reply::Accept
@@ -642,7 +645,8 @@ impl Engine {
         reply
     }
 
-    /// A successful login: the baseline rules look at it, then the baseline learns it.
+    /// A successful login: the login rules look at it, then the baseline learns it.
+    #[allow(clippy::too_many_arguments)]
     fn learn_login(
         &self,
         user: &str,
@@ -650,24 +654,21 @@ impl Engine {
         geo: &GeoInfo,
         secs: Secs,
         rules: &RulesConfig,
+        slots: &mut AccountSlots,
         trips: &mut Vec<Trip>,
     ) {
         let config = self.baseline_config();
         let mut b = self.state.baseline_mut(user, secs);
         if let Some(ip) = at.ip {
-            let travel = rules
-                .impossible_travel
-                .check(b.last_place.as_ref(), ip, geo, user, secs);
-            let distant = match travel {
-                Some(_) => None,
-                None => rules
-                    .distant_logins
-                    .check(b.last_place.as_ref(), ip, geo, user, secs),
+            let login = LoginOk {
+                user,
+                ip,
+                geo,
+                baseline: &b,
+                config: &config,
+                now: secs,
             };
-            trips.extend(travel);
-            trips.extend(distant);
-            trips.extend(rules.new_country.check(&b, &config, geo, user, secs));
-            trips.extend(rules.new_asn.check(&b, &config, geo, user, secs));
+            rules.login_ok(&login, slots, trips);
         }
         b.learn_login(secs, at.ip, geo, at.client);
     }
@@ -722,9 +723,11 @@ impl Engine {
         reply
     }
 
-    /// Counts `n` recipients of an account against the ceiling, its baseline and the
-    /// outbound-spike rule. The caller applies and raises the trips after releasing the
-    /// account.
+    /// Counts `n` recipients of an account: each one the ceiling still admits is
+    /// accepted, the rest deferred; then the recipient rules look at the accepted ones.
+    /// The baseline is touched once an hour per account (its rate is copied into the
+    /// live entry), not per recipient. The caller applies and raises the trips after
+    /// releasing the account.
     fn count_rcpts(
         &self,
         acct: &mut Account,
@@ -734,33 +737,35 @@ impl Engine {
         rules: &RulesConfig,
     ) -> Counted {
         let mut counted = Counted::default();
+        acct.rcpts
+            .prune(secs, rules.recipient_window_secs() as Secs);
         for _ in 0..n {
-            match rules.recipient_ceiling.on_rcpt(acct, secs) {
-                CeilingDecision::Accept(t) => {
-                    acct.totals.rcpts_accepted += 1;
-                    counted.accepted += 1;
-                    counted.trips.extend(t);
-                }
-                CeilingDecision::Defer { .. } => {
-                    acct.totals.rcpts_refused += 1;
-                    counted.deferred += 1;
-                }
+            if rules.recipient_ceiling.admits(&acct.rcpts, secs).is_ok() {
+                acct.rcpts.record(secs);
+                acct.totals.rcpts_accepted += 1;
+                counted.accepted += 1;
+            } else {
+                acct.totals.rcpts_refused += 1;
+                counted.deferred += 1;
             }
         }
         if counted.accepted > 0 {
             let config = self.baseline_config();
-            let mut b = self.state.baseline_mut(user, secs);
-            let spike = &rules.outbound_spike;
-            let in_window = acct.rcpts.count_since(secs - spike.window_secs as Secs) as u64;
-            counted.trips.extend(spike.check(
-                &b,
-                &config,
-                in_window,
-                &mut acct.spike_alerted_at,
+            if !acct.send.is_current(secs) {
+                let mut b = self.state.baseline_mut(user, secs);
+                acct.send.refresh(&mut b, secs);
+            }
+            let accepted = counted.accepted.min(u64::from(u32::MAX)) as u32;
+            acct.send.count(accepted, secs);
+            let sent = Recipients {
                 user,
-                secs,
-            ));
-            b.learn_rcpts(secs, counted.accepted.min(u64::from(u32::MAX)) as u32);
+                accepted: counted.accepted,
+                rcpts: &acct.rcpts,
+                send: &acct.send,
+                config: &config,
+                now: secs,
+            };
+            rules.recipients(&sent, &mut acct.rules, &mut counted.trips);
         }
         counted
     }
@@ -792,7 +797,7 @@ impl Engine {
             "tracked": true,
             "hold": acct.active_hold(secs).map(hold_json),
             "failed_logins": {
-                "count": acct.auth_failures.count(secs, fa.window_secs as Secs),
+                "count": acct.rules.failed_logins_account.failures.count(secs, fa.window_secs as Secs),
                 "threshold": fa.threshold,
                 "window_secs": fa.window_secs,
             },
@@ -817,6 +822,7 @@ impl Engine {
     pub fn baseline_report(&self, user: &str, now: Timestamp) -> Value {
         let secs = now.as_second();
         let key = self.account_key(user);
+        self.state.flush_send_of(&key);
         let Some(b) = self.state.baseline(&key) else {
             return json!({ "account": key, "known": false });
         };
@@ -854,7 +860,10 @@ impl Engine {
                 "peak": b.send.peak,
                 "this_hour": b.send.count,
                 "learnt": b.send_learnt(&config, secs),
-                "spike_threshold": rules.outbound_spike.threshold(&b),
+                "spike_threshold": rules.outbound_spike.threshold(&SendCache {
+                    average: b.send.average,
+                    ..SendCache::default()
+                }),
             },
             "last_place": b.last_place.as_ref().map(|p| json!({
                 "time": ts(p.time), "ip": p.ip, "country": p.country.map(|c| c.to_string()),
@@ -873,7 +882,7 @@ impl Engine {
         };
         self.state.mark_dirty();
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
-        acct.auth_failures.clear();
+        acct.rules.failed_logins_account.failures.clear();
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
         acct.rcpts.clear();
         acct.throttle = None;
@@ -906,7 +915,7 @@ impl Engine {
         };
         self.state.mark_dirty();
         let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
-        rec.auth_failures.clear();
+        rec.rules.failed_logins_ip.failures.clear();
         drop(rec);
         self.audit_record(|| {
             let mut r =

@@ -225,7 +225,11 @@ impl Engine {
         }
         if let Some(acct) = acct {
             let window = rules.failed_logins_account.window_secs as i64;
-            let n = acct.auth_failures.count(secs, window) as u64;
+            let n = acct
+                .rules
+                .failed_logins_account
+                .failures
+                .count(secs, window) as u64;
             failures = n;
             tarpit = settings.tarpit_after > 0 && n >= settings.tarpit_after;
         }
@@ -233,7 +237,7 @@ impl Engine {
             && let Some(rec) = self.state.ip(ip)
         {
             let window = rules.failed_logins_ip.window_secs as i64;
-            let n = rec.auth_failures.count(secs, window) as u64;
+            let n = rec.rules.failed_logins_ip.failures.count(secs, window) as u64;
             if settings.tarpit_after_ip > 0 && n >= settings.tarpit_after_ip {
                 tarpit = true;
                 failures = failures.max(n);
@@ -381,7 +385,7 @@ mod tests {
         }
         assert!(rx.try_recv().is_err(), "one stale password is no attack");
         let acct = e.state().account("bob").unwrap();
-        assert_eq!(acct.auth_failures.count(10, 300), 1);
+        assert_eq!(acct.rules.failed_logins_account.failures.count(10, 300), 1);
         assert_eq!(acct.totals.logins_failed, 10);
     }
 

@@ -504,7 +504,7 @@ fn a_blocked_address_grows_no_state_per_name_it_tries() {
     );
     // The address's own record is bounded whatever the number of names.
     let rec = e.state().ip("203.0.113.66".parse().unwrap()).unwrap();
-    assert!(rec.auth_failures.count(41, 600) > 0);
+    assert!(rec.rules.failed_logins_ip.failures.count(41, 600) > 0);
 }
 
 #[test]

@@ -272,6 +272,8 @@ pub fn write(
         path: tmp.clone(),
         source,
     };
+    // The hour in progress of every account's sending, into its baseline first.
+    state.flush_sends();
     // Account names and addresses: the oracle's user only, whatever the umask.
     let file = crate::files::private_create().open(&tmp).map_err(io)?;
     let mut out = Summing {
@@ -332,7 +334,12 @@ pub fn write(
     let mut result = Ok(());
     state.for_each_account(|user, acct| {
         let w = StoredWindows {
-            failures: acct.auth_failures.entries().collect(),
+            failures: acct
+                .rules
+                .failed_logins_account
+                .failures
+                .entries()
+                .collect(),
             times: acct.rcpts.times().collect(),
             distinct: Vec::new(),
         };
@@ -343,9 +350,9 @@ pub fn write(
     });
     state.for_each_ip(|ip, rec| {
         let w = StoredWindows {
-            failures: rec.auth_failures.entries().collect(),
+            failures: rec.rules.failed_logins_ip.failures.entries().collect(),
             times: Vec::new(),
-            distinct: rec.accounts_failed.exact().to_vec(),
+            distinct: rec.rules.password_spraying.accounts.exact().to_vec(),
         };
         if result.is_ok() && !w.is_empty() {
             result = put(&mut out, &RecordRef::IpWindows(ip, w));
@@ -422,15 +429,15 @@ fn read_section(
             Record::AccountWindows(user, w) => {
                 let mut acct = state.account_mut(user);
                 acct.last_seen = acct.last_seen.max(w.latest());
-                acct.auth_failures = DedupWindow::from_entries(w.failures);
+                acct.rules.failed_logins_account.failures = DedupWindow::from_entries(w.failures);
                 acct.rcpts = CountWindow::from_times(w.times);
                 counts.windows += 1;
             }
             Record::IpWindows(ip, w) => {
                 let mut rec = state.ip_mut(ip);
                 rec.last_seen = rec.last_seen.max(w.latest());
-                rec.auth_failures = DedupWindow::from_entries(w.failures);
-                rec.accounts_failed = DistinctWindow::from_exact(w.distinct);
+                rec.rules.failed_logins_ip.failures = DedupWindow::from_entries(w.failures);
+                rec.rules.password_spraying.accounts = DistinctWindow::from_exact(w.distinct);
                 counts.windows += 1;
             }
             Record::End(_) => unreachable!("refused above"),
@@ -808,7 +815,10 @@ mod tests {
         {
             let mut a = s.account_mut("alice");
             for (t, key) in [(90, Some(1)), (95, Some(2)), (99, None)] {
-                a.auth_failures.record(t, 600, key, 64);
+                a.rules
+                    .failed_logins_account
+                    .failures
+                    .record(t, 600, key, 64);
             }
             for t in [97, 98, 98] {
                 a.rcpts.record(t);
@@ -817,9 +827,12 @@ mod tests {
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         {
             let mut r = s.ip_mut(ip);
-            r.auth_failures.record(91, 600, Some(7), 64);
+            r.rules
+                .failed_logins_ip
+                .failures
+                .record(91, 600, Some(7), 64);
             for k in 0..5 {
-                r.accounts_failed.record(92, 600, k);
+                r.rules.password_spraying.accounts.record(92, 600, k);
             }
         }
         // An account with nothing in its windows is not written.
@@ -829,9 +842,13 @@ mod tests {
         let back = State::default();
         assert_eq!(read(&back, dir.path(), 100).unwrap(), Some(counts));
         let a = back.account("alice").unwrap();
-        assert_eq!(a.auth_failures.count(100, 600), 3);
+        assert_eq!(a.rules.failed_logins_account.failures.count(100, 600), 3);
         assert_eq!(
-            a.auth_failures.entries().collect::<Vec<_>>(),
+            a.rules
+                .failed_logins_account
+                .failures
+                .entries()
+                .collect::<Vec<_>>(),
             [(90, Some(1)), (95, Some(2)), (99, None)]
         );
         assert_eq!(a.rcpts.times().collect::<Vec<_>>(), [97, 98, 98]);
@@ -839,13 +856,25 @@ mod tests {
         drop(a);
         assert!(back.account("idle").is_none());
         let r = back.ip(ip).unwrap();
-        assert_eq!(r.auth_failures.count(100, 600), 1);
-        assert_eq!(r.accounts_failed.count(), 5);
+        assert_eq!(r.rules.failed_logins_ip.failures.count(100, 600), 1);
+        assert_eq!(r.rules.password_spraying.accounts.count(), 5);
         drop(r);
         // A repeat after the restart is still a repeat; a new password still counts.
         let mut a = back.account_mut("alice");
-        assert_eq!(a.auth_failures.record(101, 600, Some(2), 64), 3);
-        assert_eq!(a.auth_failures.record(102, 600, Some(3), 64), 4);
+        assert_eq!(
+            a.rules
+                .failed_logins_account
+                .failures
+                .record(101, 600, Some(2), 64),
+            3
+        );
+        assert_eq!(
+            a.rules
+                .failed_logins_account
+                .failures
+                .record(102, 600, Some(3), 64),
+            4
+        );
     }
 
     /// The same snapshot in an older version's layout: no header, no checksums.
@@ -931,10 +960,14 @@ mod tests {
             deny: true,
         });
         s.account_mut("bob")
-            .auth_failures
+            .rules
+            .failed_logins_account
+            .failures
             .record(90, 600, Some(3), 64);
         s.ip_mut("198.51.100.9".parse().unwrap())
-            .accounts_failed
+            .rules
+            .password_spraying
+            .accounts
             .record(91, 600, 5);
         s
     }

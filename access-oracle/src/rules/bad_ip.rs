@@ -10,10 +10,10 @@ use serde_json::json;
 
 use super::disabled_credentials::{Listing, Refusal, validate_listing};
 use super::response::Action;
-use super::{Severity, Trip};
+use super::{Rule, Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::ListHit;
-use crate::state::Secs;
+use crate::track::Secs;
 
 /// `[rules.bad_ip]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -47,16 +47,6 @@ impl BadIp {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "bad_ip";
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_listing(
-            problems,
-            Self::NAME,
-            self.response,
-            &self.message,
-            self.realert_secs,
-        );
-    }
-
     /// A request from a listed address at `now`: the refusal and, at most once per
     /// period, the alert.
     pub fn check(
@@ -86,5 +76,21 @@ impl BadIp {
                 json!({ "list": &*hit.list, "network": hit.network.to_string(), "comment": hit.comment.as_deref() }),
             )
         })
+    }
+}
+
+impl Rule for BadIp {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = Option<Secs>;
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_listing(
+            problems,
+            Self::NAME,
+            self.response,
+            &self.message,
+            self.realert_secs,
+        );
     }
 }

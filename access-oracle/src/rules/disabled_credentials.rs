@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::Action;
-use super::{Response, Severity, Trip, validate_message};
+use super::{Response, Rule, Severity, Trip, validate_message};
 use crate::config::Problems;
 use crate::enrich::disabled::Disabled;
-use crate::state::Secs;
+use crate::track::Secs;
 
 /// `[rules.disabled_credentials]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -148,32 +148,6 @@ impl DisabledCredentials {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "disabled_credentials";
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_listing(
-            problems,
-            Self::NAME,
-            self.response,
-            &self.message,
-            self.realert_secs,
-        );
-        if self.reload_check_secs == 0 || self.reload_check_secs > 86_400 {
-            problems.add(format!(
-                "[rules.{}] reload_check_secs must be between 1 and 86400, got {}",
-                Self::NAME,
-                self.reload_check_secs
-            ));
-        }
-        if let Some(f) = &self.file
-            && !f.is_absolute()
-        {
-            problems.add(format!(
-                "[rules.{}] file must be an absolute path, got {}",
-                Self::NAME,
-                f.display()
-            ));
-        }
-    }
-
     /// An attempt on a disabled account at `now`: the refusal (if the response refuses)
     /// and, unless one was raised within `realert_secs`, the alert.
     pub fn check(
@@ -199,6 +173,38 @@ impl DisabledCredentials {
                 json!({ "status": why_text, "expired_at": why.expired_at().map(crate::alert::rfc3339) }),
             )
         })
+    }
+}
+
+impl Rule for DisabledCredentials {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = Option<Secs>;
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_listing(
+            problems,
+            Self::NAME,
+            self.response,
+            &self.message,
+            self.realert_secs,
+        );
+        if self.reload_check_secs == 0 || self.reload_check_secs > 86_400 {
+            problems.add(format!(
+                "[rules.{}] reload_check_secs must be between 1 and 86400, got {}",
+                Self::NAME,
+                self.reload_check_secs
+            ));
+        }
+        if let Some(f) = &self.file
+            && !f.is_absolute()
+        {
+            problems.add(format!(
+                "[rules.{}] file must be an absolute path, got {}",
+                Self::NAME,
+                f.display()
+            ));
+        }
     }
 }
 

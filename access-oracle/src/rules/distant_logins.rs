@@ -9,13 +9,14 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::impossible_travel::ImpossibleTravel;
 use super::impossible_travel::{comparable_leg, place};
 use super::response::{Action, Scope, response_settings, validate_range};
-use super::{Severity, Trip};
+use super::{LoginOk, Rule, Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::GeoInfo;
-use crate::state::Secs;
-use crate::state::baseline::LoginPlace;
+use crate::track::Secs;
+use crate::track::baseline::LoginPlace;
 
 /// `[rules.distant_logins]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -60,25 +61,6 @@ impl DistantLogins {
 
     response_settings!(Scope::Account);
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_range(
-            problems,
-            Self::NAME,
-            "min_distance_km",
-            self.min_distance_km,
-            1.0,
-            20_000.0,
-        );
-        if self.window_secs == 0 || self.window_secs > 7 * 86_400 {
-            problems.add(format!(
-                "[rules.{}] window_secs must be between 1 and 604800 (a week), got {}",
-                Self::NAME,
-                self.window_secs
-            ));
-        }
-        self.settings().validate(problems);
-    }
-
     /// Checks a successful login from `ip` against the account's previous located one.
     pub fn check(
         &self,
@@ -114,6 +96,39 @@ impl DistantLogins {
                 "current": { "ip": ip, "country": geo.country.map(|c| c.to_string()), "city": geo.city.as_deref() },
             }),
         ))
+    }
+}
+
+impl Rule for DistantLogins {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_range(
+            problems,
+            Self::NAME,
+            "min_distance_km",
+            self.min_distance_km,
+            1.0,
+            20_000.0,
+        );
+        if self.window_secs == 0 || self.window_secs > 7 * 86_400 {
+            problems.add(format!(
+                "[rules.{}] window_secs must be between 1 and 604800 (a week), got {}",
+                Self::NAME,
+                self.window_secs
+            ));
+        }
+        self.settings().validate(problems);
+    }
+
+    /// Quiet when impossible travel fired on the same login (it says more).
+    fn login_ok(&self, l: &LoginOk<'_>, earlier: &[Trip], _: &mut ()) -> Option<Trip> {
+        if earlier.iter().any(|t| t.rule == ImpossibleTravel::NAME) {
+            return None;
+        }
+        self.check(l.baseline.last_place.as_ref(), l.ip, l.geo, l.user, l.now)
     }
 }
 

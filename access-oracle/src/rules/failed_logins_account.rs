@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FailureCount, Response, Severity, Trip, validate_common};
+use super::{Failure, FailureCount, FailureSlot, Response, Rule, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{Account, Secs};
+use crate::track::Secs;
 
 /// `[rules.failed_logins_account]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -47,7 +47,35 @@ impl FailedLoginsAccount {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "failed_logins_account";
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    /// Records a failed login in the account's `slot` and, when the threshold is reached
+    /// and the account is not `held` already, reports the trip (the responder holds).
+    pub fn on_failure(
+        &self,
+        slot: &mut FailureSlot,
+        held: bool,
+        now: Secs,
+        pwhash: Option<u64>,
+    ) -> Option<Trip> {
+        FailureCount {
+            name: Self::NAME,
+            enabled: self.enabled,
+            threshold: self.threshold,
+            window_secs: self.window_secs,
+            response_secs: self.hold_secs,
+            severity: self.severity,
+            message: &self.message,
+            response: Response::HoldAccount,
+        }
+        .record(&mut slot.failures, held, now, pwhash)
+    }
+}
+
+impl Rule for FailedLoginsAccount {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = FailureSlot;
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
         validate_common(
             problems,
             Self::NAME,
@@ -64,42 +92,45 @@ impl FailedLoginsAccount {
         }
     }
 
-    /// Records a failed login of `account` and, when the threshold is reached and the
-    /// account is not already held, holds it.
-    pub fn on_failure(
-        &self,
-        account: &mut Account,
-        now: Secs,
-        pwhash: Option<u64>,
-    ) -> Option<Trip> {
-        let held = account.active_hold(now).is_some();
-        FailureCount {
-            name: Self::NAME,
-            enabled: self.enabled,
-            threshold: self.threshold,
-            window_secs: self.window_secs,
-            response_secs: self.hold_secs,
-            severity: self.severity,
-            message: &self.message,
-            response: Response::HoldAccount,
-        }
-        .record(&mut account.auth_failures, held, now, pwhash)
+    fn account_failure(&self, f: &Failure<'_>, slot: &mut FailureSlot) -> Option<Trip> {
+        self.on_failure(slot, f.in_force.is_some(), f.now, f.pwhash)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::Hold;
+
+    /// The account as far as this rule goes: its slot and the hold the responder puts.
+    #[derive(Default)]
+    struct Account {
+        slot: FailureSlot,
+        hold: Option<Hold>,
+    }
+
+    impl Account {
+        fn active_hold(&self, now: Secs) -> Option<&Hold> {
+            self.hold.as_ref().filter(|h| h.active(now))
+        }
+    }
+
+    impl FailedLoginsAccount {
+        fn fail(&self, a: &mut Account, now: Secs, pwhash: Option<u64>) -> Option<Trip> {
+            let held = a.active_hold(now).is_some();
+            self.on_failure(&mut a.slot, held, now, pwhash)
+        }
+    }
 
     #[test]
     fn five_distinct_failures_hold_the_account_once() {
         let rule = FailedLoginsAccount::default();
         let mut a = Account::default();
         for i in 0..4 {
-            assert_eq!(rule.on_failure(&mut a, 1000 + i, Some(i as u64)), None);
+            assert_eq!(rule.fail(&mut a, 1000 + i, Some(i as u64)), None);
         }
         let trip = rule
-            .on_failure(&mut a, 1004, Some(4))
+            .fail(&mut a, 1004, Some(4))
             .expect("fifth failure trips");
         assert_eq!(trip.count, 5);
         assert_eq!(trip.expires, 1004 + 900);
@@ -110,7 +141,7 @@ mod tests {
             "the rule only reports; the responder holds"
         );
         // What the responder does with the trip.
-        a.hold = Some(crate::state::Hold {
+        a.hold = Some(Hold {
             since: 1004,
             until: trip.expires,
             rule: trip.rule,
@@ -118,7 +149,7 @@ mod tests {
             deny: false,
         });
         assert_eq!(
-            rule.on_failure(&mut a, 1006, Some(5)),
+            rule.fail(&mut a, 1006, Some(5)),
             None,
             "no second trip while held"
         );
@@ -130,7 +161,7 @@ mod tests {
         let rule = FailedLoginsAccount::default();
         let mut a = Account::default();
         for i in 0..10 {
-            assert_eq!(rule.on_failure(&mut a, 1000 + i, Some(0x945)), None);
+            assert_eq!(rule.fail(&mut a, 1000 + i, Some(0x945)), None);
         }
         assert!(a.hold.is_none());
     }
@@ -140,7 +171,7 @@ mod tests {
         let rule = FailedLoginsAccount::default();
         let mut a = Account::default();
         for i in 0..20 {
-            assert_eq!(rule.on_failure(&mut a, i * 100, None), None, "failure {i}");
+            assert_eq!(rule.fail(&mut a, i * 100, None), None, "failure {i}");
         }
     }
 
@@ -152,7 +183,7 @@ mod tests {
         };
         let mut a = Account::default();
         for i in 0..10 {
-            assert_eq!(rule.on_failure(&mut a, 1000 + i, None), None);
+            assert_eq!(rule.fail(&mut a, 1000 + i, None), None);
         }
     }
 }

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FailureCount, Response, Severity, Trip, validate_common};
+use super::{Failure, FailureCount, FailureSlot, Response, Rule, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{IpRecord, Secs};
+use crate::track::Secs;
 
 /// `[rules.failed_logins_ip]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -45,7 +45,37 @@ impl FailedLoginsIp {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "failed_logins_ip";
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    /// Records a failed login from the address in its `slot` (`key` identifies the
+    /// (account, password hash) pair, `None` when there is no hash to deduplicate by)
+    /// and, when the threshold is reached and the address is not `blocked` already,
+    /// reports the trip (the responder blocks).
+    pub fn on_failure(
+        &self,
+        slot: &mut FailureSlot,
+        blocked: bool,
+        now: Secs,
+        key: Option<u64>,
+    ) -> Option<Trip> {
+        FailureCount {
+            name: Self::NAME,
+            enabled: self.enabled,
+            threshold: self.threshold,
+            window_secs: self.window_secs,
+            response_secs: self.block_secs,
+            severity: self.severity,
+            message: &self.message,
+            response: Response::DeferIpAuth,
+        }
+        .record(&mut slot.failures, blocked, now, key)
+    }
+}
+
+impl Rule for FailedLoginsIp {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = FailureSlot;
+
+    fn validate(&self, problems: &mut Problems) {
         validate_common(
             problems,
             Self::NAME,
@@ -62,36 +92,44 @@ impl FailedLoginsIp {
         }
     }
 
-    /// Records a failed login from the address; `key` identifies the (account, password
-    /// hash) pair, `None` when there is no hash to deduplicate by.
-    pub fn on_failure(&self, record: &mut IpRecord, now: Secs, key: Option<u64>) -> Option<Trip> {
-        let blocked = record.active_auth_block(now).is_some();
-        FailureCount {
-            name: Self::NAME,
-            enabled: self.enabled,
-            threshold: self.threshold,
-            window_secs: self.window_secs,
-            response_secs: self.block_secs,
-            severity: self.severity,
-            message: &self.message,
-            response: Response::DeferIpAuth,
-        }
-        .record(&mut record.auth_failures, blocked, now, key)
+    fn address_failure(&self, f: &Failure<'_>, slot: &mut FailureSlot) -> Option<Trip> {
+        self.on_failure(slot, f.in_force.is_some(), f.now, f.pair)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::Hold;
+
+    /// The address as far as this rule goes: its slot and the block the responder puts.
+    #[derive(Default)]
+    struct IpRecord {
+        slot: FailureSlot,
+        auth_block: Option<Hold>,
+    }
+
+    impl IpRecord {
+        fn active_auth_block(&self, now: Secs) -> Option<&Hold> {
+            self.auth_block.as_ref().filter(|b| b.active(now))
+        }
+    }
+
+    impl FailedLoginsIp {
+        fn fail(&self, r: &mut IpRecord, now: Secs, key: Option<u64>) -> Option<Trip> {
+            let blocked = r.active_auth_block(now).is_some();
+            self.on_failure(&mut r.slot, blocked, now, key)
+        }
+    }
 
     #[test]
     fn twenty_distinct_failures_block_the_address() {
         let rule = FailedLoginsIp::default();
         let mut r = IpRecord::default();
         for i in 0..19 {
-            assert_eq!(rule.on_failure(&mut r, 100 + i, Some(i as u64)), None);
+            assert_eq!(rule.fail(&mut r, 100 + i, Some(i as u64)), None);
         }
-        let trip = rule.on_failure(&mut r, 119, Some(19)).expect("trips at 20");
+        let trip = rule.fail(&mut r, 119, Some(19)).expect("trips at 20");
         assert_eq!(trip.response, Response::DeferIpAuth);
         assert_eq!(trip.expires, 119 + 3600);
         assert!(
@@ -99,7 +137,7 @@ mod tests {
             "the rule only reports; the responder blocks"
         );
         // What the responder does with the trip.
-        r.auth_block = Some(crate::state::Hold {
+        r.auth_block = Some(Hold {
             since: 119,
             until: trip.expires,
             rule: trip.rule,
@@ -107,7 +145,7 @@ mod tests {
             deny: false,
         });
         assert_eq!(
-            rule.on_failure(&mut r, 120, Some(20)),
+            rule.fail(&mut r, 120, Some(20)),
             None,
             "not again while blocked"
         );
@@ -120,7 +158,7 @@ mod tests {
         let rule = FailedLoginsIp::default();
         let mut r = IpRecord::default();
         for i in 0..50 {
-            assert_eq!(rule.on_failure(&mut r, 100 + i, Some(7)), None);
+            assert_eq!(rule.fail(&mut r, 100 + i, Some(7)), None);
         }
     }
 }

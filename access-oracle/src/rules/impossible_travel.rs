@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::{Action, Scope, response_settings, validate_range};
-use super::{Severity, Trip};
+use super::{LoginOk, Rule, Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::{GeoInfo, Location};
-use crate::state::Secs;
-use crate::state::baseline::LoginPlace;
+use crate::track::Secs;
+use crate::track::baseline::LoginPlace;
 
 /// `[rules.impossible_travel]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -132,26 +132,6 @@ impl ImpossibleTravel {
 
     response_settings!(Scope::Account);
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_range(
-            problems,
-            Self::NAME,
-            "max_speed_kmh",
-            self.max_speed_kmh,
-            1.0,
-            100_000.0,
-        );
-        validate_range(
-            problems,
-            Self::NAME,
-            "min_distance_km",
-            self.min_distance_km,
-            0.0,
-            20_000.0,
-        );
-        self.settings().validate(problems);
-    }
-
     /// Checks a successful login from `ip` against the account's previous located one.
     pub fn check(
         &self,
@@ -200,6 +180,36 @@ impl ImpossibleTravel {
                              "city": geo.city.as_deref(), "asn": geo.asn },
             }),
         ))
+    }
+}
+
+impl Rule for ImpossibleTravel {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_range(
+            problems,
+            Self::NAME,
+            "max_speed_kmh",
+            self.max_speed_kmh,
+            1.0,
+            100_000.0,
+        );
+        validate_range(
+            problems,
+            Self::NAME,
+            "min_distance_km",
+            self.min_distance_km,
+            0.0,
+            20_000.0,
+        );
+        self.settings().validate(problems);
+    }
+
+    fn login_ok(&self, l: &LoginOk<'_>, _: &[Trip], _: &mut ()) -> Option<Trip> {
+        self.check(l.baseline.last_place.as_ref(), l.ip, l.geo, l.user, l.now)
     }
 }
 

@@ -1,7 +1,16 @@
-//! Alert rules, one file per rule. A rule is its TOML config (validated as a whole with
-//! the rest of the file) plus a pure function of an account's or address's state and
-//! `now`, which returns a [`Trip`] when it fires. The engine turns trips into responses
-//! and alerts; a trip never changes the verdict of the request that caused it.
+//! Alert rules, one file per rule. A rule is a component: its TOML config struct (its
+//! `[rules.NAME]` table, validated as a whole with the rest of the file), the state it
+//! keeps about an account or an address (its slot, inline in the live entry), and the
+//! [`Rule`] hooks it answers: a successful login, a failure counted against the account
+//! or against the address, recipients accepted. A hook is a pure function of its
+//! context, its slot and `now`, and returns a [`Trip`] when the rule fires; it writes
+//! nothing but its own slot. The engine's one response path applies the trip (a hold, a
+//! block) and raises the alert; a trip never changes the verdict of the request that
+//! caused it. The verdict itself comes from the engine's gate.
+//!
+//! A new rule is one new file implementing [`Rule`] plus one line in the `rules!` list
+//! below. The listing rules (`disabled_credentials`, `bad_ip`) also refuse requests; the
+//! gate asks them.
 
 pub mod bad_ip;
 pub mod disabled_credentials;
@@ -14,14 +23,19 @@ pub mod new_country;
 pub mod outbound_spike;
 pub mod password_spraying;
 pub mod recipient_ceiling;
+mod registry;
 pub mod response;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
-use std::sync::Arc;
-
-use crate::state::{DedupWindow, Secs};
+use crate::enrich::GeoInfo;
+use crate::track::baseline::{Baseline, BaselineConfig, SendCache};
+use crate::track::{CountWindow, DedupWindow, Secs};
 
 pub use failed_logins_account::FailedLoginsAccount;
 pub use failed_logins_ip::FailedLoginsIp;
@@ -110,8 +124,8 @@ pub struct Trip {
     pub response: Response,
     /// When the response ends.
     pub expires: Secs,
-    /// The text clients see while the response is in force (rules whose response the
-    /// engine applies; the failed-login rules apply their own).
+    /// The text clients see while the response is in force; `None` when the trip puts
+    /// nothing in force (an alert; the recipient ceiling, whose window is its throttle).
     pub message: Option<Arc<str>>,
     /// The alert's one-line summary, when the rule writes its own.
     pub summary: Option<String>,
@@ -119,48 +133,136 @@ pub struct Trip {
     pub details: Option<serde_json::Value>,
 }
 
-/// Every rule's settings: the `[rules.*]` tables.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
+registry::rules! {
     /// Failed logins per account.
-    pub failed_logins_account: FailedLoginsAccount,
+    failed_logins_account: FailedLoginsAccount,
     /// Failed logins per source address.
-    pub failed_logins_ip: FailedLoginsIp,
+    failed_logins_ip: FailedLoginsIp,
     /// Recipients per account per window.
-    pub recipient_ceiling: RecipientCeiling,
+    recipient_ceiling: RecipientCeiling,
     /// One address failing on many distinct accounts.
-    pub password_spraying: password_spraying::PasswordSpraying,
+    password_spraying: password_spraying::PasswordSpraying,
     /// A successful login from a country the account has not used.
-    pub new_country: new_country::NewCountry,
+    new_country: new_country::NewCountry,
     /// A successful login from an ASN the account has not used.
-    pub new_asn: new_asn::NewAsn,
+    new_asn: new_asn::NewAsn,
     /// Two successful logins too far apart for the time between them.
-    pub impossible_travel: impossible_travel::ImpossibleTravel,
-    /// Two successful logins far apart within a short time.
-    pub distant_logins: distant_logins::DistantLogins,
+    impossible_travel: impossible_travel::ImpossibleTravel,
+    /// Two successful logins far apart within a short time (after impossible_travel:
+    /// it stays quiet when that one fired).
+    distant_logins: distant_logins::DistantLogins,
     /// Recipients per hour far above the account's own average.
-    pub outbound_spike: outbound_spike::OutboundSpike,
+    outbound_spike: outbound_spike::OutboundSpike,
     /// Any attempt on a disabled or expired account.
-    pub disabled_credentials: disabled_credentials::DisabledCredentials,
+    disabled_credentials: disabled_credentials::DisabledCredentials,
     /// A source address on a block list.
-    pub bad_ip: bad_ip::BadIp,
+    bad_ip: bad_ip::BadIp,
+}
+
+/// A rule: its config is the implementing type, deserialized from its table.
+///
+/// Every hook has a default that does nothing, so a rule answers only the ones it
+/// needs. A hook gets its context and its own slot, and may change only the slot.
+pub trait Rule {
+    /// The rule's name: its table (`[rules.NAME]`) and what alerts say.
+    const NAME: &'static str;
+    /// What the rule keeps about one account (`()` for nothing).
+    type AccountSlot: Default + fmt::Debug + Send + Sync;
+    /// What the rule keeps about one source address (`()` for nothing).
+    type IpSlot: Default + fmt::Debug + Send + Sync;
+
+    /// Checks the rule's settings, adding each problem.
+    fn validate(&self, problems: &mut Problems);
+
+    /// A failed login, counted against the account.
+    fn account_failure(&self, _: &Failure<'_>, _: &mut Self::AccountSlot) -> Option<Trip> {
+        None
+    }
+
+    /// A failed login, counted against the source address (not for allow-listed ones).
+    fn address_failure(&self, _: &Failure<'_>, _: &mut Self::IpSlot) -> Option<Trip> {
+        None
+    }
+
+    /// A successful login from a located address, before the baseline learns it;
+    /// `earlier` holds what the rules before this one tripped on the same login.
+    fn login_ok(
+        &self,
+        _: &LoginOk<'_>,
+        _earlier: &[Trip],
+        _: &mut Self::AccountSlot,
+    ) -> Option<Trip> {
+        None
+    }
+
+    /// Recipients accepted for an account (already counted in [`Recipients::rcpts`]).
+    fn recipients(&self, _: &Recipients<'_>, _: &mut Self::AccountSlot) -> Option<Trip> {
+        None
+    }
+}
+
+/// A failed login, as the failure hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The account (its key).
+    pub user: &'a str,
+    /// The source address, when known.
+    pub ip: Option<IpAddr>,
+    /// What identifies a repeat of the same wrong password on this account (the keyed
+    /// password hash), so that it counts once.
+    pub pwhash: Option<u64>,
+    /// What identifies a repeat of the same (account, password) pair from the address.
+    pub pair: Option<u64>,
+    /// A hash of the account name (distinct accounts per address).
+    pub account_hash: u64,
+    /// The rule behind the hold (account hooks) or block (address hooks) in force before
+    /// this failure, if any.
+    pub in_force: Option<&'static str>,
+    /// When.
+    pub now: Secs,
+}
+
+/// A successful login from a located address, as the login hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginOk<'a> {
+    /// The account (its key).
+    pub user: &'a str,
+    /// The source address.
+    pub ip: IpAddr,
+    /// What is known about the address.
+    pub geo: &'a GeoInfo,
+    /// The account's baseline, before it learns this login.
+    pub baseline: &'a Baseline,
+    /// The baseline settings (learning period).
+    pub config: &'a BaselineConfig,
+    /// When.
+    pub now: Secs,
+}
+
+/// Recipients accepted for an account, as the recipient hooks see them.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipients<'a> {
+    /// The account (its key).
+    pub user: &'a str,
+    /// How many were accepted now.
+    pub accepted: u64,
+    /// Every recipient accepted recently, these included.
+    pub rcpts: &'a CountWindow,
+    /// The account's sending rate, from its baseline.
+    pub send: &'a SendCache,
+    /// The baseline settings (learning period).
+    pub config: &'a BaselineConfig,
+    /// When.
+    pub now: Secs,
 }
 
 impl RulesConfig {
-    /// Checks every rule, adding each problem found.
-    pub fn validate(&self, problems: &mut Problems) {
-        self.failed_logins_account.validate(problems);
-        self.failed_logins_ip.validate(problems);
-        self.recipient_ceiling.validate(problems);
-        self.password_spraying.validate(problems);
-        self.new_country.validate(problems);
-        self.new_asn.validate(problems);
-        self.impossible_travel.validate(problems);
-        self.distant_logins.validate(problems);
-        self.outbound_spike.validate(problems);
-        self.disabled_credentials.validate(problems);
-        self.bad_ip.validate(problems);
+    /// The longest window a recipient rule counts in, in seconds: how long an
+    /// account's recipients are kept.
+    pub fn recipient_window_secs(&self) -> u64 {
+        self.recipient_ceiling
+            .window_secs
+            .max(self.outbound_spike.window_secs)
     }
 
     /// The longest window any rule counts in, in seconds.
@@ -178,8 +280,16 @@ impl RulesConfig {
     }
 }
 
+/// What a failed-login rule keeps about its subject: the failures in its window.
+#[derive(Debug, Default)]
+pub struct FailureSlot {
+    /// Failed logins in the window, a repeat (same key) once.
+    pub failures: DedupWindow,
+}
+
 /// The shared core of the failed-login rules: count a failure in a window and, when the
-/// threshold is reached and nothing is in force in `slot`, put a hold (or block) there.
+/// threshold is reached and nothing is in force, report the trip (with its message: the
+/// responder puts the hold or block).
 pub(crate) struct FailureCount<'a> {
     pub(crate) name: &'static str,
     pub(crate) enabled: bool,

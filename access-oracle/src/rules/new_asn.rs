@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::{Action, Scope, response_settings};
-use super::{Severity, Trip};
+use super::{LoginOk, Rule, Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::GeoInfo;
-use crate::state::Secs;
-use crate::state::baseline::{Baseline, BaselineConfig};
+use crate::track::Secs;
+use crate::track::baseline::{Baseline, BaselineConfig};
 
 /// `[rules.new_asn]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -45,10 +45,6 @@ impl NewAsn {
     pub const NAME: &'static str = "new_asn";
 
     response_settings!(Scope::Account);
-
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        self.settings().validate(problems);
-    }
 
     /// Checks a successful login against the account's baseline (before it learns it).
     pub fn check(
@@ -87,6 +83,20 @@ impl NewAsn {
             ),
             json!({ "asn": asn, "as_org": geo.as_org.as_deref(), "known_asns": known }),
         ))
+    }
+}
+
+impl Rule for NewAsn {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        self.settings().validate(problems);
+    }
+
+    fn login_ok(&self, l: &LoginOk<'_>, _: &[Trip], _: &mut ()) -> Option<Trip> {
+        self.check(l.baseline, l.config, l.geo, l.user, l.now)
     }
 }
 

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::{Action, Scope, response_settings};
-use super::{Severity, Trip};
+use super::{LoginOk, Rule, Severity, Trip};
 use crate::config::Problems;
 use crate::enrich::GeoInfo;
-use crate::state::Secs;
-use crate::state::baseline::{Baseline, BaselineConfig};
+use crate::track::Secs;
+use crate::track::baseline::{Baseline, BaselineConfig};
 
 /// `[rules.new_country]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -46,10 +46,6 @@ impl NewCountry {
 
     response_settings!(Scope::Account);
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        self.settings().validate(problems);
-    }
-
     /// Checks a successful login against the account's baseline (before it learns it).
     pub fn check(
         &self,
@@ -82,6 +78,20 @@ impl NewCountry {
             ),
             json!({ "country": country.to_string(), "city": geo.city.as_deref(), "known_countries": known }),
         ))
+    }
+}
+
+impl Rule for NewCountry {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        self.settings().validate(problems);
+    }
+
+    fn login_ok(&self, l: &LoginOk<'_>, _: &[Trip], _: &mut ()) -> Option<Trip> {
+        self.check(l.baseline, l.config, l.geo, l.user, l.now)
     }
 }
 

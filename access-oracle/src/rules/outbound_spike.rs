@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::{Action, Scope, response_settings, validate_range};
-use super::{Severity, Trip};
+use super::{Recipients, Rule, Severity, Trip};
 use crate::config::Problems;
-use crate::state::Secs;
-use crate::state::baseline::{Baseline, BaselineConfig};
+use crate::track::Secs;
+use crate::track::baseline::{BaselineConfig, SendCache};
 
 /// `[rules.outbound_spike]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -57,37 +57,25 @@ impl OutboundSpike {
 
     response_settings!(Scope::Sending);
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_range(problems, Self::NAME, "factor", self.factor, 1.0, 1000.0);
-        if self.window_secs == 0 || self.window_secs > 86_400 {
-            problems.add(format!(
-                "[rules.{}] window_secs must be between 1 and 86400, got {}",
-                Self::NAME,
-                self.window_secs
-            ));
-        }
-        self.settings().validate(problems);
-    }
-
     /// The count above which the account trips.
-    pub fn threshold(&self, baseline: &Baseline) -> u64 {
-        ((self.factor * f64::from(baseline.send.average)).ceil() as u64).max(self.floor)
+    pub fn threshold(&self, send: &SendCache) -> u64 {
+        ((self.factor * f64::from(send.average)).ceil() as u64).max(self.floor)
     }
 
     /// Checks `count` recipients in the window; `alerted_at` keeps it to one per window.
     pub fn check(
         &self,
-        baseline: &Baseline,
+        send: &SendCache,
         config: &BaselineConfig,
         count: u64,
         alerted_at: &mut Option<Secs>,
         user: &str,
         now: Secs,
     ) -> Option<Trip> {
-        if !self.enabled || !baseline.send_learnt(config, now) {
+        if !self.enabled || !send.learnt(config, now) {
             return None;
         }
-        let threshold = self.threshold(baseline);
+        let threshold = self.threshold(send);
         if count <= threshold || alerted_at.is_some_and(|t| now - t < self.window_secs as Secs) {
             return None;
         }
@@ -99,22 +87,54 @@ impl OutboundSpike {
             format!(
                 "account {user} sent to {count} recipients in {}, usually {:.0} per hour (limit {threshold})",
                 crate::alert::human_secs(self.window_secs),
-                baseline.send.average
+                send.average
             ),
             json!({
                 "recipients": count,
                 "threshold": threshold,
                 "window_secs": self.window_secs,
-                "hourly_average": (f64::from(baseline.send.average) * 10.0).round() / 10.0,
-                "hourly_peak": baseline.send.peak,
+                "hourly_average": (f64::from(send.average) * 10.0).round() / 10.0,
+                "hourly_peak": send.peak,
             }),
         ))
+    }
+}
+
+impl Rule for OutboundSpike {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = Option<Secs>;
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_range(problems, Self::NAME, "factor", self.factor, 1.0, 1000.0);
+        if self.window_secs == 0 || self.window_secs > 86_400 {
+            problems.add(format!(
+                "[rules.{}] window_secs must be between 1 and 86400, got {}",
+                Self::NAME,
+                self.window_secs
+            ));
+        }
+        self.settings().validate(problems);
+    }
+
+    fn recipients(&self, sent: &Recipients<'_>, alerted_at: &mut Option<Secs>) -> Option<Trip> {
+        let now = sent.now;
+        let count = sent.rcpts.count_since(now - self.window_secs as Secs) as u64;
+        self.check(sent.send, sent.config, count, alerted_at, sent.user, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::baseline::Baseline;
+
+    /// The baseline's rate as the rule reads it, copied at `now`.
+    fn rate(b: &mut Baseline, now: Secs) -> SendCache {
+        let mut send = SendCache::default();
+        send.refresh(b, now);
+        send
+    }
 
     #[test]
     fn fires_above_three_times_the_average_once_per_window() {
@@ -128,19 +148,20 @@ mod tests {
         for h in 0..4 {
             b.learn_rcpts(h * 3600, 50);
         }
-        assert_eq!(rule.threshold(&b), 150);
-        let mut at = None;
         let now = 4 * 3600;
+        let send = rate(&mut b, now);
+        assert_eq!(rule.threshold(&send), 150);
+        let mut at = None;
         assert!(
-            rule.check(&b, &config, 150, &mut at, "carol", now)
+            rule.check(&send, &config, 150, &mut at, "carol", now)
                 .is_none()
         );
         let trip = rule
-            .check(&b, &config, 151, &mut at, "carol", now)
+            .check(&send, &config, 151, &mut at, "carol", now)
             .expect("spike");
         assert_eq!(trip.response, super::super::Response::ThrottleRcpt);
         assert!(
-            rule.check(&b, &config, 300, &mut at, "carol", now + 60)
+            rule.check(&send, &config, 300, &mut at, "carol", now + 60)
                 .is_none(),
             "once per window"
         );
@@ -159,19 +180,20 @@ mod tests {
         b.learn_rcpts(3600, 5);
         let mut at = None;
         assert!(
-            rule.check(&b, &config, 500, &mut at, "dave", 7200)
+            rule.check(&rate(&mut b, 7200), &config, 500, &mut at, "dave", 7200)
                 .is_none(),
             "learning"
         );
         b.learn_rcpts(7200, 5);
         b.learn_rcpts(3 * 3600, 5);
-        assert_eq!(rule.threshold(&b), 100, "floor");
+        let send = rate(&mut b, 4 * 3600);
+        assert_eq!(rule.threshold(&send), 100, "floor");
         assert!(
-            rule.check(&b, &config, 100, &mut at, "dave", 4 * 3600)
+            rule.check(&send, &config, 100, &mut at, "dave", 4 * 3600)
                 .is_none()
         );
         assert!(
-            rule.check(&b, &config, 101, &mut at, "dave", 4 * 3600)
+            rule.check(&send, &config, 101, &mut at, "dave", 4 * 3600)
                 .is_some()
         );
     }

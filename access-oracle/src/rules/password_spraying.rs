@@ -1,7 +1,7 @@
 //! Password spraying: one source address failing on many distinct accounts in a window
 //! (a few guesses each, under every per-account threshold). Distinct accounts are
 //! counted exactly while few, with a HyperLogLog sketch beyond
-//! ([`crate::state::distinct::DistinctWindow`]). Default: 10 accounts in 10 minutes →
+//! ([`crate::track::distinct::DistinctWindow`]). Default: 10 accounts in 10 minutes →
 //! block the address for an hour, high severity.
 
 use std::net::IpAddr;
@@ -10,9 +10,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::response::{Action, Scope, response_settings};
-use super::{Severity, Trip, validate_common};
+use super::{Failure, Rule, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{IpRecord, Secs};
+use crate::track::{DistinctWindow, Secs};
+
+/// What the rule keeps about an address: the distinct accounts that failed from it.
+#[derive(Debug, Default)]
+pub struct SprayingSlot {
+    /// Distinct accounts failed in the window.
+    pub accounts: DistinctWindow,
+}
 
 /// `[rules.password_spraying]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -54,31 +61,18 @@ impl PasswordSpraying {
 
     response_settings!(Scope::Ip);
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        validate_common(
-            problems,
-            Self::NAME,
-            ("accounts", self.accounts),
-            self.window_secs,
-            &self.message,
-        );
-        self.settings().validate(problems);
-    }
-
-    /// Records a failure on the account whose hash is `account` from `ip` at `now`.
+    /// Records a failure on the account whose hash is `account` from `ip` at `now`;
+    /// `in_force` names the rule behind the address's block in force, if any.
     pub fn on_failure(
         &self,
-        rec: &mut IpRecord,
+        slot: &mut SprayingSlot,
+        in_force: Option<&'static str>,
         ip: IpAddr,
         account: u64,
         now: Secs,
     ) -> Option<Trip> {
-        let count = rec
-            .accounts_failed
-            .record(now, self.window_secs as Secs, account);
-        let blocked_by_us = rec
-            .active_auth_block(now)
-            .is_some_and(|b| b.rule == Self::NAME);
+        let count = slot.accounts.record(now, self.window_secs as Secs, account);
+        let blocked_by_us = in_force == Some(Self::NAME);
         if !self.enabled || count < self.accounts || blocked_by_us {
             return None;
         }
@@ -91,8 +85,29 @@ impl PasswordSpraying {
                 crate::alert::human_secs(self.window_secs)
             ),
             json!({ "accounts": count, "threshold": self.accounts, "window_secs": self.window_secs,
-                    "estimated": rec.accounts_failed.is_estimate() }),
+                    "estimated": slot.accounts.is_estimate() }),
         ))
+    }
+}
+
+impl Rule for PasswordSpraying {
+    const NAME: &'static str = Self::NAME;
+    type AccountSlot = ();
+    type IpSlot = SprayingSlot;
+
+    fn validate(&self, problems: &mut Problems) {
+        validate_common(
+            problems,
+            Self::NAME,
+            ("accounts", self.accounts),
+            self.window_secs,
+            &self.message,
+        );
+        self.settings().validate(problems);
+    }
+
+    fn address_failure(&self, f: &Failure<'_>, slot: &mut SprayingSlot) -> Option<Trip> {
+        self.on_failure(slot, f.in_force, f.ip?, f.account_hash, f.now)
     }
 }
 
@@ -104,18 +119,18 @@ mod tests {
     fn ten_distinct_accounts_trip_repeats_do_not() {
         let rule = PasswordSpraying::default();
         let ip = "203.0.113.9".parse().unwrap();
-        let mut rec = IpRecord::default();
+        let mut rec = SprayingSlot::default();
         for _ in 0..20 {
             assert!(
-                rule.on_failure(&mut rec, ip, 1, 100).is_none(),
+                rule.on_failure(&mut rec, None, ip, 1, 100).is_none(),
                 "one account, many tries"
             );
         }
         for a in 2..10 {
-            assert!(rule.on_failure(&mut rec, ip, a, 100).is_none());
+            assert!(rule.on_failure(&mut rec, None, ip, a, 100).is_none());
         }
         let trip = rule
-            .on_failure(&mut rec, ip, 10, 100)
+            .on_failure(&mut rec, None, ip, 10, 100)
             .expect("tenth account");
         assert_eq!(trip.response, super::super::Response::BlockIp);
         assert_eq!(trip.count, 10);
@@ -126,12 +141,12 @@ mod tests {
     fn the_window_slides() {
         let rule = PasswordSpraying::default();
         let ip = "203.0.113.9".parse().unwrap();
-        let mut rec = IpRecord::default();
+        let mut rec = SprayingSlot::default();
         for a in 0..9 {
-            rule.on_failure(&mut rec, ip, a, 0);
+            rule.on_failure(&mut rec, None, ip, a, 0);
         }
         assert!(
-            rule.on_failure(&mut rec, ip, 99, 700).is_none(),
+            rule.on_failure(&mut rec, None, ip, 99, 700).is_none(),
             "the first nine left the window"
         );
     }

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Response, Severity, Trip, validate_common};
+use super::{Recipients, Response, Rule, Severity, Trip, validate_common};
 use crate::config::Problems;
-use crate::state::{Account, Secs};
+use crate::track::{CountWindow, Secs};
 
 /// `[rules.recipient_ceiling]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -38,23 +38,32 @@ impl Default for RecipientCeiling {
     }
 }
 
-/// The ceiling's decision on one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CeilingDecision {
-    /// Accept the recipient; `Some` when it reached the ceiling and an alert is due.
-    Accept(Option<Trip>),
-    /// Defer it: the account is at the ceiling until the given time.
-    Defer {
-        /// When the account's count drops under the ceiling.
-        until: Secs,
-    },
-}
-
 impl RecipientCeiling {
     /// The rule's name in config and alerts.
     pub const NAME: &'static str = "recipient_ceiling";
 
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    /// Whether one more recipient fits under the ceiling at `now`, given the account's
+    /// recent recipients; `Err(until)` when the ceiling is reached, with when a place
+    /// frees again. The gate refuses a RCPT with this; a batch from a log counts each
+    /// recipient with it.
+    pub fn admits(&self, rcpts: &CountWindow, now: Secs) -> Result<(), Secs> {
+        if !self.enabled {
+            return Ok(());
+        }
+        match rcpts.limit_reached(self.limit as usize, now, self.window_secs as Secs) {
+            Some(until) => Err(until),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Rule for RecipientCeiling {
+    const NAME: &'static str = Self::NAME;
+    /// When the rule last raised an alert: once per window.
+    type AccountSlot = Option<Secs>;
+    type IpSlot = ();
+
+    fn validate(&self, problems: &mut Problems) {
         validate_common(
             problems,
             Self::NAME,
@@ -64,30 +73,20 @@ impl RecipientCeiling {
         );
     }
 
-    /// Decides on one recipient of `account` at `now` and counts it when accepted.
-    pub fn on_rcpt(&self, account: &mut Account, now: Secs) -> CeilingDecision {
+    /// The recipients just accepted reached the ceiling: alert once per window (the
+    /// deferrals that follow are the gate's, from the window itself).
+    fn recipients(&self, sent: &Recipients<'_>, alerted_at: &mut Option<Secs>) -> Option<Trip> {
+        let now = sent.now;
         let window = self.window_secs as Secs;
-        let limit = self.limit as usize;
-        account.rcpts.prune(now, window);
-        if !self.enabled {
-            return CeilingDecision::Accept(None);
+        if !self.enabled || alerted_at.is_some_and(|t| t > now - window) {
+            return None;
         }
-        if let Some(until) = account.rcpts.below_limit_at(limit, window) {
-            return CeilingDecision::Defer { until };
-        }
-        account.rcpts.record(now);
-        let Some(expires) = account.rcpts.below_limit_at(limit, window) else {
-            return CeilingDecision::Accept(None);
-        };
-        // This recipient reached the ceiling: alert once per window.
-        if account.ceiling_alerted_at.is_some_and(|t| t > now - window) {
-            return CeilingDecision::Accept(None);
-        }
-        account.ceiling_alerted_at = Some(now);
-        CeilingDecision::Accept(Some(Trip {
+        let expires = sent.rcpts.limit_reached(self.limit as usize, now, window)?;
+        *alerted_at = Some(now);
+        Some(Trip {
             rule: Self::NAME,
             severity: self.severity,
-            count: account.rcpts.len() as u64,
+            count: sent.rcpts.count_since(now - window) as u64,
             threshold: self.limit,
             window_secs: self.window_secs,
             response: Response::ThrottleRcpt,
@@ -95,13 +94,42 @@ impl RecipientCeiling {
             message: None,
             summary: None,
             details: None,
-        }))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::baseline::{BaselineConfig, SendCache};
+
+    /// The ceiling's decision on one recipient, as the engine takes it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum CeilingDecision {
+        Accept(Option<Trip>),
+        Defer { until: Secs },
+    }
+
+    /// What the engine does with one recipient: the gate's check, the count, the hook.
+    fn on_rcpt(
+        rule: &RecipientCeiling,
+        (rcpts, slot): &mut (CountWindow, Option<Secs>),
+        now: Secs,
+    ) -> CeilingDecision {
+        if let Err(until) = rule.admits(rcpts, now) {
+            return CeilingDecision::Defer { until };
+        }
+        rcpts.record(now);
+        let sent = Recipients {
+            user: "a",
+            accepted: 1,
+            rcpts,
+            send: &SendCache::default(),
+            config: &BaselineConfig::default(),
+            now,
+        };
+        CeilingDecision::Accept(rule.recipients(&sent, slot))
+    }
 
     #[test]
     fn defers_past_the_ceiling_until_the_window_moves() {
@@ -109,26 +137,26 @@ mod tests {
             limit: 3,
             ..Default::default()
         };
-        let mut a = Account::default();
-        assert_eq!(rule.on_rcpt(&mut a, 100), CeilingDecision::Accept(None));
-        assert_eq!(rule.on_rcpt(&mut a, 101), CeilingDecision::Accept(None));
-        let CeilingDecision::Accept(Some(trip)) = rule.on_rcpt(&mut a, 102) else {
+        let a = &mut Default::default();
+        assert_eq!(on_rcpt(&rule, a, 100), CeilingDecision::Accept(None));
+        assert_eq!(on_rcpt(&rule, a, 101), CeilingDecision::Accept(None));
+        let CeilingDecision::Accept(Some(trip)) = on_rcpt(&rule, a, 102) else {
             panic!("the third recipient reaches the ceiling and alerts");
         };
         assert_eq!((trip.count, trip.expires), (3, 3700));
         assert_eq!(
-            rule.on_rcpt(&mut a, 103),
+            on_rcpt(&rule, a, 103),
             CeilingDecision::Defer { until: 3700 }
         );
         assert_eq!(
-            rule.on_rcpt(&mut a, 3699),
+            on_rcpt(&rule, a, 3699),
             CeilingDecision::Defer { until: 3700 }
         );
         // One slot frees at 3700; reaching the ceiling again within the hour does not
         // alert again.
-        assert_eq!(rule.on_rcpt(&mut a, 3700), CeilingDecision::Accept(None));
+        assert_eq!(on_rcpt(&rule, a, 3700), CeilingDecision::Accept(None));
         assert_eq!(
-            rule.on_rcpt(&mut a, 3700),
+            on_rcpt(&rule, a, 3700),
             CeilingDecision::Defer { until: 3701 }
         );
     }
@@ -139,15 +167,15 @@ mod tests {
             limit: 2,
             ..Default::default()
         };
-        let mut a = Account::default();
-        rule.on_rcpt(&mut a, 0);
+        let a = &mut Default::default();
+        on_rcpt(&rule, a, 0);
         assert!(matches!(
-            rule.on_rcpt(&mut a, 1),
+            on_rcpt(&rule, a, 1),
             CeilingDecision::Accept(Some(_))
         ));
-        rule.on_rcpt(&mut a, 10_000);
+        on_rcpt(&rule, a, 10_000);
         assert!(matches!(
-            rule.on_rcpt(&mut a, 10_001),
+            on_rcpt(&rule, a, 10_001),
             CeilingDecision::Accept(Some(_))
         ));
     }

@@ -5,10 +5,9 @@
 //! accounts never wait on each other. The maps are capped: [`State::sweep`] drops idle
 //! entries and, above the cap, the least recently seen ones that hold nothing.
 
-pub mod baseline;
-pub mod distinct;
-pub mod timeline;
-pub mod window;
+// What is counted and learnt lives in `track` (below the rules); these paths stay for
+// the code that names them here.
+pub use crate::track::{baseline, distinct, timeline, window};
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -19,57 +18,25 @@ use dashmap::mapref::one::RefMut;
 use serde::Serialize;
 
 use crate::protocol::Outcome;
+use crate::rules::{AccountSlots, IpSlots};
+use crate::track::baseline::SendCache;
 
+pub use crate::track::{Hold, strengthen};
 pub use baseline::Baseline;
 pub use distinct::DistinctWindow;
 pub use timeline::{Entry, Origin, Timeline};
 pub use window::{CountWindow, DedupWindow, Secs};
 
-/// A response in force until a time: an account hold or an address block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hold {
-    /// When it was applied.
-    pub since: Secs,
-    /// When it ends by itself.
-    pub until: Secs,
-    /// The rule that applied it, or `admin`.
-    pub rule: &'static str,
-    /// The text the client sees.
-    pub message: Arc<str>,
-    /// Permanent failures (deny) rather than temporary ones (defer).
-    pub deny: bool,
-}
-
-impl Hold {
-    /// Whether the hold is in force at `now`.
-    pub fn active(&self, now: Secs) -> bool {
-        now < self.until
-    }
-}
-
-/// Puts `new` in `slot` unless what is there is in force and at least as strong (a deny
-/// beats a defer; between equals, the later end wins).
-pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {
-    let keep = slot.as_ref().is_some_and(|old| {
-        old.active(now)
-            && ((old.deny && !new.deny) || (old.deny == new.deny && old.until >= new.until))
-    });
-    if !keep {
-        *slot = Some(new);
-    }
-}
-
-/// What is known about one account.
+/// What is known about one account: what it did and what is in force on it. What a rule
+/// keeps for itself is in its slot ([`Account::rules`]), in this same entry.
 #[derive(Debug, Default)]
 pub struct Account {
-    /// Failed logins in the rule's window (any protocol), repeats of a password once.
-    pub auth_failures: DedupWindow,
-    /// Recipients accepted in the ceiling's window.
+    /// Recipients accepted recently (in the longest recipient rule's window).
     pub rcpts: CountWindow,
     /// The hold on the account, if any (possibly expired).
     pub hold: Option<Hold>,
-    /// When the recipient ceiling last raised an alert.
-    pub ceiling_alerted_at: Option<Secs>,
+    /// Further recipients deferred until then (outbound spike).
+    pub throttle: Option<Hold>,
     /// Lifetime totals since the oracle started tracking the account.
     pub totals: AccountTotals,
     /// Last login or activity.
@@ -88,12 +55,10 @@ pub struct Account {
     /// When the live path last saw the account submit (MAIL, RCPT, DATA): while it does,
     /// recipients are counted live and the log's arrivals do not count them again.
     pub live_submission_at: Option<Secs>,
-    /// Further recipients deferred until then (outbound spike).
-    pub throttle: Option<Hold>,
-    /// When the outbound-spike rule last fired.
-    pub spike_alerted_at: Option<Secs>,
-    /// When an attempt on the (disabled) account last raised an alert.
-    pub disabled_alerted_at: Option<Secs>,
+    /// The baseline's sending rate, copied hourly, and recipients not yet in it.
+    pub send: SendCache,
+    /// Every rule's own state about the account.
+    pub rules: AccountSlots,
 }
 
 impl Account {
@@ -120,19 +85,16 @@ pub struct AccountTotals {
     pub refused: u64,
 }
 
-/// What is known about one source address.
+/// What is known about one source address. What a rule keeps for itself is in its slot
+/// ([`IpRecord::rules`]).
 #[derive(Debug, Default)]
 pub struct IpRecord {
-    /// Failed logins from this address, a repeated (account, password) pair once.
-    pub auth_failures: DedupWindow,
     /// The block on authentication from this address, if any.
     pub auth_block: Option<Hold>,
-    /// Distinct accounts that failed from this address (password spraying).
-    pub accounts_failed: DistinctWindow,
-    /// When a request from this (listed) address last raised an alert.
-    pub listed_alerted_at: Option<Secs>,
     /// Last activity.
     pub last_seen: Secs,
+    /// Every rule's own state about the address.
+    pub rules: IpSlots,
 }
 
 impl IpRecord {
@@ -320,13 +282,47 @@ impl State {
         v
     }
 
+    /// Hands the recipients an account counted since its last hourly copy of the
+    /// baseline's rate to the baseline (lock order: the account, then its baseline).
+    fn flush_send(&self, key: &str, a: &mut Account) {
+        if a.send.pending > 0 {
+            let mut b = self.baseline_mut(key, a.send.pending_at);
+            a.send.flush(&mut b);
+        }
+    }
+
+    /// Hands one account's pending recipients to its baseline (before it is shown).
+    pub fn flush_send_of(&self, user: &str) {
+        if let Some(mut a) = self.accounts.get_mut(user) {
+            let (key, a) = a.pair_mut();
+            self.flush_send(key, a);
+        }
+    }
+
+    /// Hands every account's pending recipients to its baseline: before a snapshot, so
+    /// that it holds the hour in progress.
+    pub fn flush_sends(&self) {
+        for mut e in self.accounts.iter_mut() {
+            let (key, a) = e.pair_mut();
+            if a.send.pending > 0 {
+                let mut b = self.baseline_mut(key, a.send.pending_at);
+                a.send.flush(&mut b);
+            }
+        }
+    }
+
     /// Drops entries idle for longer than `idle_secs` that hold nothing in force, then, while
     /// more than `max_accounts` remain, the least recently seen of those without a hold.
     /// Returns how many entries were dropped.
     pub fn sweep(&self, now: Secs, idle_secs: Secs, max_accounts: usize) -> usize {
         let before = self.accounts.len() + self.ips.len();
-        self.accounts
-            .retain(|_, a| a.last_seen > now - idle_secs || a.active_hold(now).is_some());
+        self.accounts.retain(|key, a| {
+            let keep = a.last_seen > now - idle_secs || a.active_hold(now).is_some();
+            if !keep {
+                self.flush_send(key, a);
+            }
+            keep
+        });
         self.ips
             .retain(|_, r| r.last_seen > now - idle_secs || r.active_auth_block(now).is_some());
         let excess = self.accounts.len().saturating_sub(max_accounts);
@@ -339,7 +335,9 @@ impl State {
                 .collect();
             idle.sort_unstable();
             for (_, key) in idle.into_iter().take(excess) {
-                self.accounts.remove(&key);
+                if let Some((key, mut a)) = self.accounts.remove(&key) {
+                    self.flush_send(&key, &mut a);
+                }
             }
         }
         before - (self.accounts.len() + self.ips.len())

@@ -115,6 +115,20 @@ impl CountWindow {
         self.times.get(len - limit).map(|t| t + window_secs)
     }
 
+    /// When the count of events in the window ending at `now` will drop below `limit`
+    /// again, if it is at or above it now (older events kept, e.g. for a longer window,
+    /// are not counted).
+    pub fn limit_reached(&self, limit: usize, now: Secs, window_secs: Secs) -> Option<Secs> {
+        let first = self.times.partition_point(|&t| t <= now - window_secs);
+        let in_window = self.times.len() - first;
+        if limit == 0 || in_window < limit {
+            return None;
+        }
+        self.times
+            .get(first + in_window - limit)
+            .map(|t| t + window_secs)
+    }
+
     /// Forgets every event.
     pub fn clear(&mut self) {
         self.times.clear();

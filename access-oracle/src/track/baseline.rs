@@ -204,6 +204,67 @@ impl SendRate {
     }
 }
 
+/// The sending rate of an account's baseline as the recipient rules read it, kept in the
+/// account's live entry so that a recipient touches one map entry: it is copied from
+/// the baseline at the first recipient of each hour, and the recipients counted since
+/// are handed to the baseline then (or when the entry is swept or a snapshot is
+/// written: [`SendCache::flush`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendCache {
+    /// The hour (seconds / 3600) the copy was taken in; `None` before the first.
+    pub hour: Option<i64>,
+    /// The baseline's average recipients per active hour.
+    pub average: f32,
+    /// Completed hours with sending in that average.
+    pub hours: u32,
+    /// The most recipients in one completed hour.
+    pub peak: u32,
+    /// When the baseline first saw the account.
+    pub first_seen: Secs,
+    /// Recipients counted since the copy, not yet in the baseline.
+    pub pending: u32,
+    /// When the last of them was counted.
+    pub pending_at: Secs,
+}
+
+impl SendCache {
+    /// Whether the copy is of the hour of `now`.
+    pub fn is_current(&self, now: Secs) -> bool {
+        self.hour == Some(now.div_euclid(3600))
+    }
+
+    /// Hands the pending recipients to `baseline`.
+    pub fn flush(&mut self, baseline: &mut Baseline) {
+        if self.pending > 0 {
+            baseline.learn_rcpts(self.pending_at, self.pending);
+            self.pending = 0;
+        }
+    }
+
+    /// Flushes, closes the baseline's past hour, and copies its rate as of `now`.
+    pub fn refresh(&mut self, baseline: &mut Baseline, now: Secs) {
+        self.flush(baseline);
+        baseline.send.record(now, 0);
+        self.hour = Some(now.div_euclid(3600));
+        self.average = baseline.send.average;
+        self.hours = baseline.send.hours;
+        self.peak = baseline.send.peak;
+        self.first_seen = baseline.first_seen;
+    }
+
+    /// Counts `n` recipients at `now` (to be flushed to the baseline).
+    pub fn count(&mut self, n: u32, now: Secs) {
+        self.pending = self.pending.saturating_add(n);
+        self.pending_at = now;
+    }
+
+    /// Whether the average can be trusted ([`Baseline::send_learnt`] on the copy).
+    pub fn learnt(&self, config: &BaselineConfig, now: Secs) -> bool {
+        self.hours >= config.learning_send_hours
+            && now.saturating_sub(self.first_seen) >= config.learning_secs as Secs
+    }
+}
+
 /// What is normal for one account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {

@@ -1,0 +1,52 @@
+//! What is counted and learnt, as plain data: sliding windows, distinct counts, an
+//! account's baseline and timeline, and a response in force (a hold or block). Every
+//! method that depends on time takes `now`. Below the rules (which keep these in their
+//! state slots) and the live maps of [`crate::state`].
+
+pub mod baseline;
+pub mod distinct;
+pub mod timeline;
+pub mod window;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use baseline::Baseline;
+pub use distinct::DistinctWindow;
+pub use timeline::{Entry, Origin, Timeline};
+pub use window::{CountWindow, DedupWindow, Secs};
+
+/// A response in force until a time: an account hold or an address block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// When it was applied.
+    pub since: Secs,
+    /// When it ends by itself.
+    pub until: Secs,
+    /// The rule that applied it, or `admin`.
+    pub rule: &'static str,
+    /// The text the client sees.
+    pub message: Arc<str>,
+    /// Permanent failures (deny) rather than temporary ones (defer).
+    pub deny: bool,
+}
+
+impl Hold {
+    /// Whether the hold is in force at `now`.
+    pub fn active(&self, now: Secs) -> bool {
+        now < self.until
+    }
+}
+
+/// Puts `new` in `slot` unless what is there is in force and at least as strong (a deny
+/// beats a defer; between equals, the later end wins).
+pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {
+    let keep = slot.as_ref().is_some_and(|old| {
+        old.active(now)
+            && ((old.deny && !new.deny) || (old.deny == new.deny && old.until >= new.until))
+    });
+    if !keep {
+        *slot = Some(new);
+    }
+}
