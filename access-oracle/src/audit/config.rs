@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[audit]`: the append-only, hash-chained record of who accessed which account.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -5,7 +5,6 @@
 pub mod preflight;
 pub mod raw;
 
-use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -18,36 +17,7 @@ use crate::state::baseline::BaselineConfig;
 pub use raw::RawConfig;
 use raw::RawMode;
 
-/// Problems found while validating, listed together.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Problems(Vec<String>);
-
-impl Problems {
-    /// Adds one problem.
-    pub fn add(&mut self, problem: impl Into<String>) {
-        self.0.push(problem.into());
-    }
-
-    /// Whether nothing is wrong.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The problems, in the order found.
-    pub fn list(&self) -> &[String] {
-        &self.0
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} problem(s) in the configuration:", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::problems::Problems;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -183,9 +153,7 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     if meta.is_file() && meta.permissions().mode() & 0o002 != 0 {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
-            problems: Problems(vec![
-                "the file is world-writable; refusing it (chmod o-w)".into(),
-            ]),
+            problems: Problems::one("the file is world-writable; refusing it (chmod o-w)"),
         });
     }
     let limit = crate::files::Limit {

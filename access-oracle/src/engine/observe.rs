@@ -352,5 +352,4 @@ fn protocol_name(ev: &LogEvent) -> &'static str {
         .map_or(UNKNOWN_PROTOCOL, crate::sources::Protocol::as_str)
 }
 
-/// The protocol of a log line that does not name one.
-pub const UNKNOWN_PROTOCOL: &str = "unknown";
+pub use crate::track::timeline::UNKNOWN_PROTOCOL;

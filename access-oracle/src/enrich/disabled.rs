@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::state::Secs;
+use crate::time::Secs;
 
 /// Why an account counts as disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Disabled {
     pub fn describe(self) -> String {
         match self {
             Disabled::Listed => "disabled".into(),
-            Disabled::Expired(t) => format!("expired since {}", crate::alert::rfc3339(t)),
+            Disabled::Expired(t) => format!("expired since {}", crate::time::rfc3339(t)),
             Disabled::Flagged => "flagged disabled by the mail server".into(),
         }
     }

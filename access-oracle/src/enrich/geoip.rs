@@ -41,7 +41,7 @@ use tokio::sync::watch;
 
 use super::canonical_ip;
 use super::watch::{FileStamp, Trigger, read_with_stamp, watch_files};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[geoip]`: the GeoIP databases. Without a `city_db` the country and travel rules are
 /// inactive; without an `asn_db` the AS rule is.

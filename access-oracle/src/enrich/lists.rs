@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use super::canonical_ip;
 use super::watch::{FileStamp, Trigger, read_with_stamp, watch_files};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[lists]`: files of networks to block or to exempt.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

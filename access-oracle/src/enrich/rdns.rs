@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::canonical_ip;
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[rdns]`: reverse DNS of source addresses, for alerts and reports.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::disabled_credentials::{Listing, Refusal, validate_listing};
 use super::response::Action;
 use super::{Rule, Severity, Trip};
-use crate::config::Problems;
 use crate::enrich::ListHit;
+use crate::problems::Problems;
 use crate::track::Secs;
 
 /// `[rules.bad_ip]`

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::response::Action;
 use super::{Response, Rule, Severity, Trip, validate_message};
-use crate::config::Problems;
 use crate::enrich::disabled::Disabled;
+use crate::problems::Problems;
 use crate::track::Secs;
 
 /// `[rules.disabled_credentials]`
@@ -170,7 +170,7 @@ impl DisabledCredentials {
             let why_text = why.describe();
             (
                 format!("{protocol} attempt on account {user}, which is {why_text}"),
-                json!({ "status": why_text, "expired_at": why.expired_at().map(crate::alert::rfc3339) }),
+                json!({ "status": why_text, "expired_at": why.expired_at().map(crate::time::rfc3339) }),
             )
         })
     }

@@ -13,8 +13,8 @@ use super::impossible_travel::ImpossibleTravel;
 use super::impossible_travel::{comparable_leg, place};
 use super::response::{Action, Scope, response_settings, validate_range};
 use super::{LoginOk, Rule, Severity, Trip};
-use crate::config::Problems;
 use crate::enrich::GeoInfo;
+use crate::problems::Problems;
 use crate::track::Secs;
 use crate::track::baseline::LoginPlace;
 
@@ -85,7 +85,7 @@ impl DistantLogins {
             (leg.distance_km as u64, self.min_distance_km as u64, self.window_secs),
             format!(
                 "account {user} logged in from {to} {} after {from}, {:.0} km away",
-                crate::alert::human_secs(leg.secs.max(0) as u64),
+                crate::time::human_secs(leg.secs.max(0) as u64),
                 leg.distance_km
             ),
             json!({

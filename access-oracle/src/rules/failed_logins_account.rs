@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Failure, FailureCount, FailureSlot, Response, Rule, Severity, Trip, validate_common};
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::track::Secs;
 
 /// `[rules.failed_logins_account]`

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::response::{Action, Scope, response_settings, validate_range};
 use super::{LoginOk, Rule, Severity, Trip};
-use crate::config::Problems;
 use crate::enrich::{GeoInfo, Location};
+use crate::problems::Problems;
 use crate::track::Secs;
 use crate::track::baseline::LoginPlace;
 
@@ -165,7 +165,7 @@ impl ImpossibleTravel {
             ),
             format!(
                 "account {user} logged in from {to} {} after {from}: {:.0} km, {speed}",
-                crate::alert::human_secs(leg.secs.max(0) as u64),
+                crate::time::human_secs(leg.secs.max(0) as u64),
                 leg.distance_km
             ),
             json!({
@@ -175,7 +175,7 @@ impl ImpossibleTravel {
                 "secs": leg.secs,
                 "max_speed_kmh": self.max_speed_kmh,
                 "previous": { "ip": prev.ip, "country": prev.country.map(|c| c.to_string()),
-                              "time": crate::alert::rfc3339(prev.time), "asn": prev.asn },
+                              "time": crate::time::rfc3339(prev.time), "asn": prev.asn },
                 "current": { "ip": ip, "country": geo.country.map(|c| c.to_string()),
                              "city": geo.city.as_deref(), "asn": geo.asn },
             }),

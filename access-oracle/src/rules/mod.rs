@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
 use crate::enrich::GeoInfo;
+use crate::problems::Problems;
 use crate::track::baseline::{Baseline, BaselineConfig, SendCache};
 use crate::track::{CountWindow, DedupWindow, Secs};
 

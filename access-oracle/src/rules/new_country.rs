@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::response::{Action, Scope, response_settings};
 use super::{LoginOk, Rule, Severity, Trip};
-use crate::config::Problems;
 use crate::enrich::GeoInfo;
+use crate::problems::Problems;
 use crate::track::Secs;
 use crate::track::baseline::{Baseline, BaselineConfig};
 

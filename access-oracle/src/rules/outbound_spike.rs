@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::response::{Action, Scope, response_settings, validate_range};
 use super::{Recipients, Rule, Severity, Trip};
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::track::Secs;
 use crate::track::baseline::{BaselineConfig, SendCache};
 
@@ -86,7 +86,7 @@ impl OutboundSpike {
             (count, threshold, self.window_secs),
             format!(
                 "account {user} sent to {count} recipients in {}, usually {:.0} per hour (limit {threshold})",
-                crate::alert::human_secs(self.window_secs),
+                crate::time::human_secs(self.window_secs),
                 send.average
             ),
             json!({

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::response::{Action, Scope, response_settings};
 use super::{Failure, Rule, Severity, Trip, validate_common};
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::track::{DistinctWindow, Secs};
 
 /// What the rule keeps about an address: the distinct accounts that failed from it.
@@ -82,7 +82,7 @@ impl PasswordSpraying {
             (count, self.accounts, self.window_secs),
             format!(
                 "{ip} failed to log in to {count} distinct accounts in {}",
-                crate::alert::human_secs(self.window_secs)
+                crate::time::human_secs(self.window_secs)
             ),
             json!({ "accounts": count, "threshold": self.accounts, "window_secs": self.window_secs,
                     "estimated": slot.accounts.is_estimate() }),

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Recipients, Response, Rule, Severity, Trip, validate_common};
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::track::{CountWindow, Secs};
 
 /// `[rules.recipient_ceiling]`

@@ -28,7 +28,7 @@ macro_rules! rules {
 
         impl RulesConfig {
             /// Checks every rule, adding each problem found.
-            pub fn validate(&self, problems: &mut $crate::config::Problems) {
+            pub fn validate(&self, problems: &mut $crate::problems::Problems) {
                 $( $crate::rules::Rule::validate(&self.$field, problems); )*
             }
 

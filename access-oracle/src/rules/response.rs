@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Response, Severity, Trip, validate_message};
-use crate::config::Problems;
-use crate::state::Secs;
+use crate::problems::Problems;
+use crate::time::Secs;
 
 /// A response as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

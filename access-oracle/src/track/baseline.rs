@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Secs;
-use crate::config::Problems;
 use crate::enrich::{CountryCode, GeoInfo};
+use crate::problems::Problems;
 
 /// Countries remembered per account.
 pub const MAX_COUNTRIES: usize = 16;

@@ -11,6 +11,9 @@ use std::sync::{Arc, LazyLock};
 use serde::Serialize;
 
 use super::Secs;
+
+/// The protocol of a log line that does not name one.
+pub const UNKNOWN_PROTOCOL: &str = "unknown";
 use crate::protocol::Outcome;
 
 /// How many entries an account's timeline keeps.
@@ -29,7 +32,7 @@ pub fn protocol_arc(protocol: &str) -> Arc<str> {
             "lmtp",
             "managesieve",
             "sieve",
-            crate::engine::UNKNOWN_PROTOCOL,
+            UNKNOWN_PROTOCOL,
         ]
         .map(Arc::from)
     });
@@ -187,7 +190,7 @@ impl Timeline {
                 ..
             } = e
                 && &**s == session
-                && &**p == crate::engine::UNKNOWN_PROTOCOL
+                && &**p == UNKNOWN_PROTOCOL
             {
                 *p = protocol_arc(protocol);
             }

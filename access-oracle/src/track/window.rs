@@ -2,8 +2,7 @@
 
 use std::collections::VecDeque;
 
-/// Unix time in whole seconds: the resolution of every window.
-pub type Secs = i64;
+pub use crate::time::Secs;
 
 /// Events in a sliding window, where events with the same key count once.
 ///
