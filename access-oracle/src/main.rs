@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
+use access_oracle::admin;
 use access_oracle::cli::{Cli, Command, LogFormat};
+use access_oracle::commands::demo;
 use access_oracle::config::{self, Overrides};
 use access_oracle::server::{self, ConfigSource};
-use access_oracle::{admin, demo};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -44,12 +45,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn audit(
-    mut at: access_oracle::audit::command::Location,
+    mut at: access_oracle::commands::audit::Location,
     command: access_oracle::cli::AuditCommand,
 ) -> anyhow::Result<ExitCode> {
-    use access_oracle::audit::command::{run_search, run_verify};
     use access_oracle::audit::search::Query;
     use access_oracle::cli::AuditCommand;
+    use access_oracle::commands::audit::{run_search, run_verify};
     match command {
         AuditCommand::Verify { key_file, json } => {
             at.key_file = key_file;
@@ -164,14 +165,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
             dead_letters,
             files,
-        } => access_oracle::sources::parse_cmd::run_cli(format, stats, files, dead_letters),
+        } => access_oracle::commands::parse::run_cli(format, stats, files, dead_letters),
         Command::Replay {
             config,
             format,
             json,
             files,
-        } => access_oracle::sources::replay::run_cli(
-            &access_oracle::sources::replay::ReplayOptions {
+        } => access_oracle::commands::replay::run_cli(
+            &access_oracle::commands::replay::ReplayOptions {
                 config,
                 format,
                 json,
@@ -186,8 +187,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             quiet,
             files,
-        } => access_oracle::sources::ingest::run_cli(
-            &access_oracle::sources::ingest::IngestOptions {
+        } => access_oracle::commands::ingest::run_cli(
+            &access_oracle::commands::ingest::IngestOptions {
                 config,
                 state_dir,
                 format,
@@ -203,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             command,
         } => audit(
-            access_oracle::audit::command::Location {
+            access_oracle::commands::audit::Location {
                 config,
                 state_dir,
                 dir,

@@ -13,7 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use access_oracle::sources::parse_cmd::{self, ParseOptions};
+use access_oracle::commands::parse::{self as parse_cmd, ParseOptions};
 use access_oracle::sources::{
     EventKind, Format, LineContext, LogEvent, Outcome, Parsed, parse_line,
 };

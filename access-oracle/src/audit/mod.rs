@@ -22,10 +22,9 @@
 //! The same trail is continued by `serve` and by `ingest` (which runs with the daemon
 //! stopped): whichever opens it reads the chain's head from the last record.
 
-pub mod command;
 pub mod config;
 pub mod crypt;
-mod key;
+pub mod key;
 pub mod record;
 pub mod search;
 pub mod segment;

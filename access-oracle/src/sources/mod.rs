@@ -20,12 +20,9 @@
 pub mod dovecot_log;
 pub mod exim_log;
 pub mod follow;
-pub mod ingest;
-pub mod parse_cmd;
 pub mod prefix;
 pub mod reader;
 pub mod redact;
-pub mod replay;
 pub mod tail;
 
 use std::cell::OnceCell;

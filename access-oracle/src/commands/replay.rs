@@ -19,12 +19,12 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{EventKind, Format, LogEvent, ParseStats, reader};
 use crate::alert::Alert;
 use crate::config::{self, Overrides};
 use crate::engine::Engine;
 use crate::protocol::Reply;
 use crate::rules::Response;
+use crate::sources::{EventKind, Format, LogEvent, ParseStats, reader};
 
 /// What `replay` was asked to do.
 #[derive(Debug, Clone)]
@@ -109,7 +109,7 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
                 ip: ev.ip,
                 protocol: ev
                     .protocol
-                    .map_or("smtp", super::Protocol::as_str)
+                    .map_or("smtp", crate::sources::Protocol::as_str)
                     .to_string(),
                 message,
             });

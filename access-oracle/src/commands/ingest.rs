@@ -26,10 +26,10 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use super::{DeadLetterWriter, Format, LogEvent, ParseStats, Parsed, reader};
 use crate::config::{self, Overrides};
 use crate::engine::Engine;
 use crate::persist::snapshot;
+use crate::sources::{DeadLetterWriter, Format, LogEvent, ParseStats, Parsed, reader};
 
 /// Events buffered per file between its reader thread and the merge.
 const CHANNEL_EVENTS: usize = 4096;

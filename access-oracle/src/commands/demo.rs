@@ -154,7 +154,7 @@ pub async fn run(lib: Option<PathBuf>, keep: bool) -> anyhow::Result<ExitCode> {
             r.time.strftime("%H:%M:%S"),
             r.kind.as_str(),
             r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            crate::audit::command::what(r)
+            crate::commands::audit::what(r)
         );
     }
     if keep {

@@ -22,51 +22,51 @@ const PASSWORD_HASH: &str = "$6$exaccesstest1234$bhifDZ6luWMjS1tMp2uIqt/Se9bcUNR
 pub const EMBEDDED_CONFIG: &[(&str, &str)] = &[
     (
         "exim4.conf.example",
-        include_str!("../../../exim-config/exim4.conf.example"),
+        include_str!("../../../../exim-config/exim4.conf.example"),
     ),
     (
         "access/macros.conf",
-        include_str!("../../../exim-config/access/macros.conf"),
+        include_str!("../../../../exim-config/access/macros.conf"),
     ),
     (
         "access/acl_verdict.conf",
-        include_str!("../../../exim-config/access/acl_verdict.conf"),
+        include_str!("../../../../exim-config/access/acl_verdict.conf"),
     ),
     (
         "access/acl_connect.conf",
-        include_str!("../../../exim-config/access/acl_connect.conf"),
+        include_str!("../../../../exim-config/access/acl_connect.conf"),
     ),
     (
         "access/acl_mail.conf",
-        include_str!("../../../exim-config/access/acl_mail.conf"),
+        include_str!("../../../../exim-config/access/acl_mail.conf"),
     ),
     (
         "access/acl_rcpt.conf",
-        include_str!("../../../exim-config/access/acl_rcpt.conf"),
+        include_str!("../../../../exim-config/access/acl_rcpt.conf"),
     ),
     (
         "access/acl_data.conf",
-        include_str!("../../../exim-config/access/acl_data.conf"),
+        include_str!("../../../../exim-config/access/acl_data.conf"),
     ),
     (
         "access/acl_connect_readsocket.conf",
-        include_str!("../../../exim-config/access/acl_connect_readsocket.conf"),
+        include_str!("../../../../exim-config/access/acl_connect_readsocket.conf"),
     ),
     (
         "access/acl_mail_readsocket.conf",
-        include_str!("../../../exim-config/access/acl_mail_readsocket.conf"),
+        include_str!("../../../../exim-config/access/acl_mail_readsocket.conf"),
     ),
     (
         "access/acl_rcpt_readsocket.conf",
-        include_str!("../../../exim-config/access/acl_rcpt_readsocket.conf"),
+        include_str!("../../../../exim-config/access/acl_rcpt_readsocket.conf"),
     ),
     (
         "access/acl_data_readsocket.conf",
-        include_str!("../../../exim-config/access/acl_data_readsocket.conf"),
+        include_str!("../../../../exim-config/access/acl_data_readsocket.conf"),
     ),
     (
         "access/auth_plaintext.conf",
-        include_str!("../../../exim-config/access/auth_plaintext.conf"),
+        include_str!("../../../../exim-config/access/auth_plaintext.conf"),
     ),
 ];
 

@@ -20,7 +20,7 @@ use comfy_table::Table;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::{DeadLetterWriter, Format, ParseStats, Parsed, reader};
+use crate::sources::{DeadLetterWriter, Format, ParseStats, Parsed, reader};
 
 /// What `parse` was asked to do.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ fn stats_table(per_file: &[(String, ParseStats)], totals: &ParseStats) -> Table 
         table.add_row(r);
     };
     row("lines", &|s| s.lines);
-    for kind in super::EventKind::ALL {
+    for kind in crate::sources::EventKind::ALL {
         if totals.events.contains_key(&kind) {
             row(kind.as_str(), &|s| {
                 s.events.get(&kind).copied().unwrap_or(0)

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use super::crypt::Crypt;
-use super::record::{Kind, Record};
-use super::search::{Query, search};
-use super::verify::verify_with;
+use crate::audit::crypt::Crypt;
+use crate::audit::record::{Kind, Record};
+use crate::audit::search::{Query, search};
+use crate::audit::verify::verify_with;
 use crate::config::{self, Overrides};
 use crate::protocol::Outcome;
 use crate::text::escape_controls;
@@ -56,7 +56,7 @@ impl Location {
 /// does not check, or when records are missing (every problem listed).
 pub fn run_verify(at: &Location, json: bool) -> anyhow::Result<ExitCode> {
     let (dir, key_file, state_dir) = at.resolve()?;
-    let key = super::key::read(&key_file).map_err(anyhow::Error::msg)?;
+    let key = crate::audit::key::read(&key_file).map_err(anyhow::Error::msg)?;
     let result = verify_with(&dir, &key, Some(&state_dir));
     let mut out = std::io::stdout().lock();
     // Paths and reasons may hold what an outsider chose (a reason quotes a record).
@@ -142,7 +142,7 @@ pub fn run_search(
     }
     // Encrypted records need the key; plain ones do not, so a reader without it still
     // sees those.
-    let key = super::key::read(&key_file);
+    let key = crate::audit::key::read(&key_file);
     let crypt = key.as_deref().ok().map(Crypt::new);
     let mut found: Vec<Record> = Vec::new();
     let mut out = std::io::stdout().lock();
