@@ -124,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Exactly what serve checks before it starts: the files the config names
                 // (GeoIP databases, lists, the accounts file, keys), the state
                 // directory, the sockets' paths.
-                let preflight = config::preflight::run(&cfg);
+                let preflight = server::preflight::run(&cfg);
                 for w in &preflight.warnings {
                     eprintln!("{}: warning: {w}", file.display());
                 }

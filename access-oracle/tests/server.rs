@@ -613,7 +613,7 @@ async fn followed_logs_feed_the_same_rules_across_rotation_and_restart() {
     let logs = tempfile::tempdir().unwrap();
     let mainlog = logs.path().join("mainlog");
     let source = |raw: &mut RawConfig| {
-        raw.sources = vec![access_oracle::sources::follow::SourceConfig {
+        raw.sources = vec![access_oracle::sources::SourceConfig {
             path: mainlog.clone(),
             format: access_oracle::sources::Format::Exim,
             start_at: access_oracle::sources::tail::StartAt::Beginning,

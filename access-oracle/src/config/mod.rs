@@ -2,7 +2,6 @@
 //! [`Config`]. Every problem is reported at once; a config with problems is refused (at
 //! start) or ignored in favour of the running one (on reload).
 
-pub mod preflight;
 pub mod raw;
 
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +11,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
 use crate::server::policy::config::PolicyConfig;
-use crate::sources::follow::SourceConfig;
+use crate::sources::SourceConfig;
 use crate::state::baseline::BaselineConfig;
 pub use raw::RawConfig;
 use raw::RawMode;

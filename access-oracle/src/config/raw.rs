@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::enrich::{GeoIpConfig, ListsConfig, RdnsConfig};
 use crate::rules::RulesConfig;
 use crate::server::policy::config::PolicyConfig;
-use crate::sources::follow::SourceConfig;
+use crate::sources::SourceConfig;
 use crate::state::baseline::BaselineConfig;
 
 /// The whole file.

@@ -8,8 +8,10 @@
 pub mod accept;
 pub mod admin;
 pub mod exim;
+pub mod follow;
 pub mod housekeeping;
 pub mod policy;
+pub mod preflight;
 pub mod unix;
 
 use std::path::PathBuf;
@@ -66,17 +68,17 @@ impl Running {
 /// Binds everything and starts serving in the background.
 pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Running> {
     // The checks check-config runs too (config/preflight.rs): one function, no drift.
-    let preflight = config::preflight::run(&config);
+    let preflight = preflight::run(&config);
     for warning in &preflight.warnings {
         tracing::warn!("{warning}");
     }
     let enrichment = preflight
         .into_result()
         .map_err(|problems| anyhow::anyhow!("{problems}"))?;
-    match config::preflight::prepare_state_dir(&config.state_dir) {
-        Ok(config::preflight::StateDir::Fine) => {}
-        Ok(config::preflight::StateDir::Created(done)) => tracing::info!("{done}"),
-        Ok(config::preflight::StateDir::Warn(done)) => tracing::warn!("{done}"),
+    match preflight::prepare_state_dir(&config.state_dir) {
+        Ok(preflight::StateDir::Fine) => {}
+        Ok(preflight::StateDir::Created(done)) => tracing::info!("{done}"),
+        Ok(preflight::StateDir::Warn(done)) => tracing::warn!("{done}"),
         Err(e) => {
             return Err(e).with_context(|| {
                 format!(
@@ -170,7 +172,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         },
         shutdown_rx.clone(),
     ));
-    let followers = crate::sources::follow::Followers::start(
+    let followers = follow::Followers::start(
         &config.sources,
         engine.clone(),
         &config.state_dir,

@@ -17,9 +17,9 @@
 //! authentication failure, a login, an arrival ...) but does not parse, so that a changed
 //! log format shows up as dead letters instead of silently missed attacks.
 
+pub mod config;
 pub mod dovecot_log;
 pub mod exim_log;
-pub mod follow;
 pub mod prefix;
 pub mod reader;
 pub mod redact;
@@ -33,6 +33,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use compact_str::CompactString;
+pub use config::SourceConfig;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};

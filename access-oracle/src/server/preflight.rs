@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Config, Problems, SocketConfig};
+use crate::config::{Config, Problems, SocketConfig};
 use crate::engine::Enrichment;
 use crate::enrich::disabled::DisabledAccounts;
 use crate::enrich::{GeoIp, GeoIpConfig, GeoIpError, IpLists, ListError, ListsConfig};
