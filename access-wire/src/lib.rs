@@ -20,10 +20,12 @@
 #![deny(missing_docs)]
 
 mod encode;
+mod reply;
 mod text;
 mod tokenize;
 
 pub use encode::{encode_bytes, encode_value, is_bare, push_pair, push_pair_bytes};
+pub use reply::{Reply, VERBS};
 pub use text::{text_from_bytes, text_from_str, text_from_vec};
 pub use tokenize::{Pair, Request, WireError, parse_pairs, parse_request};
 

@@ -77,13 +77,19 @@ mod tests {
     #[test]
     fn valid_text_is_borrowed() {
         assert!(matches!(text_from_bytes(b"alice"), Cow::Borrowed("alice")));
-        assert!(matches!(text_from_bytes("ünï".as_bytes()), Cow::Borrowed(_)));
+        assert!(matches!(
+            text_from_bytes("ünï".as_bytes()),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(text_from_bytes(b""), Cow::Borrowed("")));
     }
 
     #[test]
     fn invalid_bytes_and_nul_become_hex_escapes() {
-        assert_eq!(text_from_bytes(b"b\xffob@example.com"), "b\\xffob@example.com");
+        assert_eq!(
+            text_from_bytes(b"b\xffob@example.com"),
+            "b\\xffob@example.com"
+        );
         assert_eq!(text_from_bytes(b"a\0b"), "a\\x00b");
         assert_eq!(text_from_bytes(b"\xc3"), "\\xc3");
         assert_eq!(text_from_bytes(b"\xc3\xa9\xc3"), "é\\xc3");

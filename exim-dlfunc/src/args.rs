@@ -28,8 +28,8 @@ pub const MAX_ARGS: usize = 7;
 /// rest of a longer one is cut off, never refused.
 pub const MAX_ARG_BYTES: usize = access_wire::MAX_LINE_BYTES;
 
-/// The protocol verbs that `check` forwards.
-pub const VERBS: [&str; 7] = ["auth", "mail", "rcpt", "data", "connect", "login", "ping"];
+/// The protocol verbs that `check` forwards (the protocol's list in `access-wire`).
+pub use access_wire::VERBS;
 
 /// Why the arguments of a call were refused; the text goes to Exim's main log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,7 +436,11 @@ mod tests {
         assert_eq!(call.pairs.get_bytes("user"), Some(&b""[..]));
         assert_eq!(call.pairs.get_bytes("rcpt"), Some(&b"\xff@x"[..]));
         assert_eq!(call.pairs.get_bytes("sender"), Some(&b"a\xc3"[..]));
-        assert_eq!(call.pairs.get("rcpt"), None, "get is for UTF-8 settings only");
+        assert_eq!(
+            call.pairs.get("rcpt"),
+            None,
+            "get is for UTF-8 settings only"
+        );
         // Packed pairs: raw bytes (what ${quote:} leaves) and \xHH escapes alike.
         let args: Vec<&[u8]> = vec![b"mail", b"+sender=\"b\xffob\" helo=\"x\\x00y\""];
         let call = parse(&args, true).unwrap();

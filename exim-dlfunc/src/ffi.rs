@@ -456,18 +456,28 @@ pub(crate) mod tests {
         let long = [b"user=".as_slice(), &[b'x'; 3 * MAX_ARG_BYTES]].concat();
         assert_eq!(invoke(check, &[b"rcpt", &long, b"rcpt=a@b"]).1, "deny no");
         let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(line.len() <= access_wire::MAX_LINE_BYTES + 1, "{}", line.len());
+        assert!(
+            line.len() <= access_wire::MAX_LINE_BYTES + 1,
+            "{}",
+            line.len()
+        );
         let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
         assert!(request.get("user").unwrap().starts_with("xxxx"));
         assert_eq!(request.get("rcpt"), Some("a@b"));
 
-        assert_eq!(invoke(check, &[b"mail", b"user=caf\xe9", b"sender=b\xffob@x"]).1, "deny no");
+        assert_eq!(
+            invoke(check, &[b"mail", b"user=caf\xe9", b"sender=b\xffob@x"]).1,
+            "deny no"
+        );
         let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
         let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
         assert_eq!(request.get("user"), Some("caf\\xe9"));
         assert_eq!(request.get("sender"), Some("b\\xffob@x"));
 
-        assert_eq!(invoke(auth, &[b"user=", b"result=ok", b"password=p"]).1, "no");
+        assert_eq!(
+            invoke(auth, &[b"user=", b"result=ok", b"password=p"]).1,
+            "no"
+        );
         let line = requests.recv_timeout(Duration::from_secs(5)).unwrap();
         let request = access_wire::parse_request(line.trim_end().as_bytes()).unwrap();
         assert_eq!(request.get("user"), Some(""));

@@ -78,7 +78,10 @@ impl fmt::Display for SettingError {
                 "unknown key {key} ignored (known: socket timeout_ms on_error hash_nonce)"
             ),
             SettingError::NotUtf8(key) => {
-                write!(f, "{key}: the value is not valid utf-8; previous value kept")
+                write!(
+                    f,
+                    "{key}: the value is not valid utf-8; previous value kept"
+                )
             }
             SettingError::BadValue(key, expected) => {
                 write!(f, "{key}: expected {expected}; previous value kept")

@@ -44,33 +44,13 @@ pub const AUTH_UNAVAILABLE: &str = "authentication check unavailable";
 /// Replaces a `defer` text that Exim would read as a plain yes / no.
 pub const AUTH_DEFER_PLAIN_ANSWER: &str = "temporarily unavailable";
 
-/// A reply line from the oracle, split into its verdict and text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply<'a> {
-    /// `accept [text]`.
-    Accept(&'a str),
-    /// `defer <text>`.
-    Defer(&'a str),
-    /// `deny [text]`.
-    Deny(&'a str),
-    /// `error <what was wrong with the request>`.
-    Error(&'a str),
-    /// `pong`, the answer to `ping`.
-    Pong,
-}
+pub use access_wire::Reply;
 
 /// Splits a reply line (without its newline); `None` for a verdict word the library does
-/// not know, which is handled like a failure.
+/// not know, which is handled like a failure. The grammar is `access-wire`'s, the one
+/// the oracle writes with.
 pub fn parse_reply(line: &str) -> Option<Reply<'_>> {
-    let (word, text) = line.split_once(' ').unwrap_or((line, ""));
-    match word {
-        "accept" => Some(Reply::Accept(text)),
-        "defer" => Some(Reply::Defer(text)),
-        "deny" => Some(Reply::Deny(text)),
-        "error" => Some(Reply::Error(text)),
-        "pong" if text.is_empty() => Some(Reply::Pong),
-        _ => None,
-    }
+    Reply::parse(line)
 }
 
 /// The reply line with control characters (a stray `\r`, tabs) turned into spaces: the

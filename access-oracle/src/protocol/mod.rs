@@ -353,26 +353,17 @@ impl Reply {
         }
     }
 
-    /// Appends the reply line, with its newline, to `out`.
-    ///
-    /// Texts are kept to one line: any control character becomes a space.
+    /// Appends the reply line, with its newline, to `out`, in `access-wire`'s grammar
+    /// (the library parses it with the same): texts kept to one line.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        let (word, text) = match self {
-            Reply::Accept => ("accept", None),
-            Reply::Defer(t) => ("defer", Some(t)),
-            Reply::Deny(t) => ("deny", Some(t)),
-            Reply::Error(t) => ("error", Some(t)),
-            Reply::Pong => ("pong", None),
+        let wire = match self {
+            Reply::Accept => access_wire::Reply::Accept(""),
+            Reply::Defer(t) => access_wire::Reply::Defer(t),
+            Reply::Deny(t) => access_wire::Reply::Deny(t),
+            Reply::Error(t) => access_wire::Reply::Error(t),
+            Reply::Pong => access_wire::Reply::Pong,
         };
-        out.extend_from_slice(word.as_bytes());
-        if let Some(text) = text {
-            out.push(b' ');
-            out.extend(
-                text.bytes()
-                    .map(|b| if b.is_ascii_control() { b' ' } else { b }),
-            );
-        }
-        out.push(b'\n');
+        wire.write(out);
     }
 }
 
@@ -490,6 +481,12 @@ mod tests {
             panic!("not rcpt");
         };
         assert!(rcpt.rcpt.len() <= MAX_FIELD_BYTES && rcpt.rcpt.ends_with('…'));
+    }
+
+    #[test]
+    fn the_verbs_are_the_wire_crates() {
+        let ours: Vec<&str> = Verb::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(ours, access_wire::VERBS);
     }
 
     #[test]
