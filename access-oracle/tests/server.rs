@@ -350,7 +350,7 @@ impl Daemon {
             .arg(dir.path().join("admin.sock"))
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("oracle.log")).unwrap())
             .spawn()
             .unwrap();
         let d = Daemon { dir, child };
@@ -364,6 +364,19 @@ impl Daemon {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Waits (bounded) until the daemon's log holds `text` `times` times.
+    fn wait_for_log(&self, text: &str, times: usize) {
+        let until = Instant::now() + SOON;
+        loop {
+            let log = std::fs::read_to_string(self.path("oracle.log")).unwrap_or_default();
+            if log.matches(text).count() >= times {
+                return;
+            }
+            assert!(Instant::now() < until, "no {text:?} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn request(&self, line: &str) -> Option<String> {
@@ -452,7 +465,8 @@ fn sighup_reloads_the_rules_and_a_bad_file_keeps_them() {
     )
     .unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait for the refusal itself (a fixed pause passed whether or not it happened).
+    d.wait_for_log("reload failed; keeping the running configuration", 1);
     for i in 0..2 {
         d.request(&format!(
             "auth user=after ip=198.51.100.1 result=fail pwhash={i}"
