@@ -395,13 +395,21 @@ fn the_mmdb_replaced_while_requests_flow() {
     let oracle = Oracle::start_with(&world, &format!("{}{LEARN_AT_ONCE}", geoip_toml(&world)));
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     let city = world.path("geo/city.mmdb");
+    let done = std::sync::atomic::AtomicUsize::new(0);
     thread::scope(|s| {
         let logins = s.spawn(|| {
             (0..20)
-                .map(|i| login(&exim, &format!("192.0.2.{}", 20 + i), "alice", PASSWORD))
+                .map(|i| {
+                    let code = login(&exim, &format!("192.0.2.{}", 20 + i), "alice", PASSWORD);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    code
+                })
                 .collect::<Vec<_>>()
         });
-        thread::sleep(Duration::from_millis(100));
+        // Replace the file once logins are flowing (a few done, most still to come).
+        wait_until(&oracle, "the first logins", || {
+            done.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        });
         let bytes = geo_fixtures::city_db_bytes(geo_fixtures::ALTERNATIVE).unwrap();
         geo_fixtures::replace_atomically(&city, &bytes).unwrap();
         let codes = logins.join().unwrap();
