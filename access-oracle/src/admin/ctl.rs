@@ -197,6 +197,19 @@ fn render_status(d: &Value) -> String {
     ] {
         t.add_row([k.replace('_', " "), text(&c[k])]);
     }
+    for s in c["sinks"].as_array().into_iter().flatten() {
+        t.add_row([
+            format!("sink {} ({})", text(&s["name"]), text(&s["type"])),
+            format!(
+                "delivered {}, failed {}, retried {}, dropped {}, queued {}",
+                text(&s["delivered"]),
+                text(&s["failed"]),
+                text(&s["retried"]),
+                text(&s["dropped"]),
+                text(&s["queued"])
+            ),
+        ]);
+    }
     let mut out = t.to_string();
     let holds = d["in_force"]["holds"]
         .as_array()

@@ -337,6 +337,16 @@ impl Config {
                 ));
             }
         }
+        let mut sink_problems = Vec::new();
+        crate::sinks::validate(
+            &crate::sinks::planned(&raw.sinks),
+            &crate::sinks::BuildContext {
+                state_dir: s.state_dir.clone(),
+                alert_file: alert_file.clone(),
+            },
+            &mut sink_problems,
+        );
+        sink_problems.into_iter().for_each(|problem| p.add(problem));
         raw.policy.validate(&mut p, &raw.rules);
         raw.audit.validate(&mut p);
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub rdns: RdnsConfig,
     /// Log files to follow (`[[sources]]`).
     pub sources: Vec<SourceConfig>,
+    /// Where alerts are delivered besides the defaults (`[[sinks]]`, `sinks/mod.rs`).
+    pub sinks: Vec<crate::sinks::SinkTable>,
     /// Dovecot's auth policy endpoint (`[policy]`); off unless `listen` is set.
     pub policy: PolicyConfig,
     /// The audit trail (`[audit]`).

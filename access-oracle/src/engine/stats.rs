@@ -1,10 +1,12 @@
 //! Counters for `ctl status` (and, later, metrics): lock-free, relaxed atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
 use crate::protocol::{Reply, Verb};
+use crate::sinks::{SinkCounters, SinkSnapshot};
 
 /// Request, reply and connection counters.
 #[derive(Debug, Default)]
@@ -37,11 +39,18 @@ pub struct Stats {
     pub source_errors: AtomicU64,
     /// The policy endpoint's counters.
     pub policy: super::policy::PolicyStats,
+    /// Each alert sink's delivery counters, registered when the sinks are built.
+    sinks: RwLock<Vec<Arc<SinkCounters>>>,
 }
 
 const REPLY_KINDS: [&str; 5] = ["accept", "defer", "deny", "error", "pong"];
 
 impl Stats {
+    /// Registers the running sinks' counters (replacing any registered before).
+    pub fn set_sinks(&self, sinks: Vec<Arc<SinkCounters>>) {
+        *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks;
+    }
+
     /// Counts a request.
     pub fn request(&self, verb: Verb) {
         let i = Verb::ALL.iter().position(|v| *v == verb).unwrap_or(0);
@@ -60,6 +69,13 @@ impl Stats {
     /// A snapshot for display.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sinks: Vec<SinkSnapshot> = self
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.snapshot())
+            .collect();
         StatsSnapshot {
             requests: Verb::ALL
                 .iter()
@@ -76,7 +92,7 @@ impl Stats {
             open_connections: get(&self.open_connections),
             alerts_raised: get(&self.alerts_raised),
             alerts_dropped: get(&self.alerts_dropped),
-            alert_write_errors: get(&crate::sinks::jsonl::WRITE_ERRORS),
+            alert_write_errors: sinks.iter().map(|s| s.failed).sum(),
             admin_refused: get(&self.admin_refused),
             log_attempts: get(&self.log_attempts),
             source_lines: get(&self.source_lines),
@@ -85,6 +101,7 @@ impl Stats {
             source_dead_letters: get(&self.source_dead_letters),
             source_errors: get(&self.source_errors),
             policy: self.policy.snapshot(),
+            sinks,
         }
     }
 }
@@ -106,7 +123,8 @@ pub struct StatsSnapshot {
     pub alerts_raised: u64,
     /// Alerts dropped (queue full).
     pub alerts_dropped: u64,
-    /// Alerts the file sink failed to write.
+    /// Alerts the sinks failed to deliver, all sinks together (each sink's own
+    /// counters are in `sinks`).
     pub alert_write_errors: u64,
     /// Admin requests refused.
     pub admin_refused: u64,
@@ -124,4 +142,6 @@ pub struct StatsSnapshot {
     pub source_errors: u64,
     /// The policy endpoint's counters, by name.
     pub policy: Vec<(&'static str, u64)>,
+    /// Each alert sink's counters, in the order they were configured.
+    pub sinks: Vec<SinkSnapshot>,
 }

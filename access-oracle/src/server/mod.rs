@@ -88,9 +88,14 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
             });
         }
     }
-    let sink = sinks::jsonl::JsonlSink::open(&config.alert_file)
-        .with_context(|| format!("cannot open the alert file {}", config.alert_file.display()))?;
+    let sink_ctx = sinks::BuildContext {
+        state_dir: config.state_dir.clone(),
+        alert_file: config.alert_file.clone(),
+    };
+    let sink = sinks::Sinks::build(&config.raw.sinks, &sink_ctx)
+        .context("cannot start the alert sinks")?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
+    engine.stats.set_sinks(sink.counters());
     let (rdns, rdns_worker) = crate::enrich::Rdns::new(&config.raw.rdns);
     engine.set_enrichment(crate::engine::Enrichment {
         rdns: rdns.clone(),
@@ -126,7 +131,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     };
     let policy_addr = policy_endpoint.as_ref().map(|p| p.addr);
     let policy_shared = policy_endpoint.as_ref().map(|p| p.shared());
-    let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx));
+    // Queued alerts get at least a second to be written, whatever the grace.
+    let sink_drain = Duration::from_secs(config.shutdown_grace_secs.max(1));
+    let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx, sink_drain));
     let server = &config.raw.server;
     let exim_slots = accept::Slots::new(
         "exim socket",
@@ -302,11 +309,12 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.admin_socket != current.admin_socket
                 || new.state_dir != current.state_dir
                 || new.alert_file != current.alert_file
+                || new.raw.sinks != current.raw.sinks
                 || new.sources != current.sources
                 || new.raw.audit != current.raw.audit
             {
                 tracing::warn!(
-                    "socket, state, alert file, source or audit settings changed: they take effect at the next restart"
+                    "socket, state, alert file, sink, source or audit settings changed: they take effect at the next restart"
                 );
             }
             if new.policy.listen != current.policy.listen

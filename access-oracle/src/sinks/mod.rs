@@ -1,54 +1,528 @@
-//! Alert delivery. The engine puts alerts on a bounded queue (never waiting: when it is
-//! full the alert is counted as dropped and logged); one task takes them off and hands
-//! each to every sink. Sinks: the JSON-lines file, and a structured log line.
+//! Alert delivery, one component per sink.
+//!
+//! The engine puts each alert on one bounded queue (never waiting: when it is full the
+//! alert is counted in `alerts_dropped` and logged). A fan-out task takes alerts off
+//! it and offers each to every sink whose `min_severity` it reaches, with `try` only:
+//! every sink has its own bounded [`queue::Queue`] and its own task, so a sink that is
+//! slow or hung fills its own queue, drops by its `when_full` policy and counts the
+//! drops, and never delays the engine or another sink.
+//!
+//! A sink is a component, as in vector: a serde config struct (`deny_unknown_fields`)
+//! that implements [`SinkConfig`] (`validate`, then `build` into a running [`Sink`]).
+//! A `[[sinks]]` table holds the common settings ([`SinkTable`]: `name`, `type`,
+//! `min_severity`, `queue_capacity`, `when_full`) and the type's own keys beside them.
+//! Without `[[sinks]]` the oracle runs the two defaults it always had: `alerts` (the
+//! JSON-lines file, `[alerts] file`) and `log` (one structured log line per alert); an
+//! entry with one of those names replaces that default.
+//!
+//! # Adding a sink type
+//!
+//! 1. A new file `sinks/NAME.rs` with its config struct (`Deserialize`,
+//!    `deny_unknown_fields`, each field documented: that is the operator reference)
+//!    implementing [`SinkConfig`], and the running sink implementing [`Sink`]
+//!    (`deliver` a batch, say how many were delivered, failed and retried; blocking
+//!    work goes through `spawn_blocking`, waits have timeouts).
+//! 2. One line in [`REGISTRY`]: `Kind::of::<NAME::NameConfig>("NAME")` (and
+//!    `pub mod NAME;` above it).
+//!
+//! Nothing else changes: validation, `check-config`, the queue, the fan-out, the
+//! counters in `ctl status` and the shutdown drain are shared.
+//!
+//! Shutdown: the fan-out drains what the engine queued, then closes every sink's queue;
+//! each sink delivers what is left in its own queue until the deadline, and the sinks
+//! still busy then are named in the log and stopped.
 
-pub mod jsonl;
+pub mod counters;
+pub mod file;
+pub mod log;
+pub mod queue;
 
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::alert::Alert;
+use crate::rules::Severity;
+pub use counters::{SinkCounters, SinkSnapshot};
+pub use queue::{Pushed, Queue, WhenFull};
 
-/// Delivers alerts from the queue until it closes or `stop` turns true; then delivers
-/// what is still queued, flushes and returns.
+/// Every sink type, by its `type = "..."` name. A new type is a file in this
+/// directory and one line here.
+pub const REGISTRY: &[Kind] = &[
+    Kind::of::<file::FileConfig>("file"),
+    Kind::of::<log::LogConfig>("log"),
+];
+
+/// The name of the default JSON-lines file sink (`[alerts] file`).
+pub const DEFAULT_FILE: &str = "alerts";
+/// The name of the default log sink.
+pub const DEFAULT_LOG: &str = "log";
+
+/// Alerts a sink takes off its queue at once (one flush, one request, per batch).
+const MAX_BATCH: usize = 256;
+
+/// One `[[sinks]]` table: the settings every sink has; every other key is the type's
+/// own and read by that type's config struct (which refuses keys it does not know).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct SinkTable {
+    /// A name for logs and `ctl status`: letters, digits, `-` and `_`, unique.
+    /// `alerts` and `log` replace the default sinks of those names.
+    pub name: String,
+    /// The sink type: `file` or `log`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The least severity delivered (`info`, `low`, `medium`, `high`, `critical`);
+    /// default `low`.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+    /// Alerts waiting for this sink at most; default 1024.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// What a full queue does with one more alert: `drop_newest` (default: the new one
+    /// is dropped) or `drop_oldest` (the oldest waiting is dropped to make room). Never
+    /// waits; each drop is counted.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// The type's own settings.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+fn default_min_severity() -> Severity {
+    Severity::Low
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+
+impl SinkTable {
+    /// A table with no settings of its type's own.
+    pub fn new(name: &str, kind: &str) -> SinkTable {
+        SinkTable {
+            name: name.into(),
+            kind: kind.into(),
+            min_severity: default_min_severity(),
+            queue_capacity: default_queue_capacity(),
+            when_full: WhenFull::default(),
+            options: toml::Table::new(),
+        }
+    }
+}
+
+/// What a sink's config may read while it is checked and built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildContext {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The default alert file (`[alerts] file`, else `<state_dir>/alerts.jsonl`).
+    pub alert_file: PathBuf,
+}
+
+/// A sink type's settings, read from its `[[sinks]]` table.
+pub trait SinkConfig: fmt::Debug + Send + Sync {
+    /// Adds every problem with the settings (beyond what serde refuses) to `problems`.
+    fn validate(&self, ctx: &BuildContext, problems: &mut Vec<String>);
+    /// Where the sink delivers (a path, an address), for logs, `ctl status` and to
+    /// refuse two sinks of one type delivering to the same place.
+    fn target(&self, ctx: &BuildContext) -> String;
+    /// Builds the running sink (opens files and the like); an error stops the start.
+    fn build(&self, ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>>;
+}
+
+/// What one delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Alerts delivered.
+    pub delivered: u64,
+    /// Alerts given up on.
+    pub failed: u64,
+    /// Attempts made after a failed one.
+    pub retried: u64,
+}
+
+/// The future a [`Sink::deliver`] returns.
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A running sink. Its task calls `deliver` with what its queue holds, one batch at a
+/// time, in order; no other sink and not the engine waits for it.
+pub trait Sink: Send + 'static {
+    /// Delivers a batch of alerts (oldest first) and says what came of each.
+    fn deliver<'a>(&'a mut self, batch: &'a [Arc<Alert>]) -> Delivery<'a>;
+}
+
+/// A sink type in the [`REGISTRY`].
+#[derive(Debug)]
+pub struct Kind {
+    /// Its `type = "..."` name.
+    pub name: &'static str,
+    parse: fn(toml::Table) -> Result<Box<dyn SinkConfig>, String>,
+}
+
+impl Kind {
+    /// The type named `name`, whose settings are read into `C`.
+    pub const fn of<C: SinkConfig + DeserializeOwned + 'static>(name: &'static str) -> Kind {
+        Kind {
+            name,
+            parse: parse_as::<C>,
+        }
+    }
+
+    /// Reads a table's own settings into the type's config.
+    pub fn parse(&self, options: &toml::Table) -> Result<Box<dyn SinkConfig>, String> {
+        (self.parse)(options.clone())
+    }
+}
+
+fn parse_as<C: SinkConfig + DeserializeOwned + 'static>(
+    options: toml::Table,
+) -> Result<Box<dyn SinkConfig>, String> {
+    toml::Value::Table(options)
+        .try_into::<C>()
+        .map(|c| Box::new(c) as Box<dyn SinkConfig>)
+        .map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// The type named `name`.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    REGISTRY.iter().find(|k| k.name == name)
+}
+
+/// The sinks a config runs: its `[[sinks]]`, after the defaults `alerts` (the file at
+/// `[alerts] file`) and `log` that no entry replaces. The defaults deliver every
+/// severity, as before sinks were configurable.
+pub fn planned(tables: &[SinkTable]) -> Vec<SinkTable> {
+    let mut out = Vec::new();
+    for (name, kind) in [(DEFAULT_FILE, "file"), (DEFAULT_LOG, "log")] {
+        if !tables.iter().any(|t| t.name == name) {
+            out.push(SinkTable {
+                min_severity: Severity::Info,
+                ..SinkTable::new(name, kind)
+            });
+        }
+    }
+    out.extend(tables.iter().cloned());
+    out
+}
+
+/// A sink's settings, checked.
+#[derive(Debug)]
+pub struct Planned {
+    /// The common settings.
+    pub table: SinkTable,
+    /// The registry entry of its type.
+    pub kind: &'static Kind,
+    /// Its own settings.
+    pub config: Box<dyn SinkConfig>,
+}
+
+/// Checks `[[sinks]]` as a whole (with the defaults it leaves in place) and adds every
+/// problem, each naming its sink, to `problems`. Returns the sinks when all are fine.
+pub fn validate(
+    tables: &[SinkTable],
+    ctx: &BuildContext,
+    problems: &mut Vec<String>,
+) -> Vec<Planned> {
+    let mut out = Vec::new();
+    let mut targets: Vec<(String, &str, String)> = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        let at = if t.name.is_empty() {
+            format!("sinks[{i}]")
+        } else {
+            format!("sinks[{i}] ({})", crate::text::escape_controls(&t.name))
+        };
+        let name_ok = !t.name.is_empty()
+            && t.name.len() <= 32
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            problems.push(format!(
+                "{at}: name must be 1 to 32 letters, digits, '-' or '_'"
+            ));
+        } else if tables[..i].iter().any(|o| o.name == t.name) {
+            problems.push(format!("{at}: the name is used by another sink"));
+        }
+        if t.queue_capacity == 0 || t.queue_capacity > 1_000_000 {
+            problems.push(format!(
+                "{at}: queue_capacity must be between 1 and 1000000, got {}",
+                t.queue_capacity
+            ));
+        }
+        let Some(kind) = kind(&t.kind) else {
+            let known: Vec<&str> = REGISTRY.iter().map(|k| k.name).collect();
+            problems.push(format!(
+                "{at}: unknown type {:?}; known: {}",
+                crate::text::escape_controls(&t.kind),
+                known.join(", ")
+            ));
+            continue;
+        };
+        let config = match kind.parse(&t.options) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        let mut own = Vec::new();
+        config.validate(ctx, &mut own);
+        problems.extend(own.into_iter().map(|p| format!("{at}: {p}")));
+        let target = config.target(ctx);
+        if let Some((other, _, _)) = targets
+            .iter()
+            .find(|(_, k, tg)| *k == kind.name && *tg == target)
+        {
+            problems.push(format!(
+                "{at}: {target} is already the target of sink {other}"
+            ));
+        }
+        targets.push((t.name.clone(), kind.name, target));
+        out.push(Planned {
+            table: t.clone(),
+            kind,
+            config,
+        });
+    }
+    out
+}
+
+/// Why the sinks could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The settings have problems (normally caught when the config was validated).
+    #[error("[[sinks]]: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// A sink could not be built (a file that cannot be opened, ...).
+    #[error("sink {name} ({target}): {source}")]
+    Build {
+        /// The sink.
+        name: String,
+        /// Where it delivers.
+        target: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How one sink runs: its common settings and counters.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Its name.
+    pub name: String,
+    /// The least severity it takes.
+    pub min_severity: Severity,
+    /// Its queue's capacity.
+    pub queue_capacity: usize,
+    /// What a full queue drops.
+    pub when_full: WhenFull,
+    /// Its counters.
+    pub counters: Arc<SinkCounters>,
+}
+
+impl Settings {
+    /// The settings of a `[[sinks]]` table, with fresh counters.
+    pub fn of(table: &SinkTable, kind: &'static str) -> Settings {
+        Settings {
+            name: table.name.clone(),
+            min_severity: table.min_severity,
+            queue_capacity: table.queue_capacity,
+            when_full: table.when_full,
+            counters: Arc::new(SinkCounters::new(&table.name, kind)),
+        }
+    }
+}
+
+/// The sinks, built and not yet running.
+#[derive(Default)]
+pub struct Sinks {
+    built: Vec<(Settings, Box<dyn Sink>)>,
+}
+
+impl Sinks {
+    /// Builds the sinks `[[sinks]]` names, with the defaults it leaves in place: opens
+    /// their files now, so a wrong path stops the start with the sink's name and why.
+    pub fn build(tables: &[SinkTable], ctx: &BuildContext) -> Result<Sinks, BuildError> {
+        let mut problems = Vec::new();
+        let planned = validate(&planned(tables), ctx, &mut problems);
+        if !problems.is_empty() {
+            return Err(BuildError::Invalid(problems));
+        }
+        let mut sinks = Sinks::default();
+        for p in planned {
+            let sink = p.config.build(ctx).map_err(|source| BuildError::Build {
+                name: p.table.name.clone(),
+                target: p.config.target(ctx),
+                source,
+            })?;
+            sinks.add(Settings::of(&p.table, p.kind.name), sink);
+        }
+        Ok(sinks)
+    }
+
+    /// Adds a running sink (for in-process callers and tests).
+    pub fn add(&mut self, settings: Settings, sink: Box<dyn Sink>) {
+        self.built.push((settings, sink));
+    }
+
+    /// Every sink's counters, in order, for `ctl status`.
+    pub fn counters(&self) -> Vec<Arc<SinkCounters>> {
+        self.built.iter().map(|(s, _)| s.counters.clone()).collect()
+    }
+
+    /// The sinks' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.built.iter().map(|(s, _)| s.name.clone()).collect()
+    }
+
+    /// Starts the fan-out and one task per sink, fed from `alerts`.
+    pub fn start(self, alerts: mpsc::Receiver<Arc<Alert>>) -> Running {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut outlets = Vec::new();
+        let mut tasks = Vec::new();
+        for (settings, sink) in self.built {
+            let queue = Arc::new(Queue::new(
+                settings.queue_capacity,
+                settings.when_full,
+                settings.counters.clone(),
+            ));
+            tasks.push((
+                settings.name.clone(),
+                tokio::spawn(drive(sink, queue.clone(), settings.counters.clone())),
+            ));
+            outlets.push((settings, queue));
+        }
+        let fanout = tokio::spawn(fan_out(alerts, outlets, stop_rx));
+        Running {
+            stop,
+            fanout,
+            tasks,
+        }
+    }
+}
+
+/// The running sinks.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    fanout: JoinHandle<()>,
+    tasks: Vec<(String, JoinHandle<()>)>,
+}
+
+impl Running {
+    /// Stops: the fan-out hands on what the engine queued, then each sink delivers
+    /// what is left in its queue until `drain` has passed. Returns the names of the
+    /// sinks still busy then (they are stopped).
+    pub async fn stop(self, drain: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + drain;
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout_at(deadline, self.fanout).await;
+        let mut busy = Vec::new();
+        for (name, task) in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                busy.push(name);
+            }
+        }
+        busy
+    }
+}
+
+/// `serve`'s sink task: runs the sinks until `stop` turns true (or the alert queue
+/// closes), then drains them within `drain` and names in the log any still busy.
 pub async fn run(
-    mut rx: mpsc::Receiver<Arc<Alert>>,
-    mut file: jsonl::JsonlSink,
+    alerts: mpsc::Receiver<Arc<Alert>>,
+    sinks: Sinks,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let running = sinks.start(alerts);
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    let busy = running.stop(drain).await;
+    if !busy.is_empty() {
+        tracing::warn!(
+            sinks = busy.join(", "),
+            drain_secs = drain.as_secs(),
+            "alert sinks still delivering at the shutdown deadline; their queued alerts are lost"
+        );
+    }
+}
+
+/// Takes alerts off the engine's queue and offers each to every sink that wants it,
+/// never waiting on one. On stop, hands on what is already queued, then closes the
+/// sinks' queues.
+async fn fan_out(
+    mut alerts: mpsc::Receiver<Arc<Alert>>,
+    outlets: Vec<(Settings, Arc<Queue>)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let alert = tokio::select! {
-            a = rx.recv() => match a { Some(a) => a, None => break },
-            _ = stop.changed() => break,
-        };
-        log_alert(&alert);
-        file.write(&alert);
-        // Drain whatever else is queued before the flush, so bursts cost one flush.
-        while let Ok(more) = rx.try_recv() {
-            log_alert(&more);
-            file.write(&more);
+    let offer = |alert: Arc<Alert>| {
+        for (settings, queue) in &outlets {
+            if alert.severity >= settings.min_severity {
+                queue.push(alert.clone());
+            }
         }
-        file.flush();
+    };
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            a = alerts.recv() => match a {
+                Some(a) => offer(a),
+                None => break,
+            },
+            changed = stop.changed() => if changed.is_err() { break },
+        }
     }
-    while let Ok(more) = rx.try_recv() {
-        log_alert(&more);
-        file.write(&more);
+    while let Ok(a) = alerts.try_recv() {
+        offer(a);
     }
-    file.flush();
+    for (_, queue) in &outlets {
+        queue.close();
+    }
 }
 
-fn log_alert(alert: &Alert) {
-    tracing::warn!(
-        target: "alert",
-        rule = alert.rule,
-        severity = alert.severity.as_str(),
-        account = alert.account.as_deref().unwrap_or(""),
-        ip = %alert.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        count = alert.count,
-        response = alert.response.as_str(),
-        expires = %alert.expires,
-        "{}",
-        alert.summary
-    );
+/// One sink's task: delivers its queue, a batch at a time, until it is closed and empty.
+async fn drive(mut sink: Box<dyn Sink>, queue: Arc<Queue>, counters: Arc<SinkCounters>) {
+    loop {
+        let batch = queue.pop_batch(MAX_BATCH).await;
+        if batch.is_empty() {
+            break;
+        }
+        let outcome = sink.deliver(&batch).await;
+        counters
+            .delivered
+            .fetch_add(outcome.delivered, Ordering::Relaxed);
+        counters.failed.fetch_add(outcome.failed, Ordering::Relaxed);
+        counters
+            .retried
+            .fetch_add(outcome.retried, Ordering::Relaxed);
+    }
 }
+
+/// `path` if absolute, else the problem.
+pub(crate) fn absolute(key: &str, path: &Path, problems: &mut Vec<String>) {
+    if !path.is_absolute() {
+        problems.push(format!(
+            "{key} must be an absolute path, got {}",
+            path.display()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

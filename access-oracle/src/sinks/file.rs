@@ -1,0 +1,303 @@
+//! `type = "file"`: alerts appended to a file, one JSON object per line, flushed after
+//! each batch, optionally rotated by size. The default `alerts` sink is one of these at
+//! `[alerts] file` (`<state_dir>/alerts.jsonl`).
+//!
+//! ```toml
+//! [[sinks]]
+//! name = "alerts"
+//! type = "file"
+//! path = "/var/log/access-oracle/alerts.jsonl"   # default: [alerts] file
+//! format = "json"
+//! max_bytes = 104857600                          # rotate past 100 MiB; 0 never
+//! keep = 5                                       # alerts.jsonl.1 .. .5
+//! ```
+//!
+//! Writes run on the blocking pool, so a stuck disk holds this sink only. A write error
+//! is logged and counted as failed, never fatal; the file is reopened for the next
+//! batch (it may have been moved away or the disk freed).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{BuildContext, Delivery, Outcome, Sink, SinkConfig};
+use crate::alert::Alert;
+
+/// How each alert is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The alert record as `ctl alerts --json` shows it, one object per line.
+    #[default]
+    Json,
+}
+
+/// `[[sinks]] type = "file"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The file, absolute; by default `[alerts] file` (itself `<state_dir>/alerts.jsonl`
+    /// by default). Created 0600 in a 0700 directory if missing.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `json`.
+    #[serde(default)]
+    pub format: Format,
+    /// Rotate when a line would take the file past this many bytes: the file becomes
+    /// `PATH.1`, `PATH.1` becomes `PATH.2` and so on. 0 (the default) never rotates.
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// Rotated files kept when `max_bytes` is set; default 5.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    5
+}
+
+impl FileConfig {
+    fn path(&self, ctx: &BuildContext) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| ctx.alert_file.clone())
+    }
+}
+
+impl SinkConfig for FileConfig {
+    fn validate(&self, ctx: &BuildContext, problems: &mut Vec<String>) {
+        super::absolute("path", &self.path(ctx), problems);
+        if self.max_bytes != 0 && self.max_bytes < 4096 {
+            problems.push(format!(
+                "max_bytes must be 0 (never rotate) or at least 4096, got {}",
+                self.max_bytes
+            ));
+        }
+        if self.keep == 0 || self.keep > 1000 {
+            problems.push(format!(
+                "keep must be between 1 and 1000, got {}",
+                self.keep
+            ));
+        }
+    }
+
+    fn target(&self, ctx: &BuildContext) -> String {
+        self.path(ctx).display().to_string()
+    }
+
+    fn build(&self, ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>> {
+        let writer = Writer::open(self.path(ctx), self.max_bytes, self.keep)?;
+        Ok(Box::new(FileSink {
+            writer: Some(writer),
+            format: self.format,
+        }))
+    }
+}
+
+/// The running file sink.
+#[derive(Debug)]
+pub struct FileSink {
+    /// `None` only while a batch is being written on the blocking pool.
+    writer: Option<Writer>,
+    format: Format,
+}
+
+impl Sink for FileSink {
+    fn deliver<'a>(&'a mut self, batch: &'a [Arc<Alert>]) -> Delivery<'a> {
+        Box::pin(async move {
+            let Some(mut writer) = self.writer.take() else {
+                return Outcome {
+                    failed: batch.len() as u64,
+                    ..Outcome::default()
+                };
+            };
+            let format = self.format;
+            let alerts = batch.to_vec();
+            let path = writer.path.clone();
+            match tokio::task::spawn_blocking(move || {
+                let outcome = writer.write_batch(&alerts, format);
+                (writer, outcome)
+            })
+            .await
+            {
+                Ok((writer, outcome)) => {
+                    self.writer = Some(writer);
+                    outcome
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "alert file writer failed");
+                    // Start again with the file closed; it is reopened on the next write.
+                    self.writer = Some(Writer::closed(path));
+                    Outcome {
+                        failed: batch.len() as u64,
+                        ..Outcome::default()
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The file, its size and rotation settings.
+#[derive(Debug)]
+struct Writer {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl Writer {
+    /// Opens (creating) the file; fails if it cannot be opened now, so a wrong path is
+    /// reported at start.
+    fn open(path: PathBuf, max_bytes: u64, keep: u32) -> std::io::Result<Writer> {
+        let mut w = Writer {
+            path,
+            out: None,
+            size: 0,
+            max_bytes,
+            keep,
+        };
+        w.reopen()?;
+        Ok(w)
+    }
+
+    fn closed(path: PathBuf) -> Writer {
+        Writer {
+            path,
+            out: None,
+            size: 0,
+            max_bytes: 0,
+            keep: 1,
+        }
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let (file, size) = open_append(&self.path)?;
+        self.out = Some(BufWriter::new(file));
+        self.size = size;
+        Ok(())
+    }
+
+    /// Appends the batch and flushes it; says how many lines reached the file.
+    fn write_batch(&mut self, batch: &[Arc<Alert>], format: Format) -> Outcome {
+        let mut outcome = Outcome::default();
+        // Lines written to the buffer since the last flush that succeeded.
+        let mut pending = 0u64;
+        for alert in batch {
+            let mut line = match format {
+                Format::Json => match serde_json::to_vec(&**alert) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        outcome.failed += 1;
+                        tracing::error!(error = %e, "cannot serialize alert");
+                        continue;
+                    }
+                },
+            };
+            line.push(b'\n');
+            if self.max_bytes > 0
+                && self.out.is_some()
+                && self.size > 0
+                && self.size + line.len() as u64 > self.max_bytes
+            {
+                self.settle(&mut pending, &mut outcome);
+                self.rotate();
+            }
+            if self.out.is_none()
+                && let Err(e) = self.reopen()
+            {
+                outcome.failed += 1;
+                self.failed(&e);
+                continue;
+            }
+            let Some(out) = self.out.as_mut() else {
+                continue;
+            };
+            match out.write_all(&line) {
+                Ok(()) => {
+                    pending += 1;
+                    self.size += line.len() as u64;
+                }
+                Err(e) => {
+                    // What the buffer held goes with the writer.
+                    outcome.failed += pending + 1;
+                    pending = 0;
+                    self.failed(&e);
+                }
+            }
+        }
+        self.settle(&mut pending, &mut outcome);
+        outcome
+    }
+
+    /// Flushes; the pending lines count as delivered or failed.
+    fn settle(&mut self, pending: &mut u64, outcome: &mut Outcome) {
+        if let Some(out) = self.out.as_mut() {
+            match out.flush() {
+                Ok(()) => outcome.delivered += *pending,
+                Err(e) => {
+                    outcome.failed += *pending;
+                    self.failed(&e);
+                }
+            }
+        } else {
+            outcome.failed += *pending;
+        }
+        *pending = 0;
+    }
+
+    /// `PATH.{keep-1}` → `PATH.{keep}`, ..., `PATH` → `PATH.1`; the next write opens a
+    /// new `PATH`. A rename that fails is logged and writing goes on where it can.
+    fn rotate(&mut self) {
+        self.out = None;
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        for n in (1..self.keep).rev() {
+            let from = numbered(n);
+            if let Err(e) = std::fs::rename(&from, numbered(n + 1))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(path = %from.display(), error = %e, "cannot rotate alert file");
+            }
+        }
+        if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot rotate alert file");
+        }
+        self.size = 0;
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        tracing::error!(path = %self.path.display(), error = %e, "cannot write alert file");
+        // Reopen next time: the file may have been moved away or the disk freed.
+        self.out = None;
+    }
+}
+
+/// Opens `path` for appending (0600, its directory 0700 if created) without blocking,
+/// and refuses anything but a regular file (a FIFO or a device named by mistake).
+/// Returns the file and its size.
+fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
+    // Alerts name accounts and addresses: the oracle's user only.
+    if let Some(dir) = path.parent() {
+        crate::files::create_private_dir(dir)?;
+    }
+    let file = crate::files::private_append()
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is {}, not a regular file",
+            path.display(),
+            crate::files::describe_type(&meta)
+        )));
+    }
+    Ok((file, meta.len()))
+}
