@@ -269,3 +269,54 @@ fn a_sink_that_cannot_be_opened_stops_the_start_with_its_name() {
     let err = build(&c).err().expect("the start is refused").to_string();
     assert!(err.starts_with("sink copy ("), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_configured_sinks_and_shows_their_counters() {
+    use access_oracle::config::Overrides;
+    use access_oracle::server::{self, ConfigSource};
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy/alerts.jsonl");
+    let mut raw: RawConfig = toml::from_str(&format!(
+        "[[sinks]]\nname = \"copy\"\ntype = \"file\"\npath = \"{}\"\nmin_severity = \"critical\"\n",
+        copy.display()
+    ))
+    .unwrap();
+    Overrides {
+        exim_socket: Some(dir.path().join("exim.sock")),
+        admin_socket: Some(dir.path().join("admin.sock")),
+        state_dir: Some(dir.path().join("state")),
+    }
+    .apply(&mut raw);
+    let running = server::start(
+        Config::from_raw(raw).unwrap(),
+        ConfigSource {
+            path: None,
+            overrides: Overrides::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let engine = running.engine.clone();
+    brute_force(&engine, 1);
+    let names = |e: &Engine| -> Vec<(String, &'static str, u64)> {
+        e.stats
+            .snapshot()
+            .sinks
+            .into_iter()
+            .map(|s| (s.name, s.kind, s.delivered))
+            .collect()
+    };
+    // failed_logins_account is "high": the defaults take it, "copy" (critical) does not.
+    eventually("the defaults deliver the alert", || {
+        names(&engine)
+            == [
+                ("alerts".to_string(), "file", 1),
+                ("log".to_string(), "log", 1),
+                ("copy".to_string(), "file", 0),
+            ]
+    })
+    .await;
+    assert_eq!(lines(&dir.path().join("state/alerts.jsonl")).len(), 1);
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "");
+    running.stop().await.unwrap();
+}

@@ -339,7 +339,7 @@ impl Config {
         }
         let mut sink_problems = Vec::new();
         crate::sinks::validate(
-            &crate::sinks::planned(&raw.sinks),
+            &raw.sinks,
             &crate::sinks::BuildContext {
                 state_dir: s.state_dir.clone(),
                 alert_file: alert_file.clone(),

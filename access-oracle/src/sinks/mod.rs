@@ -22,8 +22,9 @@
 //!    implementing [`SinkConfig`], and the running sink implementing [`Sink`]
 //!    (`deliver` a batch, say how many were delivered, failed and retried; blocking
 //!    work goes through `spawn_blocking`, waits have timeouts).
-//! 2. One line in [`REGISTRY`]: `Kind::of::<NAME::NameConfig>("NAME")` (and
-//!    `pub mod NAME;` above it).
+//! 2. One line in the `sink_types!` list below: `NAME => NameConfig` (the module, named
+//!    as the type, and its config struct). That declares the module and puts the type
+//!    in [`REGISTRY`].
 //!
 //! Nothing else changes: validation, `check-config`, the queue, the fan-out, the
 //! counters in `ctl status` and the shutdown drain are shared.
@@ -33,8 +34,6 @@
 //! still busy then are named in the log and stopped.
 
 pub mod counters;
-pub mod file;
-pub mod log;
 pub mod queue;
 
 use std::fmt;
@@ -55,12 +54,21 @@ use crate::rules::Severity;
 pub use counters::{SinkCounters, SinkSnapshot};
 pub use queue::{Pushed, Queue, WhenFull};
 
-/// Every sink type, by its `type = "..."` name. A new type is a file in this
-/// directory and one line here.
-pub const REGISTRY: &[Kind] = &[
-    Kind::of::<file::FileConfig>("file"),
-    Kind::of::<log::LogConfig>("log"),
-];
+/// Declares each sink type's module (named as its `type`) and puts its config struct in
+/// [`REGISTRY`].
+macro_rules! sink_types {
+    ($( $name:ident => $config:ident ),* $(,)?) => {
+        $( pub mod $name; )*
+        /// Every sink type, by its `type = "..."` name (the module's).
+        pub const REGISTRY: &[Kind] = &[ $( Kind::of::<$name::$config>(stringify!($name)) ),* ];
+    };
+}
+
+// A new sink type is a file `sinks/NAME.rs` and one line here.
+sink_types! {
+    file => FileConfig,
+    log => LogConfig,
+}
 
 /// The name of the default JSON-lines file sink (`[alerts] file`).
 pub const DEFAULT_FILE: &str = "alerts";
@@ -225,20 +233,23 @@ pub struct Planned {
     pub config: Box<dyn SinkConfig>,
 }
 
-/// Checks `[[sinks]]` as a whole (with the defaults it leaves in place) and adds every
-/// problem, each naming its sink, to `problems`. Returns the sinks when all are fine.
+/// Checks `[[sinks]]` as a whole, with the defaults it leaves in place ([`planned`]),
+/// and adds every problem, each naming its sink (`sinks[i] (name)` as configured), to
+/// `problems`. Returns the sinks to run.
 pub fn validate(
-    tables: &[SinkTable],
+    configured: &[SinkTable],
     ctx: &BuildContext,
     problems: &mut Vec<String>,
 ) -> Vec<Planned> {
+    let tables = planned(configured);
+    let defaults = tables.len() - configured.len();
     let mut out = Vec::new();
     let mut targets: Vec<(String, &str, String)> = Vec::new();
     for (i, t) in tables.iter().enumerate() {
-        let at = if t.name.is_empty() {
-            format!("sinks[{i}]")
-        } else {
-            format!("sinks[{i}] ({})", crate::text::escape_controls(&t.name))
+        let at = match i.checked_sub(defaults) {
+            None => format!("the default sink {}", t.name),
+            Some(i) if t.name.is_empty() => format!("sinks[{i}]"),
+            Some(i) => format!("sinks[{i}] ({})", crate::text::escape_controls(&t.name)),
         };
         let name_ok = !t.name.is_empty()
             && t.name.len() <= 32
@@ -353,7 +364,7 @@ impl Sinks {
     /// their files now, so a wrong path stops the start with the sink's name and why.
     pub fn build(tables: &[SinkTable], ctx: &BuildContext) -> Result<Sinks, BuildError> {
         let mut problems = Vec::new();
-        let planned = validate(&planned(tables), ctx, &mut problems);
+        let planned = validate(tables, ctx, &mut problems);
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
