@@ -748,8 +748,12 @@ fn deny_and_error_replies_through_the_shipped_snippets() {
         assert_eq!(rcpt.code, 550, "{via:?}:\n{}", session.transcript());
         assert_eq!(rcpt.text(), "no such mailbox here, sorry", "{via:?}");
         let logged = match via {
-            Via::Dlfunc => "the oracle refused the request: mail: something the oracle did not like; answered \"accept\"",
-            Via::Readsocket => "access-oracle: error: mail: something the oracle did not like; answered as accept",
+            Via::Dlfunc => {
+                "the oracle refused the request: mail: something the oracle did not like; answered \"accept\""
+            }
+            Via::Readsocket => {
+                "access-oracle: error: mail: something the oracle did not like; answered as accept"
+            }
         };
         assert!(
             session.log().contains(logged),

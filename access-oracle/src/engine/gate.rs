@@ -147,8 +147,10 @@ mod tests {
 
     #[test]
     fn deny_beats_defer_and_the_order_breaks_ties() {
-        let mut account = Account::default();
-        account.hold = Some(hold("failed_logins_account", "held", false));
+        let account = Account {
+            hold: Some(hold("failed_logins_account", "held", false)),
+            ..Default::default()
+        };
         let block = hold("password_spraying", "blocked", true);
         let s = Standing {
             account: Some(&account),

@@ -3,7 +3,7 @@
 //! before its fix. One binary, one module per area; `docs/SECURITY.md` is the threat
 //! model these tests hold the code to.
 
-mod wire;
-mod listeners;
 mod config;
+mod listeners;
 mod records;
+mod wire;

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 
 use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Session, Via, World};
-use serde_json::Value;
 
 /// A recipient ceiling of five an hour.
 const CEILING_5: &str = "[rules.recipient_ceiling]\nlimit = 5\n";
@@ -127,14 +126,24 @@ fn every_client_value_reaches_the_oracle_whatever_its_bytes() {
         let exim = Exim::new(&world, via, oracle.exim_socket());
         for (i, (what, bytes)) in odd.iter().enumerate() {
             // A fresh address each time: the failures below add up per address.
-            let ip = format!("198.51.100.{}", 10 + i + if via == Via::Dlfunc { 0 } else { 50 });
+            let ip = format!(
+                "198.51.100.{}",
+                10 + i + if via == Via::Dlfunc { 0 } else { 50 }
+            );
             // The AUTH user name (wrong password, then the password itself).
             let d = Dialogue::new()
                 .ehlo("client.example")
                 .auth_plain(strip_nul(bytes), "wrong")
                 .auth_plain("alice", bytes)
                 .quit();
-            asked(&oracle, &exim, &ip, &d, &[("auth", 2)], &format!("{via:?} auth {what}"));
+            asked(
+                &oracle,
+                &exim,
+                &ip,
+                &d,
+                &[("auth", 2)],
+                &format!("{via:?} auth {what}"),
+            );
             // The same through LOGIN, where a NUL can be typed.
             let d = Dialogue::new()
                 .ehlo("client.example")
@@ -184,7 +193,11 @@ fn every_client_value_reaches_the_oracle_whatever_its_bytes() {
         }
     }
     assert!(oracle.ping(), "the oracle still serves");
-    assert!(world.exim_paniclog().is_empty(), "{}", world.exim_paniclog());
+    assert!(
+        world.exim_paniclog().is_empty(),
+        "{}",
+        world.exim_paniclog()
+    );
 }
 
 /// `bytes` without NUL (AUTH PLAIN separates its fields with NUL).
@@ -202,7 +215,11 @@ fn empty_and_non_utf8_user_names_are_counted_and_held() {
         let oracle = Oracle::start(&world);
         let exim = Exim::new(&world, via, oracle.exim_socket());
         for (name, shown) in [(&b""[..], ""), (&b"b\xffob"[..], "b\\xffob")] {
-            let ip = if name.is_empty() { "203.0.113.31" } else { "203.0.113.32" };
+            let ip = if name.is_empty() {
+                "203.0.113.31"
+            } else {
+                "203.0.113.32"
+            };
             let mut d = Dialogue::new().ehlo("client.example");
             for i in 0..6 {
                 d = d.auth_plain(name, format!("wrong{i}"));
