@@ -45,7 +45,12 @@ fn the_example_config_shows_every_key() {
         let line = line.trim();
         let bare = line.trim_start_matches('#').trim();
         if let Some(name) = bare.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            let array = name.starts_with('[');
             let name = name.trim_matches(|c| c == '[' || c == ']');
+            if array {
+                // `[[sources]]`: an array of tables, shown by its header.
+                shown.insert(name.to_string());
+            }
             if !line.starts_with('#') || !shown.iter().any(|s: &String| s.starts_with(name)) {
                 table = name.to_string();
             }
