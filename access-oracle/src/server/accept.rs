@@ -736,3 +736,111 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(max: usize, max_per_peer: usize) -> Arc<Slots> {
+        Slots::new(
+            "test listener",
+            Limits { max, max_per_peer },
+            Arc::default(),
+            |l| &l.exim,
+        )
+    }
+
+    fn admitted(a: Admission) -> Slot {
+        match a {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused(why) => panic!("refused: {why:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idlest_idle_connection_makes_room_and_busy_ones_never_do() {
+        let s = slots(3, 0);
+        let t0 = Instant::now();
+        let a = admitted(s.admit(None, t0));
+        let b = admitted(s.admit(None, t0 + Duration::from_millis(1)));
+        let c = admitted(s.admit(None, t0 + Duration::from_millis(2)));
+        // `a` turns busy, `b` goes idle after `c`: `c` is now the idlest.
+        assert!(a.conn().busy());
+        assert!(b.conn().busy());
+        assert!(b.conn().idle(t0 + Duration::from_millis(5)));
+        let d = admitted(s.admit(None, t0 + Duration::from_millis(6)));
+        assert!(c.conn().is_shed() && !c.conn().idle(t0 + Duration::from_millis(7)));
+        assert!(!c.conn().busy(), "a shed connection cannot turn busy");
+        assert!(!a.conn().is_shed() && !b.conn().is_shed());
+        // The shed one was told.
+        tokio::time::timeout(Duration::from_millis(1), c.conn().signalled())
+            .await
+            .expect("woken");
+        let e = admitted(s.admit(None, t0 + Duration::from_millis(8)));
+        assert!(b.conn().is_shed(), "then b");
+        assert!(d.conn().busy() && e.conn().busy());
+        assert!(matches!(
+            s.admit(None, t0 + Duration::from_millis(9)),
+            Admission::Refused(Refusal::Full)
+        ));
+        assert_eq!(s.stats().shed_idle.load(Ordering::Relaxed), 2);
+        assert_eq!(s.open(), 5, "shed tasks count until they end");
+        drop((b, c));
+        assert_eq!(s.open(), 3);
+        drop(a);
+        let _f = admitted(s.admit(None, t0 + Duration::from_millis(10)));
+        drop((d, e, _f));
+        tokio::time::timeout(Duration::from_millis(1), s.closed())
+            .await
+            .expect("all closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_address_sheds_only_its_own_connections() {
+        let s = slots(10, 2);
+        let t0 = Instant::now();
+        let (x, y): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let other = admitted(s.admit(Some(y), t0));
+        let x1 = admitted(s.admit(Some(x), t0 + Duration::from_millis(1)));
+        let x2 = admitted(s.admit(Some(x), t0 + Duration::from_millis(2)));
+        let x3 = admitted(s.admit(Some(x), t0 + Duration::from_millis(3)));
+        assert!(x1.conn().is_shed(), "x's idlest, not y's older one");
+        assert!(!other.conn().is_shed());
+        assert!(x2.conn().busy() && x3.conn().busy());
+        assert!(matches!(
+            s.admit(Some(x), t0 + Duration::from_millis(4)),
+            Admission::Refused(Refusal::PerPeer)
+        ));
+        let _y2 = admitted(s.admit(Some(y), t0 + Duration::from_millis(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_read_times_out_idle_and_half_sent_input() {
+        let s = slots(4, 0);
+        let (client, server) = tokio::io::duplex(64);
+        let slot = admitted(s.admit(None, Instant::now()));
+        let mut r = Watched::new(
+            server,
+            slot.conn().clone(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        );
+        let mut client = client;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 5);
+        let started = Instant::now();
+        client.write_all(b"pi").await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 2);
+        let e = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(expired(&e), Some(Expired::Request));
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        client.write_all(b"ng\n").await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 3);
+        let started = Instant::now();
+        let e = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(expired(&e), Some(Expired::Idle));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+}
