@@ -2,6 +2,7 @@
 //! [`Config`]. Every problem is reported at once; a config with problems is refused (at
 //! start) or ignored in favour of the running one (on reload).
 
+pub mod policy;
 pub mod raw;
 
 use std::os::unix::fs::PermissionsExt;
@@ -10,9 +11,9 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::rules::RulesConfig;
-use crate::server::policy::config::PolicyConfig;
 use crate::sources::SourceConfig;
 use crate::state::baseline::BaselineConfig;
+use policy::PolicyConfig;
 pub use raw::RawConfig;
 use raw::RawMode;
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::PolicyConfig;
 use crate::enrich::{GeoIpConfig, ListsConfig, RdnsConfig};
 use crate::rules::RulesConfig;
-use crate::server::policy::config::PolicyConfig;
 use crate::sources::SourceConfig;
 use crate::state::baseline::BaselineConfig;
 

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 
 use super::{Attempt, Engine, gate};
+use crate::config::policy::PolicyConfig;
 use crate::protocol::Outcome;
 use crate::state::Origin;
 
@@ -52,6 +53,18 @@ impl Default for PolicySettings {
             tarpit_after_ip: 10,
             tarpit_secs: 5,
             reject_message: None,
+        }
+    }
+}
+
+impl From<&PolicyConfig> for PolicySettings {
+    /// The decision settings of `[policy]`.
+    fn from(c: &PolicyConfig) -> Self {
+        PolicySettings {
+            tarpit_after: c.tarpit_after,
+            tarpit_after_ip: c.tarpit_after_ip,
+            tarpit_secs: c.tarpit_secs,
+            reject_message: c.reject_message.as_deref().map(Arc::from),
         }
     }
 }

@@ -179,12 +179,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         },
         shutdown_rx.clone(),
     ));
-    let followers = follow::Followers::start(
-        &config.sources,
-        engine.clone(),
-        &config.state_dir,
-    )
-    .context("cannot start the log sources")?;
+    let followers = follow::Followers::start(&config.sources, engine.clone(), &config.state_dir)
+        .context("cannot start the log sources")?;
     let sweeper = tokio::spawn(housekeeping::run(
         engine.clone(),
         housekeeping::Upkeep {
@@ -322,7 +318,8 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.policy.api_key_header != current.policy.api_key_header
                 || new.policy.api_key != current.policy.api_key
                 || new.policy.api_key_file != current.policy.api_key_file
-                || new.policy.limits() != current.policy.limits()
+                || policy::http::Limits::from(&new.policy)
+                    != policy::http::Limits::from(&current.policy)
                 || new.raw.server.exim_idle_timeout_secs
                     != current.raw.server.exim_idle_timeout_secs
                 || new.raw.server.exim_request_timeout_ms
@@ -338,7 +335,7 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 );
             }
             if let Some(p) = &running.policy {
-                p.set_settings(new.policy.settings());
+                p.set_settings(crate::engine::policy::PolicySettings::from(&new.policy));
             }
             reload_enrichment(running, current, &new);
             running.engine.set_baseline_config(new.baselines.clone());

@@ -20,7 +20,6 @@
 //! and busy ones after their current request.
 
 pub mod api_key;
-pub mod config;
 pub mod http;
 pub mod request;
 
@@ -34,6 +33,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::policy::PolicyConfig;
 use crate::engine::Engine;
 use crate::engine::UNKNOWN_PROTOCOL;
 use crate::engine::policy::{PolicyAttempt, PolicySettings, PolicyVerdict};
@@ -41,7 +41,6 @@ use crate::protocol::Outcome;
 use crate::ratelog::{Log, Warning};
 use crate::server::accept::{Listeners, Slots};
 use api_key::{ApiKey, Presented};
-use config::PolicyConfig;
 use http::{Reply, Request, Status};
 use request::PolicyRequest;
 
@@ -134,8 +133,8 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {addr} (policy.listen)"))?;
     let addr = listener.local_addr().unwrap_or(addr);
-    let shared = Arc::new(Shared::new(engine, key, config.settings()));
-    let limits = config.limits();
+    let shared = Arc::new(Shared::new(engine, key, PolicySettings::from(config)));
+    let limits = http::Limits::from(config);
     let slots = http::slots(limits, stats);
     let task = tokio::spawn(http::serve_counted(
         listener,

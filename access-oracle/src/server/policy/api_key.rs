@@ -70,13 +70,7 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// Whether `name` is an HTTP header name: a token (RFC 9110, section 5.1).
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+pub use crate::config::policy::is_header_name;
 
 /// Whether two digests are equal, looking at every byte whatever the first difference.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {

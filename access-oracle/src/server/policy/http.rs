@@ -82,6 +82,19 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+impl From<&crate::config::policy::PolicyConfig> for Limits {
+    /// The endpoint's connection limits and timeouts of `[policy]`.
+    fn from(c: &crate::config::policy::PolicyConfig) -> Limits {
+        Limits {
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            head_timeout: Duration::from_millis(c.head_timeout_ms),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        }
+    }
+}
+
 impl From<usize> for Limits {
     /// `max_connections` open at once, every other limit at its default.
     fn from(max_connections: usize) -> Limits {

@@ -6,12 +6,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
-use crate::engine::policy::PolicySettings;
+use crate::problems::Problems;
 use crate::rules::{RulesConfig, validate_message};
 
 /// The longest tarpit, in seconds: Dovecot's login processes keep the client waiting
@@ -86,16 +84,15 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        let settings = PolicySettings::default();
         PolicyConfig {
             listen: None,
             path: "/policy".into(),
             api_key_header: "X-API-Key".into(),
             api_key: None,
             api_key_file: None,
-            tarpit_after: settings.tarpit_after,
-            tarpit_after_ip: settings.tarpit_after_ip,
-            tarpit_secs: settings.tarpit_secs,
+            tarpit_after: 3,
+            tarpit_after_ip: 10,
+            tarpit_secs: 5,
             reject_message: None,
             max_connections: 512,
             max_connections_per_ip: 256,
@@ -145,16 +142,6 @@ impl PolicyConfig {
         self.listen.as_deref().and_then(|l| l.parse().ok())
     }
 
-    /// The decision settings for the engine.
-    pub fn settings(&self) -> PolicySettings {
-        PolicySettings {
-            tarpit_after: self.tarpit_after,
-            tarpit_after_ip: self.tarpit_after_ip,
-            tarpit_secs: self.tarpit_secs,
-            reject_message: self.reject_message.as_deref().map(Arc::from),
-        }
-    }
-
     /// Checks the table, adding each problem found. The key file is checked (exists, not
     /// readable by everyone) but read only at start.
     pub fn validate(&self, problems: &mut Problems, rules: &RulesConfig) {
@@ -178,7 +165,7 @@ impl PolicyConfig {
                 self.path
             ));
         }
-        if !super::api_key::is_header_name(&self.api_key_header) {
+        if !is_header_name(&self.api_key_header) {
             problems.add(format!(
                 "policy.api_key_header is not an HTTP header name: {:?}",
                 self.api_key_header
@@ -257,17 +244,6 @@ impl PolicyConfig {
         }
     }
 
-    /// The endpoint's connection limits and timeouts.
-    pub fn limits(&self) -> super::http::Limits {
-        super::http::Limits {
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            head_timeout: std::time::Duration::from_millis(self.head_timeout_ms),
-            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
-            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
-        }
-    }
-
     /// The API key: inline, or read from `api_key_file`.
     pub fn load_key(&self) -> Result<String, String> {
         match (&self.api_key, &self.api_key_file) {
@@ -294,6 +270,14 @@ impl PolicyConfig {
 }
 
 /// Checks a key as Dovecot can send it in a header line.
+/// Whether `name` is an HTTP header name: a token (RFC 9110, section 5.1).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn check_key(key: &str) -> Result<(), String> {
     if key.len() < MIN_KEY_BYTES || key.len() > MAX_KEY_BYTES {
         return Err(format!(
@@ -346,7 +330,10 @@ mod tests {
         let c = Config::from_raw(RawConfig::default()).unwrap();
         assert_eq!(c.policy.listen_addr(), None);
         assert_eq!(c.policy.path, "/policy");
-        assert_eq!(c.policy.settings(), PolicySettings::default());
+        assert_eq!(
+            crate::engine::policy::PolicySettings::from(&c.policy),
+            crate::engine::policy::PolicySettings::default()
+        );
     }
 
     #[test]
@@ -424,7 +411,7 @@ mod tests {
     /// and says what the defaults are.
     #[test]
     fn the_shipped_example_is_valid_and_shows_the_defaults() {
-        let shipped = include_str!("../../../../exim-config/oracle/access-oracle.toml");
+        let shipped = include_str!("../../../exim-config/oracle/access-oracle.toml");
         let start = shipped.find("# [policy]").expect("a [policy] example");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("policy.key");
