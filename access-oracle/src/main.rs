@@ -29,8 +29,11 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: a log file or the journal gets plain text, so the only
+    // escapes in it are the ones the formatter writes for what outsiders sent.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -148,15 +151,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Ctl {
             socket,
+            config,
             json,
             request,
         } => {
             let req = request.to_request();
+            let packaged = std::path::Path::new(admin::ctl::PACKAGED_CONFIG);
+            let socket = admin::ctl::find_socket(socket, config, packaged)?;
             let data = admin::ctl::call(&socket, &req)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
-                println!("{}", admin::ctl::render(&req, &data));
+                let view = admin::views::View::read(&req, data).map_err(|e| {
+                    anyhow::anyhow!("unexpected answer from the oracle at {socket}: {e}")
+                })?;
+                println!("{}", admin::ctl::render(&view, admin::ctl::output_width()));
             }
             Ok(ExitCode::SUCCESS)
         }

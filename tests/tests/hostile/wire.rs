@@ -241,3 +241,37 @@ fn empty_and_non_utf8_user_names_are_counted_and_held() {
         }
     }
 }
+
+/// A user name with terminal control sequences (OSC title, BEL, CSI clear screen) held
+/// after five failures: the oracle's own log lines (the alert, the hold) carry it
+/// escaped, so `journalctl` or a terminal tailing the log is not driven by it.
+#[test]
+fn control_characters_reach_no_log_line() {
+    let world = World::new(&["alice"]);
+    let oracle = Oracle::start(&world);
+    let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
+    let name = b"\x1b]0;pwned\x07\x1b[2Jmallory";
+    let mut d = Dialogue::new().ehlo("client.example");
+    for i in 0..6 {
+        d = d.auth_plain(name, format!("wrong{i}"));
+    }
+    let session = exim.bh("203.0.113.41", &d.quit());
+    session.assert_exim_healthy();
+    assert_eq!(
+        session.codes("AUTH").last(),
+        Some(&435),
+        "{}",
+        session.transcript()
+    );
+    let alerts = oracle.wait_for_alerts(1, std::time::Duration::from_secs(10));
+    assert_eq!(alerts[0]["rule"], "failed_logins_account", "{alerts:?}");
+    let log = oracle.log_text();
+    assert!(log.contains("mallory"), "the alert is logged:\n{log}");
+    for (i, b) in log.bytes().enumerate() {
+        assert!(
+            b >= 0x20 || b == b'\n' || b == b'\t',
+            "a control byte 0x{b:02x} at {i} of the oracle's log:\n{}",
+            log.escape_debug()
+        );
+    }
+}
