@@ -51,10 +51,19 @@ pub enum Command {
         file: PathBuf,
     },
     /// Ask the running oracle (admin socket).
+    ///
+    /// The admin socket is `--socket` when given; else `[server] admin_socket` of the
+    /// `--config` file; else that of /etc/access-oracle/access-oracle.toml when that file
+    /// exists; else /run/access-oracle/admin.sock. A failed connection names the socket
+    /// and which of these it came from.
     Ctl {
-        /// The admin socket.
-        #[arg(long, default_value = "/run/access-oracle/admin.sock")]
-        socket: PathBuf,
+        /// The admin socket (overrides --config and the packaged config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The config whose `[server] admin_socket` to use (default:
+        /// /etc/access-oracle/access-oracle.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,

@@ -4,10 +4,11 @@
 //! `"baseline":true` for what is normal for the account),
 //! `{"cmd":"alerts","limit":50}`, `{"cmd":"release","user":"alice"}`,
 //! `{"cmd":"unblock","ip":"192.0.2.7"}`. Response: `{"ok":true,"data":{...}}` or
-//! `{"ok":false,"error":"..."}`. Roles come from the peer's Unix credentials: an admin
+//! `{"ok":false,"error":"..."}`; `data` is the request's typed view ([`views`]). Roles come from the peer's Unix credentials: an admin
 //! may read and change, an auditor may only read; anyone else is refused and logged.
 
 pub mod ctl;
+pub mod views;
 
 use std::net::IpAddr;
 

@@ -90,12 +90,16 @@ pub async fn run(lib: Option<PathBuf>, keep: bool) -> anyhow::Result<ExitCode> {
         .session(ATTACKER_IP, &Dialogue::auth("alice", exim::PASSWORD))
         .await?;
     println!("  right password:     {}", s.auth_reply());
-    let admin_socket = cfg.admin_socket.path.clone();
+    let admin_socket = admin::ctl::AdminSocket {
+        path: cfg.admin_socket.path.clone(),
+        source: admin::ctl::SocketSource::Flag,
+    };
     let req = AdminRequest::Release {
         user: "alice".into(),
     };
     let answer = tokio::task::spawn_blocking(move || {
-        admin::ctl::call(&admin_socket, &req).map(|data| admin::ctl::render(&req, &data))
+        admin::ctl::ask(&admin_socket, &req)
+            .map(|view| admin::ctl::render(&view, admin::ctl::DEFAULT_WIDTH))
     })
     .await??;
     println!("  admin: access-oracle ctl release alice\n    {answer}");

@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use jiff::Timestamp;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
@@ -33,7 +32,7 @@ use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::disabled_credentials::Refusal;
 use crate::rules::{AccountSlots, Failure, LoginOk, Recipients, RulesConfig, Trip};
-use crate::state::baseline::{BaselineConfig, SendCache};
+use crate::state::baseline::BaselineConfig;
 use crate::state::{Account, Entry, Hold, Origin, Secs, State};
 pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
@@ -124,6 +123,15 @@ struct Counted {
     accepted: u64,
     deferred: u64,
     trips: Vec<Trip>,
+}
+
+/// What [`Engine::release`] cleared.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// The hold that was in force, if one was.
+    pub hold: Option<Hold>,
+    /// Whether a recipient count or a throttle was reset.
+    pub cleared_recipient_count: bool,
 }
 
 /// How many live login attempts an account remembers for matching their log lines.
@@ -780,106 +788,26 @@ impl Engine {
             .collect()
     }
 
-    /// What is known about an account, as shown by `ctl account`.
-    pub fn account_report(&self, user: &str, now: Timestamp) -> Value {
-        let secs = now.as_second();
-        let key = self.account_key(user);
-        let rules = self.rules();
-        let Some(acct) = self.state.account(&key) else {
-            return json!({ "account": key, "tracked": false, "hold": null });
-        };
-        let fa = &rules.failed_logins_account;
-        let rc = &rules.recipient_ceiling;
-        let mut rcpts = acct.rcpts.clone();
-        rcpts.prune(secs, rc.window_secs as Secs);
-        json!({
-            "account": key,
-            "tracked": true,
-            "hold": acct.active_hold(secs).map(hold_json),
-            "failed_logins": {
-                "count": acct.rules.failed_logins_account.failures.count(secs, fa.window_secs as Secs),
-                "threshold": fa.threshold,
-                "window_secs": fa.window_secs,
-            },
-            "recipients": {
-                "count": rcpts.len(),
-                "limit": rc.limit,
-                "window_secs": rc.window_secs,
-                "throttled_until": rcpts
-                    .below_limit_at(rc.limit as usize, rc.window_secs as Secs)
-                    .map(ts),
-            },
-            "totals": acct.totals,
-            "last_seen": ts(acct.last_seen),
-            "timeline": acct.timeline.entries().map(timeline_json).collect::<Vec<_>>(),
-            "last_login": acct.last_login.as_ref().map(|(t, ip, proto)| json!({
-                "time": ts(*t), "ip": ip, "protocol": &**proto,
-            })),
-        })
-    }
-
-    /// What is normal for an account and since when, as shown by `ctl account --baseline`.
-    pub fn baseline_report(&self, user: &str, now: Timestamp) -> Value {
-        let secs = now.as_second();
+    /// An account's baseline, with the recipients its live entry counted since the last
+    /// hour handed to it first (so the sending rate is current), as `ctl account
+    /// --baseline` shows it. `None` when the account has none yet.
+    pub fn baseline_of(
+        &self,
+        user: &str,
+    ) -> Option<
+        dashmap::mapref::one::Ref<'_, crate::state::Key, Box<crate::state::baseline::Baseline>>,
+    > {
         let key = self.account_key(user);
         self.state.flush_send_of(&key);
-        let Some(b) = self.state.baseline(&key) else {
-            return json!({ "account": key, "known": false });
-        };
-        let config = self.baseline_config();
-        let rules = self.rules();
-        fn seen<K>(
-            list: &[crate::state::baseline::Seen<K>],
-            name: &str,
-            show: impl Fn(&K) -> Value,
-        ) -> Vec<Value> {
-            let mut v: Vec<&crate::state::baseline::Seen<K>> = list.iter().collect();
-            v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last.cmp(&a.last)));
-            v.into_iter()
-                .map(|s| json!({ name: show(&s.key), "first": ts(s.first_secs()), "last": ts(s.last_secs()), "logins": s.count }))
-                .collect()
-        }
-        json!({
-            "account": key,
-            "known": true,
-            "since": ts(b.first_seen),
-            "last_seen": ts(b.last_seen),
-            "logins": b.logins,
-            "learning": b.learning(&config, secs),
-            "learning_until": ts(b.first_seen + config.learning_secs as Secs),
-            "learning_logins": config.learning_logins,
-            "countries": seen(&b.countries, "country", |c| json!(c.to_string())),
-            "asns": seen(&b.asns, "asn", |a| json!(format!("AS{a}"))),
-            "networks": seen(&b.networks, "network", |n| json!(n.to_string())),
-            "clients": seen(&b.clients, "client", |c| json!(&**c)),
-            "logins_by_hour_utc": b.hours,
-            "active_hours_utc": (0..24).filter(|h| b.hours[*h] > 0).collect::<Vec<_>>(),
-            "sending": {
-                "hourly_average": (f64::from(b.send.average) * 10.0).round() / 10.0,
-                "hours": b.send.hours,
-                "peak": b.send.peak,
-                "this_hour": b.send.count,
-                "learnt": b.send_learnt(&config, secs),
-                "spike_threshold": rules.outbound_spike.threshold(&SendCache {
-                    average: b.send.average,
-                    ..SendCache::default()
-                }),
-            },
-            "last_place": b.last_place.as_ref().map(|p| json!({
-                "time": ts(p.time), "ip": p.ip, "country": p.country.map(|c| c.to_string()),
-                "lat": p.lat, "lon": p.lon, "accuracy_km": p.accuracy_km, "asn": p.asn,
-            })),
-        })
+        self.state.baseline(&key)
     }
 
     /// Releases an account: ends its hold and forgets its failures and recipient count,
-    /// so it does not trip again on old events. Returns what was cleared. `by` names the
-    /// administrator, for the audit trail.
-    pub fn release(&self, user: &str, now: Timestamp, by: &str) -> Value {
+    /// so it does not trip again on old events. Returns what was cleared, `None` when the
+    /// account is not tracked. `by` names the administrator, for the audit trail.
+    pub fn release(&self, user: &str, now: Timestamp, by: &str) -> Option<Released> {
         let key = self.account_key(user);
-        let Some(mut acct) = self.state.tracked_account_mut(&key) else {
-            return json!({ "account": key, "released": false, "reason": "account not tracked" });
-        };
+        let mut acct = self.state.tracked_account_mut(&key)?;
         self.state.mark_dirty();
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
         acct.rules.failed_logins_account.failures.clear();
@@ -900,19 +828,17 @@ impl Engine {
                 .and_then(|h| Timestamp::from_second(h.until).ok());
             r
         });
-        json!({
-            "account": key,
-            "released": true,
-            "hold": hold.as_ref().map(hold_json),
-            "cleared_recipient_count": throttled,
+        Some(Released {
+            hold,
+            cleared_recipient_count: throttled,
         })
     }
 
-    /// Lifts an authentication block from an address; `by` names the administrator.
-    pub fn unblock(&self, ip: IpAddr, now: Timestamp, by: &str) -> Value {
-        let Some(mut rec) = self.state.tracked_ip_mut(ip) else {
-            return json!({ "ip": ip, "unblocked": false, "reason": "address not tracked" });
-        };
+    /// Lifts an authentication block from an address and forgets its failures; `by`
+    /// names the administrator. Returns the block lifted (`Some(None)`: none was in
+    /// force), `None` when the address is not tracked.
+    pub fn unblock(&self, ip: IpAddr, now: Timestamp, by: &str) -> Option<Option<Hold>> {
+        let mut rec = self.state.tracked_ip_mut(ip)?;
         self.state.mark_dirty();
         let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
         rec.rules.failed_logins_ip.failures.clear();
@@ -930,7 +856,7 @@ impl Engine {
                 .and_then(|b| Timestamp::from_second(b.until).ok());
             r
         });
-        json!({ "ip": ip, "unblocked": block.is_some(), "block": block.as_ref().map(hold_json) })
+        Some(block)
     }
 
     /// Forgets idle entries; run periodically.
@@ -941,19 +867,6 @@ impl Engine {
         self.sessions
             .retain(|_, (_, seen)| *seen > secs - observe::MATCH_OK_SECS);
         self.state.sweep(secs, idle_secs as Secs, max_accounts)
-    }
-
-    /// Holds and blocks in force, for `ctl status`.
-    pub fn responses_in_force(&self, now: Timestamp) -> Value {
-        let secs = now.as_second();
-        json!({
-            "holds": self.state.active_holds(secs).into_iter()
-                .map(|(user, h)| { let mut v = hold_json(&h); v["account"] = json!(user); v })
-                .collect::<Vec<_>>(),
-            "ip_blocks": self.state.active_ip_blocks(secs).into_iter()
-                .map(|(ip, h)| { let mut v = hold_json(&h); v["ip"] = json!(ip); v })
-                .collect::<Vec<_>>(),
-        })
     }
 }
 
@@ -968,32 +881,6 @@ fn audit_verdict(r: &mut audit::Record, reply: &Reply) {
     };
     r.verdict = Some(verdict.into());
     r.reason = text.cloned();
-}
-
-fn ts(secs: Secs) -> String {
-    Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-/// A timeline entry with its times as RFC 3339.
-fn timeline_json(e: &Entry) -> Value {
-    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
-    for key in ["time", "logout"] {
-        if let Some(secs) = v.get(key).and_then(Value::as_i64) {
-            v[key] = json!(ts(secs));
-        }
-    }
-    v
-}
-
-fn hold_json(h: &Hold) -> Value {
-    json!({
-        "since": ts(h.since),
-        "until": ts(h.until),
-        "rule": h.rule,
-        "message": &*h.message,
-    })
 }
 
 #[cfg(test)]

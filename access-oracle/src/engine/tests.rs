@@ -4,6 +4,24 @@ use super::*;
 use crate::config::RawConfig;
 use crate::protocol::parse_line;
 use crate::rules::Response;
+use serde_json::{Value, json};
+
+// The admin views as their JSON: what `ctl --json` prints and the tests below read.
+fn account_report(e: &Engine, user: &str, now: Timestamp) -> Value {
+    serde_json::to_value(crate::admin::views::account(e, user, now)).unwrap()
+}
+
+fn baseline_report(e: &Engine, user: &str, now: Timestamp) -> Value {
+    serde_json::to_value(crate::admin::views::baseline(e, user, now)).unwrap()
+}
+
+fn release(e: &Engine, user: &str, now: Timestamp, by: &str) -> Value {
+    serde_json::to_value(crate::admin::views::release(e, user, now, by)).unwrap()
+}
+
+fn unblock(e: &Engine, ip: IpAddr, now: Timestamp, by: &str) -> Value {
+    serde_json::to_value(crate::admin::views::unblock(e, ip, now, by)).unwrap()
+}
 
 fn engine() -> (Engine, mpsc::Receiver<Arc<Alert>>) {
     let config = Config::from_raw(RawConfig::default()).unwrap();
@@ -82,9 +100,9 @@ fn release_ends_the_hold_and_forgets_the_failures() {
             i,
         );
     }
-    let report = e.account_report("alice", t(6));
+    let report = account_report(&e, "alice", t(6));
     assert_eq!(report["hold"]["rule"], "failed_logins_account");
-    let released = e.release("alice", t(7), "test");
+    let released = release(&e, "alice", t(7), "test");
     assert_eq!(released["released"], true);
     assert!(released["hold"].is_object());
     assert_eq!(
@@ -101,7 +119,7 @@ fn release_ends_the_hold_and_forgets_the_failures() {
         ask(&e, "auth user=alice ip=203.0.113.9 result=ok", 10),
         "accept"
     );
-    assert!(e.account_report("alice", t(11))["hold"].is_null());
+    assert!(account_report(&e, "alice", t(11))["hold"].is_null());
 }
 
 #[test]
@@ -171,7 +189,7 @@ fn many_failures_from_one_address_defer_its_auth_only() {
         "accept"
     );
     assert_eq!(
-        e.unblock("198.51.100.7".parse().unwrap(), t(40), "test")["unblocked"],
+        unblock(&e, "198.51.100.7".parse().unwrap(), t(40), "test")["unblocked"],
         true
     );
 }
@@ -199,7 +217,7 @@ fn recipient_ceiling_defers_after_200_and_alerts_once() {
     assert_eq!(alerts[0].count, 200);
     // Not a hold: MAIL and AUTH go on; recipients resume when the hour has passed.
     assert_eq!(ask(&e, "mail user=bulk ip=192.0.2.8", 30), "accept");
-    assert!(e.account_report("bulk", t(30))["hold"].is_null());
+    assert!(account_report(&e, "bulk", t(30))["hold"].is_null());
     assert!(ask(&e, "rcpt user=bulk ip=192.0.2.8 rcpt=x@example.org", 3599).starts_with("defer"));
     assert_eq!(
         ask(&e, "rcpt user=bulk ip=192.0.2.8 rcpt=x@example.org", 3600),
@@ -262,7 +280,7 @@ mod log_events {
             assert!(!o.counted, "log copy {i} matched its live report");
         }
         assert_eq!(
-            e.account_report("alice", t(10))["failed_logins"]["count"],
+            account_report(&e, "alice", t(10))["failed_logins"]["count"],
             3
         );
         assert!(drain(&mut rx).is_empty());
@@ -279,7 +297,7 @@ mod log_events {
                 format!("login user=carol ip=198.51.100.95 result=fail protocol=imap pwhash={i}");
             assert_eq!(ask(&e, &live, i), "accept");
         }
-        let r = e.account_report("carol", t(10));
+        let r = account_report(&e, "carol", t(10));
         assert_eq!(r["failed_logins"]["count"], 3, "{r}");
         assert_eq!(r["totals"]["logins_failed"], 3, "{r}");
         // A live report with no log line before it still counts.
@@ -289,7 +307,7 @@ mod log_events {
             20,
         );
         assert_eq!(
-            e.account_report("carol", t(21))["failed_logins"]["count"],
+            account_report(&e, "carol", t(21))["failed_logins"]["count"],
             4
         );
     }
@@ -330,7 +348,7 @@ mod log_events {
         attempt.time = t(1);
         e.observe(&attempt);
         assert!(!e.observe(&imap_fail(2, "s1", Some(2))).counted);
-        let report = e.account_report("gina", t(3));
+        let report = account_report(&e, "gina", t(3));
         assert_eq!(report["failed_logins"]["count"], 2);
         assert_eq!(report["totals"]["refused"], 0);
         let protocols: Vec<_> = report["timeline"]
@@ -351,7 +369,7 @@ mod log_events {
         for i in 0..5 {
             e.observe(&auth(i * 60, "hank", "192.0.2.40", Outcome::Ok));
         }
-        assert_eq!(e.account_report("hank", t(400))["totals"]["logins_ok"], 1);
+        assert_eq!(account_report(&e, "hank", t(400))["totals"]["logins_ok"], 1);
     }
 
     #[test]
@@ -386,7 +404,7 @@ mod log_events {
         arrival.msgid = Some("1abcde-000002-AB".into());
         arrival.rcpt_count = Some(1);
         assert!(!e.observe(&arrival).counted);
-        let report = e.account_report("erin", t(3));
+        let report = account_report(&e, "erin", t(3));
         assert_eq!(report["recipients"]["count"], 1);
         let sent: Vec<_> = report["timeline"]
             .as_array()
@@ -422,7 +440,7 @@ mod log_events {
         logout.bytes_in = Some(120);
         logout.bytes_out = Some(4567);
         e.observe(&logout);
-        let report = e.account_report("frank", t(80));
+        let report = account_report(&e, "frank", t(80));
         let timeline = report["timeline"].as_array().unwrap();
         assert_eq!(timeline.len(), 3, "{report}");
         assert_eq!(timeline[1]["what"], "delivery");
@@ -472,7 +490,7 @@ fn spraying_blocks_the_address_from_the_next_request() {
         "accept",
         "the accounts are not held"
     );
-    let report = e.unblock("203.0.113.66".parse().unwrap(), t(30), "test");
+    let report = unblock(&e, "203.0.113.66".parse().unwrap(), t(30), "test");
     assert_eq!(report["unblocked"], true);
     assert_eq!(ask(&e, "connect ip=203.0.113.66", 31), "accept");
 }
@@ -499,7 +517,7 @@ fn a_blocked_address_grows_no_state_per_name_it_tries() {
     let line = "auth user=user1 ip=203.0.113.66 result=fail";
     assert!(ask(&e, line, 40).starts_with("deny "));
     assert_eq!(
-        e.account_report("user1", t(41))["totals"]["logins_failed"],
+        account_report(&e, "user1", t(41))["totals"]["logins_failed"],
         2
     );
     // The address's own record is bounded whatever the number of names.
@@ -627,7 +645,7 @@ fn outbound_spike_throttles_against_the_accounts_own_average() {
         "not held: throttled"
     );
     assert_eq!(
-        e.release("carol", t(start + 300), "test")["cleared_recipient_count"],
+        release(&e, "carol", t(start + 300), "test")["cleared_recipient_count"],
         true
     );
     assert_eq!(
@@ -696,7 +714,7 @@ fn baselines_learn_logins_and_sending_and_explain_them() {
         3600,
     );
     ask(&e, "rcpt user=erin ip=192.0.2.44 rcpt=x@example.org", 3700);
-    let r = e.baseline_report("erin", t(4000));
+    let r = baseline_report(&e, "erin", t(4000));
     assert_eq!(r["known"], true);
     assert_eq!(r["logins"], 2);
     assert_eq!(r["learning"], true);
@@ -714,7 +732,7 @@ fn baselines_learn_logins_and_sending_and_explain_them() {
     );
     assert_eq!(r["active_hours_utc"], json!([8, 9]));
     assert_eq!(r["sending"]["this_hour"], 1);
-    assert_eq!(e.baseline_report("nobody", t(0))["known"], false);
+    assert_eq!(baseline_report(&e, "nobody", t(0))["known"], false);
 }
 
 #[tokio::test]
@@ -829,7 +847,7 @@ mod audit_trail {
         }
         // Held: the next attempt is deferred, and the trail says so.
         ask(&e, "auth user=alice ip=203.0.113.9 result=ok", 10);
-        e.release("alice", t(20), "uid 0 (root)");
+        release(&e, "alice", t(20), "uid 0 (root)");
         ask(
             &e,
             "data user=alice ip=192.0.2.1 msgid=1abc-000001-AB rcpts=3",

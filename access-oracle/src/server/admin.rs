@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use nix::unistd::{Gid, Uid, User};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::accept::{self, Expired, Listeners, Refusal, Slot, Slots, Watched, WhenFull};
 use crate::audit::{Kind, Record, Source};
 
+use crate::admin::views::{self, View};
 use crate::admin::{AdminRequest, Role};
 use crate::config::{Config, Roles};
 use crate::engine::Engine;
@@ -222,45 +223,29 @@ fn peer_name(uid: Uid) -> String {
     }
 }
 
-fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp, by: &str) -> Value {
+fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp, by: &str) -> View {
     let engine = &ctx.engine;
     match req {
         AdminRequest::Status => {
-            let state = engine.state();
-            let e = engine.enrichment();
-            let enrichment = json!({
-                "geoip": e.geoip.status(),
-                "lists": e.lists.status(),
-                "rdns": e.rdns.status(),
-                "disabled_accounts": e.disabled.status(),
-            });
-            json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "started": engine.started(),
-                "uptime_secs": now.as_second() - engine.started().as_second(),
-                "config": ctx.config_source,
-                "exim_socket": ctx.exim_socket,
-                "accounts_tracked": state.account_count(),
-                "ips_tracked": state.ip_count(),
-                "baselines": state.baseline_count(),
-                "enrichment": enrichment,
-                "in_force": engine.responses_in_force(now),
-                "audit": engine.audit().map(|a| a.status()),
-                "counters": engine.stats.snapshot(),
-                "listeners": ctx.listeners.snapshot(),
-            })
+            let l = ctx.listeners.snapshot();
+            let server = views::ServerFacts {
+                config: ctx.config_source.clone(),
+                exim_socket: ctx.exim_socket.clone(),
+                listeners: views::ListenersView::new(&l.exim, &l.policy, &l.admin),
+            };
+            View::Status(Box::new(views::status(engine, now, server)))
         }
         AdminRequest::Account {
             user,
             baseline: false,
-        } => engine.account_report(user, now),
+        } => View::Account(Box::new(views::account(engine, user, now))),
         AdminRequest::Account {
             user,
             baseline: true,
-        } => engine.baseline_report(user, now),
-        AdminRequest::Alerts { limit } => json!(engine.recent_alerts(*limit)),
-        AdminRequest::Release { user } => engine.release(user, now, by),
-        AdminRequest::Unblock { ip } => engine.unblock(*ip, now, by),
+        } => View::Baseline(Box::new(views::baseline(engine, user, now))),
+        AdminRequest::Alerts { limit } => View::Alerts(views::alerts(engine, *limit)),
+        AdminRequest::Release { user } => View::Release(views::release(engine, user, now, by)),
+        AdminRequest::Unblock { ip } => View::Unblock(views::unblock(engine, *ip, now, by)),
     }
 }
 
