@@ -32,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod enrich;
 pub mod files;
+pub mod net;
 pub mod persist;
 pub mod problems;
 pub mod protocol;

@@ -303,8 +303,7 @@ pub fn parse_ip(raw: &str) -> Result<Option<IpAddr>, String> {
     // Exim writes IPv6 plainly; tolerate brackets and an IPv4-mapped form.
     let trimmed = raw.trim_start_matches('[').trim_end_matches(']');
     match trimmed.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => Ok(Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))),
-        Ok(ip) => Ok(Some(ip)),
+        Ok(ip) => Ok(Some(crate::net::canonical_ip(ip))),
         Err(_) => Err(format!("not an ip address: {:?}", short(raw))),
     }
 }

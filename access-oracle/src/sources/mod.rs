@@ -648,7 +648,7 @@ pub(crate) fn ip(bytes: &[u8]) -> Option<IpAddr> {
             v4 => return Some(v4),
         },
     };
-    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+    Some(crate::net::canonical_ip(IpAddr::V6(v6)))
 }
 
 /// A dotted-quad IPv4 address in one pass; like std, it refuses leading zeros.
@@ -889,10 +889,7 @@ mod tests {
 
     /// What std makes of `s`, normalised as [`ip`] does.
     fn std_ip(s: &str) -> Option<IpAddr> {
-        match s.parse::<IpAddr>().ok()? {
-            IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
-            v4 => Some(v4),
-        }
+        s.parse::<IpAddr>().ok().map(crate::net::canonical_ip)
     }
 
     #[test]
