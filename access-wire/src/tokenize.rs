@@ -109,11 +109,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request<'_>, WireError> {
     if verb.is_empty() {
         return Err(WireError::Empty);
     }
-    let verb = std::str::from_utf8(verb)
-        .ok()
+    let text = Line::new(line);
+    let verb = text
+        .str(start, verb_end)
         .filter(|v| v.bytes().all(|b| b.is_ascii_alphabetic()))
         .ok_or_else(|| WireError::BadVerb(text_from_bytes(verb).into_owned()))?;
-    let pairs = parse_pairs_from(line, verb_end)?;
+    let pairs = parse_pairs_from(text, verb_end)?;
     Ok(Request { verb, pairs })
 }
 
@@ -122,7 +123,41 @@ pub fn parse_pairs(text: &[u8]) -> Result<Vec<Pair<'_>>, WireError> {
     if text.len() > MAX_LINE_BYTES {
         return Err(WireError::TooLong(text.len()));
     }
-    parse_pairs_from(text, 0)
+    parse_pairs_from(Line::new(text), 0)
+}
+
+/// A line's bytes, and the same as text when all of it is UTF-8 (nearly always): then a
+/// key or value is a slice of that text, checked once for the whole line rather than
+/// once per value. (A NUL can only stand in a quoted value, whose reader sees it.)
+#[derive(Clone, Copy)]
+struct Line<'a> {
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> Line<'a> {
+    fn new(bytes: &'a [u8]) -> Line<'a> {
+        Line {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+        }
+    }
+
+    /// The text form of `bytes[from..to]`, which holds no NUL.
+    fn value(&self, from: usize, to: usize) -> Cow<'a, str> {
+        match self.text.and_then(|t| t.get(from..to)) {
+            Some(v) => Cow::Borrowed(v),
+            None => text_from_bytes(&self.bytes[from..to]),
+        }
+    }
+
+    /// `bytes[from..to]` as text, if it is UTF-8.
+    fn str(&self, from: usize, to: usize) -> Option<&'a str> {
+        match self.text {
+            Some(t) => t.get(from..to),
+            None => std::str::from_utf8(&self.bytes[from..to]).ok(),
+        }
+    }
 }
 
 fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
@@ -140,7 +175,8 @@ fn find_blank(bytes: &[u8], from: usize) -> usize {
         .map_or(bytes.len(), |i| from + i)
 }
 
-fn parse_pairs_from(bytes: &[u8], from: usize) -> Result<Vec<Pair<'_>>, WireError> {
+fn parse_pairs_from(line: Line<'_>, from: usize) -> Result<Vec<Pair<'_>>, WireError> {
+    let bytes = line.bytes;
     let mut pairs: Vec<Pair<'_>> = Vec::with_capacity(8);
     let mut at = skip_blanks(bytes, from);
     while at < bytes.len() {
@@ -151,14 +187,14 @@ fn parse_pairs_from(bytes: &[u8], from: usize) -> Result<Vec<Pair<'_>>, WireErro
             .map(|i| at + i)
             .filter(|&i| bytes[i] == b'=')
             .ok_or(WireError::MissingEquals(word_start))?;
-        let key = std::str::from_utf8(&bytes[at..eq])
-            .ok()
+        let key = line
+            .str(at, eq)
             .filter(|k| is_valid_key(k))
             .ok_or_else(|| WireError::BadKey(text_from_bytes(&bytes[at..eq]).into_owned()))?;
         at = eq + 1;
         let value: Cow<'_, str>;
         if bytes.get(at) == Some(&b'"') {
-            let (v, next) = parse_quoted(bytes, at + 1, key)?;
+            let (v, next) = parse_quoted(line, at + 1, key)?;
             value = v;
             at = next;
             if at < bytes.len() && bytes[at] != b' ' && bytes[at] != b'\t' {
@@ -173,7 +209,7 @@ fn parse_pairs_from(bytes: &[u8], from: usize) -> Result<Vec<Pair<'_>>, WireErro
             {
                 return Err(WireError::BadBareValue(key.to_string(), at + bad));
             }
-            value = text_from_bytes(raw);
+            value = line.value(at, end);
             at = end;
         }
         if pairs.iter().any(|(k, _)| *k == key) {
@@ -188,11 +224,13 @@ fn parse_pairs_from(bytes: &[u8], from: usize) -> Result<Vec<Pair<'_>>, WireErro
 /// Reads a quoted value starting just after its opening quote; returns the value (its
 /// text form) and the offset just after the closing quote.
 fn parse_quoted<'a>(
-    bytes: &'a [u8],
+    line: Line<'a>,
     start: usize,
     key: &str,
 ) -> Result<(Cow<'a, str>, usize), WireError> {
+    let bytes = line.bytes;
     let mut owned: Option<Vec<u8>> = None;
+    let mut nul = false;
     let mut run_start = start;
     let mut at = start;
     while at < bytes.len() {
@@ -203,7 +241,8 @@ fn parse_quoted<'a>(
                         v.extend_from_slice(&bytes[run_start..at]);
                         Cow::Owned(text_from_vec(v))
                     }
-                    None => text_from_bytes(&bytes[start..at]),
+                    None if nul => text_from_bytes(&bytes[start..at]),
+                    None => line.value(start, at),
                 };
                 return Ok((value, at + 1));
             }
@@ -236,6 +275,10 @@ fn parse_quoted<'a>(
                 run_start = at;
             }
             b'\n' => return Err(WireError::ForbiddenByte(key.to_string())),
+            0 => {
+                nul = true;
+                at += 1;
+            }
             _ => at += 1,
         }
     }
