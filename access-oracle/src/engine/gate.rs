@@ -84,48 +84,50 @@ pub fn decide(ask: Ask, standing: &Standing<'_>, now: Secs) -> Option<Refused> {
     let account = standing.account;
     let hold = account.and_then(|a| a.active_hold(now));
     let block = standing.ip_block.filter(|b| b.active(now));
-    let mut candidates: [Option<Refused>; 6] = Default::default();
+    // Offered in the tie-breaking order: the first wins among equals, a deny beats a
+    // defer offered before it.
+    let mut best: Option<Refused> = None;
+    let mut offer = |c: Option<Refused>| {
+        if let Some(c) = c
+            && best.as_ref().is_none_or(|b| c.deny && !b.deny)
+        {
+            best = Some(c);
+        }
+    };
     match ask {
         Ask::Login => {
-            candidates[0] = standing.disabled.cloned();
-            candidates[1] = standing.listed.cloned();
-            candidates[2] = block.map(Refused::of);
-            candidates[3] = hold.map(Refused::of);
+            offer(standing.disabled.cloned());
+            offer(standing.listed.cloned());
+            offer(block.map(Refused::of));
+            offer(hold.map(Refused::of));
         }
         Ask::Submit => {
-            candidates[0] = standing.disabled.cloned();
-            candidates[3] = hold.map(Refused::of);
+            offer(standing.disabled.cloned());
+            offer(hold.map(Refused::of));
         }
         Ask::Rcpt => {
-            candidates[0] = standing.disabled.cloned();
-            candidates[3] = hold.map(Refused::of);
-            candidates[4] = account
-                .and_then(|a| a.throttle.as_ref())
-                .filter(|t| t.active(now))
-                .map(Refused::of);
-            candidates[5] = match (account, standing.ceiling) {
-                (Some(a), Some(c))
-                    if a.rcpts.count_since(now - c.window_secs) as u64 >= c.limit =>
-                {
-                    Some(Refused {
-                        rule: c.rule,
-                        message: Arc::from(c.message),
-                        deny: false,
-                    })
-                }
-                _ => None,
-            };
+            offer(standing.disabled.cloned());
+            offer(hold.map(Refused::of));
+            offer(
+                account
+                    .and_then(|a| a.throttle.as_ref())
+                    .filter(|t| t.active(now))
+                    .map(Refused::of),
+            );
+            if let (Some(a), Some(c)) = (account, standing.ceiling)
+                && a.rcpts.count_since(now - c.window_secs) as u64 >= c.limit
+            {
+                offer(Some(Refused {
+                    rule: c.rule,
+                    message: Arc::from(c.message),
+                    deny: false,
+                }));
+            }
         }
         Ask::Connect => {
-            candidates[1] = standing.listed.cloned();
+            offer(standing.listed.cloned());
             // A block that only defers authentication lets the connection in.
-            candidates[2] = block.filter(|b| b.deny).map(Refused::of);
-        }
-    }
-    let mut best: Option<Refused> = None;
-    for c in candidates.into_iter().flatten() {
-        if best.as_ref().is_none_or(|b| c.deny && !b.deny) {
-            best = Some(c);
+            offer(block.filter(|b| b.deny).map(Refused::of));
         }
     }
     best

@@ -380,7 +380,7 @@ impl Engine {
         rules: &RulesConfig,
         enrich: &Enrichment,
         ip: IpAddr,
-        what: &str,
+        what: impl FnOnce() -> String,
         secs: Secs,
     ) -> (Option<gate::Refused>, Option<Trip>) {
         let Some(hit) = enrich.lists.blocked(ip) else {
@@ -390,7 +390,7 @@ impl Engine {
         rec.last_seen = rec.last_seen.max(secs);
         let (refusal, trip) = rules
             .bad_ip
-            .check(&hit, &mut rec.rules.bad_ip, ip, what, secs);
+            .check(&hit, &mut rec.rules.bad_ip, ip, &what(), secs);
         (refusal.map(|r| gated(BadIp::NAME, r)), trip)
     }
 
@@ -413,7 +413,7 @@ impl Engine {
             return Reply::Accept;
         }
         let rules = self.rules();
-        let (listed, trip) = self.listing(&rules, &enrich, ip, "connection", secs);
+        let (listed, trip) = self.listing(&rules, &enrich, ip, || "connection".into(), secs);
         let block = self.ip_block(Some(ip), secs);
         let standing = gate::Standing {
             listed: listed.as_ref(),
@@ -454,21 +454,14 @@ impl Engine {
         };
         let mut trips: Vec<Trip> = Vec::new();
         let mut already_counted = false;
-        // A failure as the rules see it; `in_force` is filled in for each subject.
+        // A failure as the rules see it; `in_force` is filled in for each subject, and
+        // the address's keys (two hashes) only where an address counts it.
         let failure = Failure {
             user: &user,
             ip: at.ip,
             pwhash: at.pwhash,
-            pair: at.pwhash.map(|h| {
-                let mut hasher = DefaultHasher::new();
-                (&*user, h).hash(&mut hasher);
-                hasher.finish()
-            }),
-            account_hash: {
-                let mut hasher = DefaultHasher::new();
-                (*user).hash(&mut hasher);
-                hasher.finish()
-            },
+            pair: None,
+            account_hash: 0,
             in_force: None,
             now: secs,
         };
@@ -477,8 +470,8 @@ impl Engine {
         let ip_block = self.ip_block(source, secs);
         let listed = match source {
             Some(ip) => {
-                let what = format!("{} login to {user}", at.protocol);
-                let (refusal, trip) = self.listing(&rules, &enrich, ip, &what, secs);
+                let what = || format!("{} login to {user}", at.protocol);
+                let (refusal, trip) = self.listing(&rules, &enrich, ip, what, secs);
                 trips.extend(trip);
                 refusal
             }
@@ -597,6 +590,16 @@ impl Engine {
             rec.last_seen = secs;
             let failure = Failure {
                 in_force: rec.active_auth_block(secs).map(|b| b.rule),
+                pair: at.pwhash.map(|h| {
+                    let mut hasher = DefaultHasher::new();
+                    (&*user, h).hash(&mut hasher);
+                    hasher.finish()
+                }),
+                account_hash: {
+                    let mut hasher = DefaultHasher::new();
+                    (*user).hash(&mut hasher);
+                    hasher.finish()
+                },
                 ..failure
             };
             rules.address_failure(&failure, &mut rec.rules, &mut trips);

@@ -211,9 +211,11 @@ pub struct Failure<'a> {
     /// What identifies a repeat of the same wrong password on this account (the keyed
     /// password hash), so that it counts once.
     pub pwhash: Option<u64>,
-    /// What identifies a repeat of the same (account, password) pair from the address.
+    /// What identifies a repeat of the same (account, password) pair from the address
+    /// (given to the address hooks).
     pub pair: Option<u64>,
-    /// A hash of the account name (distinct accounts per address).
+    /// A hash of the account name, for distinct accounts per address (given to the
+    /// address hooks).
     pub account_hash: u64,
     /// The rule behind the hold (account hooks) or block (address hooks) in force before
     /// this failure, if any.
