@@ -1,25 +1,34 @@
 //! access-oracle: the exim-access daemon and CLI.
 //!
-//! Layout, following a request from Exim:
+//! Layout, following a request from Exim (the modules' layers, lowest first, are in
+//! `docs/ARCHITECTURE.md`; `scripts/check-layers` keeps every import pointing down):
 //!
 //! * [`server`]: sockets. [`server::exim`] reads request lines, [`server::admin`] answers
-//!   `ctl`, [`server::unix`] creates sockets with the right mode and group.
+//!   `ctl`, [`server::unix`] creates sockets with the right mode and group,
+//!   [`server::follow`] follows `[[sources]]`, [`server::preflight`] is what `serve` and
+//!   `check-config` check before anything starts.
 //! * [`protocol`]: the line protocol, one file per verb, built on `access-wire`.
-//! * [`engine`]: request + `now` → verdict; applies [`rules`] to [`state`].
-//! * [`rules`]: one file per rule, each a config struct plus a pure function of state.
-//! * [`state`]: per-account and per-IP windows, holds and blocks; per-account baselines.
+//! * [`engine`]: request + `now` → verdict: [`engine::gate`] decides from what is in
+//!   force, the [`rules`] count, one response path (`engine/respond.rs`) applies what
+//!   they tripped.
+//! * [`rules`]: one file per rule, each a component (config, state slot, hooks) listed
+//!   in one registry.
+//! * [`state`]: the live maps of accounts and addresses (holding the rules' slots) and
+//!   the baselines; [`track`]: what is counted and learnt (windows, baselines, holds).
 //! * [`enrich`]: what is known about an address or account from outside: GeoIP/ASN from
 //!   `.mmdb` files, CIDR block and allow lists, reverse DNS, the disabled-accounts file.
 //! * [`persist`]: the state snapshot (baselines, holds, blocks) across restarts.
-//! * [`alert`] and [`sinks`]: the alert record and where it goes (JSON lines, logs).
-//! * [`audit`]: the hash-chained audit trail, `audit verify` and `audit search`.
-//! * [`admin`]: the admin protocol and the `ctl` client.
-//! * [`sources`]: Exim and Dovecot log parsers and `access-oracle parse`.
-//! * [`text`]: outsiders' text made safe for a terminal (control characters escaped).
-//! * [`ratelog`]: warnings an outsider can repeat, logged once then summed up.
-//! * [`config`]: TOML, validated as a whole; [`cli`]: the command line; [`demo`].
-//! * [`files`]: reading the files a config names (regular files only, bounded) and
-//!   creating private ones.
+//! * [`alert`] and [`sinks`]: the alert record and where it goes (each sink a component
+//!   with its own bounded queue).
+//! * [`audit`]: the hash-chained audit trail.
+//! * [`admin`]: the admin protocol, typed views and the `ctl` client.
+//! * [`sources`]: Exim and Dovecot log parsers and the `[[sources]]` config.
+//! * [`commands`]: `ingest`, `replay`, `parse`, `audit verify|search`, `demo`.
+//! * [`config`]: TOML, validated as a whole; [`cli`]: the command line.
+//! * Leaves: [`text`] (outsiders' text made safe for a terminal), [`ratelog`]
+//!   (warnings an outsider can repeat, logged once then summed up), [`files`] (reading
+//!   the files a config names, bounded; creating private ones), [`problems`], [`time`],
+//!   [`net`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -67,7 +67,7 @@ impl Running {
 
 /// Binds everything and starts serving in the background.
 pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Running> {
-    // The checks check-config runs too (config/preflight.rs): one function, no drift.
+    // The checks check-config runs too (server/preflight.rs): one function, no drift.
     let preflight = preflight::run(&config);
     for warning in &preflight.warnings {
         tracing::warn!("{warning}");

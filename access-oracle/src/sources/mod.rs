@@ -8,7 +8,9 @@
 //! * [`exim_log`] parses Exim mainlog and paniclog lines, including the structured
 //!   `exim-access: {...}` lines the shipped configuration may write.
 //! * [`dovecot_log`] parses Dovecot login, auth, mail-process and `mail_log` lines.
-//! * [`parse_cmd`] is `access-oracle parse`: every event of some files as JSON lines.
+//! * [`config`] is `[[sources]]`, the files the daemon follows (`crate::server::follow`);
+//!   `access-oracle parse`, `replay` and `ingest` read files through [`reader`]
+//!   (`crate::commands`).
 //!
 //! Every parser is a pure function of the line bytes and a [`LineContext`] (file, offset,
 //! time zone and a reference time for years that syslog leaves out): no clock, no I/O.
