@@ -320,3 +320,42 @@ async fn serve_runs_the_configured_sinks_and_shows_their_counters() {
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), "");
     running.stop().await.unwrap();
 }
+
+/// `check-config` and `serve`'s preflight look at a file sink's own path as `serve`
+/// would open it: a device, or a directory that does not exist, is a problem naming
+/// the sink (before, only the default alert file was looked at).
+#[test]
+fn the_preflight_looks_at_each_file_sinks_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "[[sinks]]\nname = \"zero\"\ntype = \"file\"\npath = \"/dev/zero\"\n\n\
+         [[sinks]]\nname = \"nowhere\"\ntype = \"file\"\npath = \"/nonexistent-dir/alerts.jsonl\"\n\n\
+         [[sinks]]\nname = \"fine\"\ntype = \"file\"\npath = \"/tmp/access-oracle-preflight-test.jsonl\"\n",
+    );
+    let preflight = access_oracle::server::preflight::run(&config);
+    let problems: Vec<String> = match preflight.into_result() {
+        Ok(_) => panic!("two sinks cannot be opened"),
+        Err(p) => p.list().to_vec(),
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sink zero: path /dev/zero is a character device")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sink nowhere: path /nonexistent-dir/alerts.jsonl")),
+        "{problems:?}"
+    );
+    assert!(
+        !problems.iter().any(|p| p.contains("sink fine")),
+        "{problems:?}"
+    );
+    assert!(
+        !Path::new("/tmp/access-oracle-preflight-test.jsonl").exists(),
+        "the preflight creates nothing"
+    );
+}

@@ -71,6 +71,7 @@ pub fn run(config: &Config) -> Preflight {
         ));
     }
     check_alert_file(&config.alert_file, &config.state_dir, &mut out);
+    check_sinks(config, &mut out);
     for (i, source) in config.sources.iter().enumerate() {
         if let Ok(meta) = std::fs::metadata(&source.path)
             && !meta.is_file()
@@ -271,6 +272,26 @@ fn check_socket(what: &str, socket: &SocketConfig, out: &mut Preflight) {
         )),
         Ok(_) => {}
         Err(_) => creatable(what, path, out),
+    }
+}
+
+/// What each `[[sinks]]` entry will use (a file sink at its own path), looked at as
+/// `serve` would open it.
+fn check_sinks(config: &Config, out: &mut Preflight) {
+    let ctx = crate::sinks::BuildContext {
+        state_dir: config.state_dir.clone(),
+        alert_file: config.alert_file.clone(),
+    };
+    // Their settings were checked with the config; here only the world is looked at.
+    for p in crate::sinks::validate(&config.raw.sinks, &ctx, &mut Vec::new()) {
+        let mut problems = Vec::new();
+        p.config.preflight(&ctx, &mut problems);
+        for problem in problems {
+            out.problems.add(format!(
+                "sink {}: {problem}",
+                crate::text::escape_controls(&p.table.name)
+            ));
+        }
     }
 }
 

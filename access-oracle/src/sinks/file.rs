@@ -87,6 +87,33 @@ impl SinkConfig for FileConfig {
         self.path(ctx).display().to_string()
     }
 
+    /// The file must be a regular file, or creatable: its directory exists. The default
+    /// file (`[alerts] file`) is the preflight's own check.
+    fn preflight(&self, ctx: &BuildContext, problems: &mut Vec<String>) {
+        let path = self.path(ctx);
+        if path == ctx.alert_file {
+            return;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => problems.push(format!(
+                "path {} is {}, not a regular file",
+                path.display(),
+                crate::files::describe_type(&meta)
+            )),
+            Ok(_) => {}
+            Err(_) => {
+                let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "path {}: its directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+
     fn build(&self, ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>> {
         let writer = Writer::open(self.path(ctx), self.max_bytes, self.keep)?;
         Ok(Box::new(FileSink {

@@ -145,6 +145,10 @@ pub trait SinkConfig: fmt::Debug + Send + Sync {
     fn target(&self, ctx: &BuildContext) -> String;
     /// Builds the running sink (opens files and the like); an error stops the start.
     fn build(&self, ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>>;
+    /// Looks at what the sink will use (a file, a directory) without creating or
+    /// changing anything, for `check-config` and `serve`'s preflight: each problem that
+    /// would stop the start.
+    fn preflight(&self, _ctx: &BuildContext, _problems: &mut Vec<String>) {}
 }
 
 /// What one delivery did.
