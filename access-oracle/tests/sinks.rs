@@ -322,16 +322,23 @@ async fn serve_runs_the_configured_sinks_and_shows_their_counters() {
 }
 
 /// `check-config` and `serve`'s preflight look at a file sink's own path as `serve`
-/// would open it: a device, or a directory that does not exist, is a problem naming
-/// the sink (before, only the default alert file was looked at).
+/// would open it: a device, or a path under a regular file, is a problem naming the
+/// sink (before, only the default alert file was looked at).
 #[test]
 fn the_preflight_looks_at_each_file_sinks_path() {
     let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "").unwrap();
+    let fine = dir.path().join("new/dir/alerts.jsonl");
     let config = config(
         dir.path(),
-        "[[sinks]]\nname = \"zero\"\ntype = \"file\"\npath = \"/dev/zero\"\n\n\
-         [[sinks]]\nname = \"nowhere\"\ntype = \"file\"\npath = \"/nonexistent-dir/alerts.jsonl\"\n\n\
-         [[sinks]]\nname = \"fine\"\ntype = \"file\"\npath = \"/tmp/access-oracle-preflight-test.jsonl\"\n",
+        &format!(
+            "[[sinks]]\nname = \"zero\"\ntype = \"file\"\npath = \"/dev/zero\"\n\n\
+             [[sinks]]\nname = \"nowhere\"\ntype = \"file\"\npath = \"{}/alerts.jsonl\"\n\n\
+             [[sinks]]\nname = \"fine\"\ntype = \"file\"\npath = \"{}\"\n",
+            plain.display(),
+            fine.display()
+        ),
     );
     let preflight = access_oracle::server::preflight::run(&config);
     let problems: Vec<String> = match preflight.into_result() {
@@ -345,17 +352,34 @@ fn the_preflight_looks_at_each_file_sinks_path() {
         "{problems:?}"
     );
     assert!(
-        problems
-            .iter()
-            .any(|p| p.starts_with("sink nowhere: path /nonexistent-dir/alerts.jsonl")),
+        problems.iter().any(|p| p.starts_with("sink nowhere: path ")
+            && p.contains("is a regular file, not a directory")),
         "{problems:?}"
     );
     assert!(
         !problems.iter().any(|p| p.contains("sink fine")),
         "{problems:?}"
     );
+    assert!(!fine.exists(), "the preflight creates nothing");
+}
+
+/// `[alerts] file` and a sink named `alerts` with its own `path` disagree about where
+/// the alert file is: refused, rather than one silently winning.
+#[test]
+fn two_places_for_the_alert_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nstate_dir = \"{}\"\n[alerts]\nfile = \"/tmp/a.jsonl\"\n\
+         [[sinks]]\nname = \"alerts\"\ntype = \"file\"\npath = \"/tmp/b.jsonl\"\n",
+        dir.path().display()
+    );
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    let problems = Config::from_raw(raw).unwrap_err();
     assert!(
-        !Path::new("/tmp/access-oracle-preflight-test.jsonl").exists(),
-        "the preflight creates nothing"
+        problems
+            .list()
+            .iter()
+            .any(|p| p.contains("alerts.file (/tmp/a.jsonl) and the path of the sink named alerts")),
+        "{problems}"
     );
 }

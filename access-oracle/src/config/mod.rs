@@ -348,6 +348,19 @@ impl Config {
             &mut sink_problems,
         );
         sink_problems.into_iter().for_each(|problem| p.add(problem));
+        if let Some(file) = &raw.alerts.file
+            && let Some(sink) = raw
+                .sinks
+                .iter()
+                .find(|t| t.name == crate::sinks::DEFAULT_FILE && t.options.contains_key("path"))
+        {
+            p.add(format!(
+                "alerts.file ({}) and the path of the sink named {} both say where the alert \
+                 file is: keep one",
+                file.display(),
+                sink.name
+            ));
+        }
         raw.policy.validate(&mut p, &raw.rules);
         raw.audit.validate(&mut p);
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {

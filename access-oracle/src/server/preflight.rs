@@ -173,20 +173,8 @@ fn check_audit(config: &Config, out: &mut Preflight) {
 /// Reports a problem when `path` cannot be created because an existing ancestor is not a
 /// directory.
 fn creatable(what: &str, path: &Path, out: &mut Preflight) {
-    let mut at = path.parent();
-    while let Some(dir) = at {
-        if let Ok(meta) = std::fs::metadata(dir) {
-            if !meta.is_dir() {
-                out.problems.add(format!(
-                    "{what} {} cannot be created: {} is {}, not a directory",
-                    path.display(),
-                    dir.display(),
-                    crate::files::describe_type(&meta)
-                ));
-            }
-            return;
-        }
-        at = dir.parent();
+    if let Err(why) = crate::files::creatable(path) {
+        out.problems.add(format!("{what} {why}"));
     }
 }
 

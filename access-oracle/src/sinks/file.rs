@@ -87,7 +87,8 @@ impl SinkConfig for FileConfig {
         self.path(ctx).display().to_string()
     }
 
-    /// The file must be a regular file, or creatable: its directory exists. The default
+    /// The file must be a regular file, or creatable (its nearest existing ancestor a
+    /// directory). The default
     /// file (`[alerts] file`) is the preflight's own check.
     fn preflight(&self, ctx: &BuildContext, problems: &mut Vec<String>) {
         let path = self.path(ctx);
@@ -102,13 +103,8 @@ impl SinkConfig for FileConfig {
             )),
             Ok(_) => {}
             Err(_) => {
-                let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-                if !dir.is_dir() {
-                    problems.push(format!(
-                        "path {}: its directory {} does not exist",
-                        path.display(),
-                        dir.display()
-                    ));
+                if let Err(why) = crate::files::creatable(&path) {
+                    problems.push(format!("path {why}"));
                 }
             }
         }
