@@ -149,6 +149,27 @@ pub fn private_create() -> OpenOptions {
     o
 }
 
+/// Whether `path` could be created: its nearest existing ancestor is a directory (the
+/// ones between are created as needed). The error says which ancestor is not.
+pub fn creatable(path: &Path) -> Result<(), String> {
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if !meta.is_dir() {
+                return Err(format!(
+                    "{} cannot be created: {} is {}, not a directory",
+                    path.display(),
+                    dir.display(),
+                    describe_type(&meta)
+                ));
+            }
+            return Ok(());
+        }
+        at = dir.parent();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,25 +236,4 @@ mod tests {
         private_create().open(&g).unwrap();
         assert_eq!(mode(&g), 0o600);
     }
-}
-
-/// Whether `path` could be created: its nearest existing ancestor is a directory (the
-/// ones between are created as needed). The error says which ancestor is not.
-pub fn creatable(path: &Path) -> Result<(), String> {
-    let mut at = path.parent();
-    while let Some(dir) = at {
-        if let Ok(meta) = std::fs::metadata(dir) {
-            if !meta.is_dir() {
-                return Err(format!(
-                    "{} cannot be created: {} is {}, not a directory",
-                    path.display(),
-                    dir.display(),
-                    describe_type(&meta)
-                ));
-            }
-            return Ok(());
-        }
-        at = dir.parent();
-    }
-    Ok(())
 }
