@@ -383,3 +383,79 @@ fn two_places_for_the_alert_file_are_refused() {
         "{problems}"
     );
 }
+
+/// `type = "exec"`: each alert's JSON on a real command's standard input, the command
+/// run without a shell (an account name with shell syntax stays text); a command that
+/// fails or hangs past its timeout fails the alert (counted), and is not retried when
+/// `retries = 0`.
+#[tokio::test]
+async fn exec_runs_the_command_with_each_alert_and_counts_failures() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got.jsonl");
+    let script = dir.path().join("take-alert");
+    std::fs::write(&script, format!("#!/bin/sh\ncat >> {}\n", out.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = config(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"ok\"\ntype = \"exec\"\ncommand = [\"{}\"]\nretries = 0\n\n\
+             [[sinks]]\nname = \"fails\"\ntype = \"exec\"\ncommand = [\"/bin/false\"]\nretries = 0\n\n\
+             [[sinks]]\nname = \"hangs\"\ntype = \"exec\"\ncommand = [\"/bin/sleep\", \"30\"]\ntimeout_ms = 200\nretries = 0\n",
+            script.display()
+        ),
+    );
+    assert!(
+        access_oracle::server::preflight::run(&config)
+            .into_result()
+            .is_ok()
+    );
+    let sinks = build(&config).unwrap();
+    assert_eq!(sinks.names(), ["alerts", "log", "ok", "fails", "hangs"]);
+    let counters = sinks.counters();
+    let (engine, alerts) = Engine::new(&config, t(0));
+    let running = sinks.start(alerts);
+    // Three accounts held, one with a name that would be shell syntax.
+    for n in 1..=2 {
+        brute_force(&engine, n);
+    }
+    for i in 0..5 {
+        let line =
+            format!("auth user=\"$(touch /tmp/pwned);x\" ip=192.0.2.9 result=fail pwhash=00{i:02}");
+        engine.handle(&parse_line(line.as_bytes()).unwrap(), t(i));
+    }
+    let got = |i: usize| counters[i].snapshot();
+    eventually("the exec sinks", || {
+        got(2).delivered == 3 && got(3).failed == 3 && got(4).failed == 3
+    })
+    .await;
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|a| a["rule"] == "failed_logins_account"));
+    assert!(
+        lines
+            .iter()
+            .any(|a| a["account"] == "$(touch /tmp/pwned);x")
+    );
+    assert!(!Path::new("/tmp/pwned").exists(), "no shell ran the name");
+    assert_eq!((got(3).delivered, got(3).retried), (0, 0));
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn exec_refuses_a_program_that_is_not_an_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nstate_dir = \"{}\"\n[[sinks]]\nname = \"x\"\ntype = \"exec\"\ncommand = [\"page-me\"]\n",
+        dir.path().display()
+    );
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    let problems = Config::from_raw(raw).unwrap_err();
+    assert!(
+        problems
+            .list()
+            .iter()
+            .any(|p| p.contains("must be an absolute path")),
+        "{problems}"
+    );
+}

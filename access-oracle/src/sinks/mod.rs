@@ -66,6 +66,7 @@ macro_rules! sink_types {
 
 // A new sink type is a file `sinks/NAME.rs` and one line here.
 sink_types! {
+    exec => ExecConfig,
     file => FileConfig,
     log => LogConfig,
 }
@@ -85,7 +86,7 @@ pub struct SinkTable {
     /// A name for logs and `ctl status`: letters, digits, `-` and `_`, unique.
     /// `alerts` and `log` replace the default sinks of those names.
     pub name: String,
-    /// The sink type: `file` or `log`.
+    /// The sink type: `file`, `log` or `exec`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The least severity delivered (`info`, `low`, `medium`, `high`, `critical`);

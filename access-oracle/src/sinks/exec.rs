@@ -1,0 +1,236 @@
+//! `type = "exec"`: a command run for each alert, with the alert as one line of JSON on
+//! its standard input (the record `alerts.jsonl` holds). The command is an argument
+//! list run directly, never through a shell, so nothing in an alert (an account name an
+//! attacker chose) can become shell syntax.
+//!
+//! ```toml
+//! [[sinks]]
+//! name = "pager"
+//! type = "exec"
+//! command = ["/usr/local/bin/page-oncall", "--team", "mail"]
+//! timeout_ms = 5000     # the whole run; past it the command is killed and the alert failed
+//! retries = 2           # more tries after a failure, 1 s then 2 s apart
+//! min_severity = "high"
+//! ```
+//!
+//! A run that exits 0 delivered the alert; a non-zero exit, a kill at the timeout or a
+//! command that cannot be started failed it (counted, and logged with the first line of
+//! what it wrote to standard error, escaped). The command runs as the oracle's user, with
+//! an empty environment but `PATH=/usr/sbin:/usr/bin:/sbin:/bin`; its standard output is
+//! discarded. One command runs at a time per sink: a slow one holds this sink's queue
+//! only, never the verdicts or another sink.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{BuildContext, Delivery, Outcome, Sink, SinkConfig};
+use crate::alert::Alert;
+
+/// `[[sinks]] type = "exec"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The program (an absolute path) and its arguments, run without a shell.
+    pub command: Vec<String>,
+    /// How long one run may take, in milliseconds; default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// More tries after a failed run, each after a pause doubling from 1 s; default 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+/// The longest a run may be given.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+impl SinkConfig for ExecConfig {
+    fn validate(&self, _ctx: &BuildContext, problems: &mut Vec<String>) {
+        match self.command.first() {
+            None => problems.push("command must name a program: [\"/path/to/program\", ...]".into()),
+            Some(program) if !program.starts_with('/') => problems.push(format!(
+                "command's program must be an absolute path (it is run without a shell or a search of PATH), got {program:?}"
+            )),
+            Some(_) => {}
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            problems.push("command's arguments cannot hold a NUL".into());
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            problems.push(format!(
+                "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {}",
+                self.timeout_ms
+            ));
+        }
+        if self.retries > 10 {
+            problems.push(format!(
+                "retries must be at most 10, got {}",
+                self.retries
+            ));
+        }
+    }
+
+    fn target(&self, _ctx: &BuildContext) -> String {
+        self.command.join(" ")
+    }
+
+    fn preflight(&self, _ctx: &BuildContext, problems: &mut Vec<String>) {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(program) = self.command.first() else {
+            return;
+        };
+        match std::fs::metadata(program) {
+            Ok(meta) if !meta.is_file() => problems.push(format!(
+                "command {program} is {}, not a program",
+                crate::files::describe_type(&meta)
+            )),
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+                problems.push(format!("command {program} is not executable"))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("command {program}: {e}")),
+        }
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>> {
+        Ok(Box::new(ExecSink {
+            program: PathBuf::from(&self.command[0]),
+            args: self.command[1..].to_vec(),
+            timeout: Duration::from_millis(self.timeout_ms),
+            retries: self.retries,
+        }))
+    }
+}
+
+/// The running exec sink.
+#[derive(Debug)]
+pub struct ExecSink {
+    program: PathBuf,
+    args: Vec<String>,
+    timeout: Duration,
+    retries: u32,
+}
+
+/// Why one run failed.
+#[derive(Debug)]
+enum RunError {
+    /// It could not be started (or its input not written).
+    Start(std::io::Error),
+    /// It ran past the timeout and was killed.
+    Timeout,
+    /// It exited with this status; the first line of its standard error.
+    Exit(std::process::ExitStatus, String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Start(e) => write!(f, "cannot run it: {e}"),
+            RunError::Timeout => write!(f, "killed at its timeout"),
+            RunError::Exit(status, err) if err.is_empty() => write!(f, "{status}"),
+            RunError::Exit(status, err) => write!(f, "{status}: {err}"),
+        }
+    }
+}
+
+impl ExecSink {
+    /// One run with `input` on standard input.
+    async fn run(&self, input: &[u8]) -> Result<(), RunError> {
+        let mut child = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(RunError::Start)?;
+        let mut stdin = child.stdin.take();
+        let mut stderr = child.stderr.take();
+        let work = async {
+            if let Some(mut stdin) = stdin.take() {
+                // A command that does not read its input is not a failure of ours.
+                let _ = stdin.write_all(input).await;
+            }
+            let mut err = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.take(4096).read_to_end(&mut err).await;
+            }
+            let status = child.wait().await.map_err(RunError::Start)?;
+            Ok::<_, RunError>((status, err))
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Err(_) => Err(RunError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((status, _))) if status.success() => Ok(()),
+            Ok(Ok((status, err))) => {
+                let first = String::from_utf8_lossy(&err)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                Err(RunError::Exit(
+                    status,
+                    crate::text::escape_controls(&first).into_owned(),
+                ))
+            }
+        }
+    }
+}
+
+impl Sink for ExecSink {
+    fn deliver<'a>(&'a mut self, batch: &'a [Arc<Alert>]) -> Delivery<'a> {
+        Box::pin(async move {
+            let mut outcome = Outcome::default();
+            for alert in batch {
+                let mut input = match serde_json::to_vec(&**alert) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(error = %e, "exec sink: the alert does not serialize");
+                        outcome.failed += 1;
+                        continue;
+                    }
+                };
+                input.push(b'\n');
+                let mut pause = Duration::from_secs(1);
+                let mut tries = 0;
+                loop {
+                    match self.run(&input).await {
+                        Ok(()) => {
+                            outcome.delivered += 1;
+                            break;
+                        }
+                        Err(e) if tries < self.retries => {
+                            tracing::warn!(program = %self.program.display(), error = %e,
+                                retry_in_secs = pause.as_secs(), "exec sink: the command failed");
+                            tokio::time::sleep(pause).await;
+                            pause *= 2;
+                            tries += 1;
+                            outcome.retried += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(program = %self.program.display(), error = %e,
+                                rule = alert.rule, "exec sink: the command failed; alert not delivered");
+                            outcome.failed += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            outcome
+        })
+    }
+}
