@@ -7,7 +7,7 @@
 //! name = "alerts"
 //! type = "file"
 //! path = "/var/log/access-oracle/alerts.jsonl"   # default: [alerts] file
-//! format = "json"
+//! format = "json"                               # or "ecs" (Elastic Common Schema)
 //! max_bytes = 104857600                          # rotate past 100 MiB; 0 never
 //! keep = 5                                       # alerts.jsonl.1 .. .5
 //! ```
@@ -34,6 +34,8 @@ pub enum Format {
     /// The alert record as `ctl alerts --json` shows it, one object per line.
     #[default]
     Json,
+    /// The Elastic Common Schema ([`super::ecs`]), one document per line.
+    Ecs,
 }
 
 /// `[[sinks]] type = "file"`.
@@ -44,7 +46,7 @@ pub struct FileConfig {
     /// by default). Created 0600 in a 0700 directory if missing.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// `json`.
+    /// `json` (as `alerts.jsonl` always was) or `ecs` (Elastic Common Schema).
     #[serde(default)]
     pub format: Format,
     /// Rotate when a line would take the file past this many bytes: the file becomes
@@ -220,6 +222,7 @@ impl Writer {
                         continue;
                     }
                 },
+                Format::Ecs => super::ecs::alert(alert).to_string().into_bytes(),
             };
             line.push(b'\n');
             if self.max_bytes > 0

@@ -51,6 +51,8 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Alert;
 use crate::rules::Severity;
+pub mod ecs;
+
 pub use counters::{SinkCounters, SinkSnapshot};
 pub use queue::{Pushed, Queue, WhenFull};
 

@@ -255,6 +255,41 @@ async fn the_file_sink_writes_one_json_line_per_alert() {
 }
 
 #[tokio::test]
+async fn the_file_sink_writes_ecs_documents_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.ecs.jsonl");
+    let config = file::FileConfig {
+        format: file::Format::Ecs,
+        ..file_config(&path, 0, 5)
+    };
+    let mut sink = config.build(&ctx(dir.path())).unwrap();
+    let batch: Vec<_> = (0..2).map(|n| alert(n, Severity::High)).collect();
+    assert_eq!(sink.deliver(&batch).await.delivered, 2);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[1]["user"]["name"], "user1");
+    assert_eq!(docs[0]["event"]["kind"], "alert");
+    assert_eq!(docs[0]["event"]["action"], "failed_logins_account");
+    assert_eq!(docs[0]["ecs"]["version"], super::ecs::ECS_VERSION);
+    // Read from the config as an operator writes it.
+    let tables = sinks_from(&format!(
+        "[[sinks]]\nname = \"siem\"\ntype = \"file\"\nformat = \"ecs\"\npath = \"{}\"\n",
+        path.display()
+    ));
+    assert!(problems_of_tables(&tables, dir.path()).is_empty());
+}
+
+fn problems_of_tables(tables: &[SinkTable], dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    super::validate(tables, &ctx(dir), &mut problems);
+    problems
+}
+
+#[tokio::test]
 async fn the_file_sink_rotates_by_size_and_keeps_what_it_was_told() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alerts.jsonl");
