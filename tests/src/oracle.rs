@@ -405,3 +405,14 @@ impl Drop for SilentOracle {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// `access-oracle audit <args> --state-dir <the world's state>`, run to its end (30 s at
+/// most).
+pub fn audit(world: &World, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(paths::oracle_bin());
+    cmd.arg("audit")
+        .args(args)
+        .arg("--state-dir")
+        .arg(world.state_dir());
+    process::run(cmd, b"", Duration::from_secs(30))
+}

@@ -143,6 +143,14 @@ impl Dialogue {
         self.line("EHLO", format!("EHLO {name}"))
     }
 
+    /// A session that only authenticates with PLAIN: EHLO, AUTH, QUIT.
+    pub fn auth_only(user: impl AsRef<[u8]>, password: impl AsRef<[u8]>) -> Dialogue {
+        Dialogue::new()
+            .ehlo("client.example")
+            .auth_plain(user, password)
+            .quit()
+    }
+
     /// `AUTH PLAIN base64(\0user\0password)`: any bytes but NUL in either.
     pub fn auth_plain(self, user: impl AsRef<[u8]>, password: impl AsRef<[u8]>) -> Dialogue {
         let mut blob = vec![0u8];

@@ -3,32 +3,13 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use exim_access_e2e::process::{self, Finished};
-use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World, paths};
+use exim_access_e2e::oracle::audit;
+use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World};
 use serde_json::Value;
 
 const ATTACKER: &str = "203.0.113.9";
 const HOME: &str = "192.0.2.10";
-
-fn auth_only(user: &str, password: &str) -> Dialogue {
-    Dialogue::new()
-        .ehlo("client.example")
-        .auth_plain(user, password)
-        .quit()
-}
-
-/// `access-oracle audit <args> --state-dir <state>`.
-fn audit(world: &World, args: &[&str]) -> Finished {
-    let mut cmd = Command::new(paths::oracle_bin());
-    cmd.arg("audit")
-        .args(args)
-        .arg("--state-dir")
-        .arg(world.state_dir());
-    process::run(cmd, b"", Duration::from_secs(30))
-}
 
 fn search(world: &World, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["search", "--json"];
@@ -66,11 +47,14 @@ fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
 
     for i in 0..5 {
-        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        let s = exim.bh(
+            ATTACKER,
+            &Dialogue::auth_only("alice", format!("guess-{i}")),
+        );
         s.assert_oracle_answered();
         assert_eq!(s.reply("AUTH").code, 535, "{}", s.transcript());
     }
-    let held = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    let held = exim.bh(HOME, &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(held.reply("AUTH").code / 100, 4, "{}", held.transcript());
     oracle.ctl(&["release", "alice"]).assert_success();
     let sent = exim.bh(
@@ -139,7 +123,7 @@ fn a_brute_force_its_hold_a_release_and_a_message_are_in_the_trail() {
 
     // A restart continues the chain.
     oracle.restart();
-    let s = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    let s = exim.bh(HOME, &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(s.reply("AUTH").code, 235);
     oracle.stop();
     let verified = audit(&world, &["verify", "--json"]);
@@ -170,10 +154,13 @@ fn an_encrypted_trail_keeps_who_and_where_from_the_files_but_not_from_search() {
     let mut oracle = Oracle::start_with(&world, "[audit]\nencrypt = true\n");
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     for i in 0..5 {
-        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        let s = exim.bh(
+            ATTACKER,
+            &Dialogue::auth_only("alice", format!("guess-{i}")),
+        );
         s.assert_oracle_answered();
     }
-    let held = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    let held = exim.bh(HOME, &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(held.reply("AUTH").code / 100, 4, "{}", held.transcript());
     oracle.stop();
 
@@ -206,7 +193,10 @@ fn trail_of_three_attempts(world: &World) -> Oracle {
     let mut oracle = Oracle::start(world);
     let exim = Exim::new(world, Via::Dlfunc, oracle.exim_socket());
     for i in 0..3 {
-        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        let s = exim.bh(
+            ATTACKER,
+            &Dialogue::auth_only("alice", format!("guess-{i}")),
+        );
         s.assert_oracle_answered();
     }
     oracle.stop();
@@ -298,7 +288,7 @@ fn a_removed_trail_begun_again_fails_verify_and_the_new_chain_says_what_is_missi
     // The oracle restarts on the old key: the new chain starts at seq 1, and says so.
     oracle.restart();
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
-    let s = exim.bh(HOME, &auth_only("alice", PASSWORD));
+    let s = exim.bh(HOME, &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(s.reply("AUTH").code, 235, "{}", s.transcript());
     oracle.stop();
     assert!(

@@ -44,16 +44,9 @@ fn geoip_toml(world: &World) -> String {
 /// Learning switched off: every account knows what it is after one login.
 const LEARN_AT_ONCE: &str = "[baselines]\nlearning_secs = 0\nlearning_logins = 1\n";
 
-fn auth_only(user: &str, password: &str) -> Dialogue {
-    Dialogue::new()
-        .ehlo("client.example")
-        .auth_plain(user, password)
-        .quit()
-}
-
 /// One AUTH from `ip`; returns the AUTH reply code.
 fn login(exim: &Exim, ip: &str, user: &str, password: &str) -> u16 {
-    let session = exim.bh(ip, &auth_only(user, password));
+    let session = exim.bh(ip, &Dialogue::auth_only(user, password));
     session.assert_oracle_answered();
     session.reply("AUTH").code
 }
@@ -280,10 +273,10 @@ fn spraying_across_ten_accounts_blocks_the_address() {
     assert_eq!(alert["ip"], sprayer, "{alert}");
     assert_eq!(alert["response"], "block_ip", "{alert}");
 
-    let refused = exim.bh(sprayer, &auth_only("alice", PASSWORD));
+    let refused = exim.bh(sprayer, &Dialogue::auth_only("alice", PASSWORD));
     let greeting = refused.greeting.as_ref().expect("a greeting or refusal");
     assert_eq!(greeting.code / 100, 5, "{}", refused.transcript());
-    let other = exim.bh("203.0.113.67", &auth_only("alice", PASSWORD));
+    let other = exim.bh("203.0.113.67", &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(other.reply("AUTH").code, 235, "{}", other.transcript());
     let status = oracle.ctl_json(&["status"]);
     assert!(
@@ -368,7 +361,7 @@ fn allow_listed_addresses_are_never_blocked_and_bad_ones_are() {
         oracle.alerts()
     );
 
-    let listed = exim.bh(NEW_YORK, &auth_only("alice", PASSWORD));
+    let listed = exim.bh(NEW_YORK, &Dialogue::auth_only("alice", PASSWORD));
     let greeting = listed.greeting.as_ref().expect("a greeting or refusal");
     assert_eq!(
         greeting.code / 100,

@@ -44,14 +44,6 @@ fn submission(user: &str, password: &str, rcpts: usize) -> Dialogue {
     d
 }
 
-/// A session that only authenticates with PLAIN.
-fn auth_only(user: &str, password: &str) -> Dialogue {
-    Dialogue::new()
-        .ehlo("client.example")
-        .auth_plain(user, password)
-        .quit()
-}
-
 /// Asserts that `reply` is the 435 of a deferred AUTH with a non-empty text.
 fn assert_auth_deferred(reply: &Reply, context: &str) {
     assert_eq!(reply.code, 435, "{context}: {reply}");
@@ -169,7 +161,10 @@ fn a_restart_keeps_the_failure_count() {
     let mut oracle = Oracle::start(&world);
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     let fail = |i: usize| {
-        let session = exim.bh(CLIENT_IP, &auth_only("alice", &format!("wrong-{i}")));
+        let session = exim.bh(
+            CLIENT_IP,
+            &Dialogue::auth_only("alice", format!("wrong-{i}")),
+        );
         session.assert_oracle_answered();
         assert_eq!(session.reply("AUTH").code, 535, "{}", session.transcript());
     };
@@ -188,7 +183,7 @@ fn a_restart_keeps_the_failure_count() {
     for i in 4..=5 {
         fail(i);
     }
-    let held = exim.bh(CLIENT_IP, &auth_only("alice", PASSWORD));
+    let held = exim.bh(CLIENT_IP, &Dialogue::auth_only("alice", PASSWORD));
     assert_auth_deferred(held.reply("AUTH"), "right password after 3 + 2 failures");
     assert!(!hold_of(&oracle, "alice").is_null(), "held");
 }
@@ -201,7 +196,7 @@ fn same_wrong_password_ten_times_counts_once() {
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
 
     for i in 1..=10 {
-        let session = exim.bh(CLIENT_IP, &auth_only("alice", "old-password"));
+        let session = exim.bh(CLIENT_IP, &Dialogue::auth_only("alice", "old-password"));
         session.assert_oracle_answered();
         assert_eq!(
             session.reply("AUTH").code,
@@ -210,7 +205,7 @@ fn same_wrong_password_ten_times_counts_once() {
             session.transcript()
         );
     }
-    let session = exim.bh(CLIENT_IP, &auth_only("alice", PASSWORD));
+    let session = exim.bh(CLIENT_IP, &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(session.reply("AUTH").code, 235, "{}", session.transcript());
     assert!(hold_of(&oracle, "alice").is_null(), "not held");
     assert!(
@@ -370,7 +365,7 @@ fn unreachable_oracle_fails_open_under_on_error_accept() {
             ok.transcript()
         );
 
-        let wrong = exim.bh(CLIENT_IP, &auth_only("alice", "wrong"));
+        let wrong = exim.bh(CLIENT_IP, &Dialogue::auth_only("alice", "wrong"));
         assert_eq!(
             wrong.reply("AUTH").code,
             535,
@@ -398,7 +393,7 @@ fn unreachable_oracle_defers_under_on_error_defer() {
         };
         let context = format!("{via:?}, {down:?} socket");
 
-        let session = exim.bh(CLIENT_IP, &auth_only("alice", PASSWORD));
+        let session = exim.bh(CLIENT_IP, &Dialogue::auth_only("alice", PASSWORD));
         session.assert_exim_healthy();
         assert_auth_deferred(session.reply("AUTH"), &context);
 
@@ -661,7 +656,10 @@ fn debian_split_configuration_uses_the_same_snippets() {
     exim.check_config().assert_success();
 
     for i in 1..=5 {
-        let session = exim.bh(CLIENT_IP, &auth_only("alice", &format!("wrong-{i}")));
+        let session = exim.bh(
+            CLIENT_IP,
+            &Dialogue::auth_only("alice", format!("wrong-{i}")),
+        );
         assert_eq!(session.reply("AUTH").code, 535, "{}", session.transcript());
     }
     let session = exim.bh(CLIENT_IP, &submission("alice", PASSWORD, 1).quit());

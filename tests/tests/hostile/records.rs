@@ -9,11 +9,11 @@
 //! the records before it in the state while the log said "starting empty".
 
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
-use exim_access_e2e::process::{self, Finished};
-use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World, paths};
+use exim_access_e2e::oracle::audit;
+use exim_access_e2e::process::Finished;
+use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World};
 use serde_json::Value;
 
 /// An account name that sets the terminal's title (OSC ... BEL) and clears the screen
@@ -31,23 +31,6 @@ fn is_evil(v: &Value) -> bool {
 }
 
 const ATTACKER: &str = "203.0.113.66";
-
-fn auth_only(user: &str, password: &str) -> Dialogue {
-    Dialogue::new()
-        .ehlo("client.example")
-        .auth_plain(user, password)
-        .quit()
-}
-
-/// `access-oracle audit <args> --state-dir <state>`.
-fn audit(world: &World, args: &[&str]) -> Finished {
-    let mut cmd = Command::new(paths::oracle_bin());
-    cmd.arg("audit")
-        .args(args)
-        .arg("--state-dir")
-        .arg(world.state_dir());
-    process::run(cmd, b"", Duration::from_secs(30))
-}
 
 /// The output holds no byte a terminal acts on (other than the line ends) and shows the
 /// name escaped.
@@ -74,7 +57,7 @@ fn terminal_escapes_in_a_user_name_reach_no_admin_terminal() {
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     // Five wrong passwords: the account is held and an alert names it.
     for i in 0..5 {
-        let s = exim.bh(ATTACKER, &auth_only(EVIL, &format!("guess-{i}")));
+        let s = exim.bh(ATTACKER, &Dialogue::auth_only(EVIL, format!("guess-{i}")));
         s.assert_oracle_answered();
         assert_eq!(s.reply("AUTH").code, 535, "{}", s.transcript());
     }
@@ -110,10 +93,13 @@ fn a_damaged_snapshot_is_set_aside_and_nothing_of_it_is_restored() {
     let mut oracle = Oracle::start(&world);
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     for i in 0..5 {
-        let s = exim.bh(ATTACKER, &auth_only("alice", &format!("guess-{i}")));
+        let s = exim.bh(
+            ATTACKER,
+            &Dialogue::auth_only("alice", format!("guess-{i}")),
+        );
         assert_eq!(s.reply("AUTH").code, 535, "{}", s.transcript());
     }
-    let held = exim.bh("192.0.2.10", &auth_only("alice", PASSWORD));
+    let held = exim.bh("192.0.2.10", &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(held.reply("AUTH").code / 100, 4, "{}", held.transcript());
     // Stopping writes the snapshot with the hold in it.
     oracle.stop();
@@ -161,6 +147,6 @@ fn a_damaged_snapshot_is_set_aside_and_nothing_of_it_is_restored() {
         Some(0),
         "{status}"
     );
-    let s = exim.bh("192.0.2.10", &auth_only("alice", PASSWORD));
+    let s = exim.bh("192.0.2.10", &Dialogue::auth_only("alice", PASSWORD));
     assert_eq!(s.reply("AUTH").code, 235, "{}", s.transcript());
 }
