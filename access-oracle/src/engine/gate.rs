@@ -29,26 +29,7 @@ pub enum Ask {
     Connect,
 }
 
-/// A refusal by something in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// The rule (or `admin`) behind what refused.
-    pub rule: &'static str,
-    /// The text the client sees.
-    pub message: Arc<str>,
-    /// A permanent failure (deny) rather than a temporary one (defer).
-    pub deny: bool,
-}
-
-impl Refused {
-    fn of(h: &Hold) -> Refused {
-        Refused {
-            rule: h.rule,
-            message: h.message.clone(),
-            deny: h.deny,
-        }
-    }
-}
+pub use crate::track::Refused;
 
 /// What is in force for a request's account and address, read before the request is
 /// counted. Fields that do not apply are `None`.

@@ -30,7 +30,6 @@ use crate::protocol::{Command, Outcome, Reply};
 use crate::rules::RecipientCeiling;
 use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
-use crate::rules::disabled_credentials::Refusal;
 use crate::rules::{AccountSlots, Failure, LoginOk, Recipients, RulesConfig, Trip};
 use crate::state::baseline::BaselineConfig;
 use crate::state::{Account, Entry, Hold, Origin, Secs, State};
@@ -105,15 +104,6 @@ fn refused_reply(r: &gate::Refused) -> Reply {
         Reply::Deny(r.message.to_string())
     } else {
         Reply::Defer(r.message.to_string())
-    }
-}
-
-/// A listing rule's refusal as the gate takes it.
-fn gated(rule: &'static str, r: Refusal) -> gate::Refused {
-    gate::Refused {
-        rule,
-        message: Arc::from(r.message),
-        deny: r.deny,
     }
 }
 
@@ -353,8 +343,11 @@ impl Engine {
             return None;
         }
         self.enrichment().disabled.check(key, secs)?;
-        crate::rules::disabled_credentials::refusal(rule.response, &rule.message)
-            .map(|r| gated(DisabledCredentials::NAME, r))
+        crate::rules::disabled_credentials::refusal(
+            DisabledCredentials::NAME,
+            rule.response,
+            &rule.message,
+        )
     }
 
     /// The refusal for a listed address, when the list's rule refuses (no alert: for
@@ -369,8 +362,7 @@ impl Engine {
         if !rule.enabled || enrich.lists.blocked(ip).is_none() {
             return None;
         }
-        crate::rules::disabled_credentials::refusal(rule.response, &rule.message)
-            .map(|r| gated(BadIp::NAME, r))
+        crate::rules::disabled_credentials::refusal(BadIp::NAME, rule.response, &rule.message)
     }
 
     /// A listed address's refusal and the alert its rule raises (at most once per
@@ -391,7 +383,7 @@ impl Engine {
         let (refusal, trip) = rules
             .bad_ip
             .check(&hit, &mut rec.rules.bad_ip, ip, &what(), secs);
-        (refusal.map(|r| gated(BadIp::NAME, r)), trip)
+        (refusal, trip)
     }
 
     /// The authentication block of `ip` in force at `secs`, if any.
@@ -503,7 +495,7 @@ impl Engine {
                     at.protocol,
                     secs,
                 );
-                refusal = r.map(|r| gated(DisabledCredentials::NAME, r));
+                refusal = r;
                 trips.extend(trip);
             }
             let reply = gate::decide(

@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::disabled_credentials::{Listing, Refusal, validate_listing};
+use super::disabled_credentials::{Listing, validate_listing};
 use super::response::Action;
 use super::{Rule, Severity, Trip};
 use crate::enrich::ListHit;
 use crate::problems::Problems;
+use crate::track::Refused;
 use crate::track::Secs;
 
 /// `[rules.bad_ip]`
@@ -56,7 +57,7 @@ impl BadIp {
         ip: IpAddr,
         what: &str,
         now: Secs,
-    ) -> (Option<Refusal>, Option<Trip>) {
+    ) -> (Option<Refused>, Option<Trip>) {
         let listing = Listing {
             name: Self::NAME,
             enabled: self.enabled,

@@ -13,7 +13,7 @@ use super::response::Action;
 use super::{Response, Rule, Severity, Trip, validate_message};
 use crate::enrich::disabled::Disabled;
 use crate::problems::Problems;
-use crate::track::Secs;
+use crate::track::{Refused, Secs};
 
 /// `[rules.disabled_credentials]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -50,15 +50,6 @@ impl Default for DisabledCredentials {
     }
 }
 
-/// How a request is refused for a listing (a disabled account, a listed address).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// A permanent failure rather than a temporary one.
-    pub deny: bool,
-    /// What the client sees.
-    pub message: String,
-}
-
 /// Checks the `response` of a listing rule: only `alert`, `defer` and `deny` make sense.
 pub(crate) fn validate_listing(
     problems: &mut Problems,
@@ -80,19 +71,13 @@ pub(crate) fn validate_listing(
     validate_message(problems, &format!("[rules.{table}] message"), message);
 }
 
-/// The refusal for a listing rule's response.
-pub(crate) fn refusal(action: Action, message: &str) -> Option<Refusal> {
-    match action {
-        Action::Deny => Some(Refusal {
-            deny: true,
-            message: message.to_string(),
-        }),
-        Action::Alert => None,
-        _ => Some(Refusal {
-            deny: false,
-            message: message.to_string(),
-        }),
-    }
+/// The refusal of listing rule `rule` for its response: none for `alert`.
+pub(crate) fn refusal(rule: &'static str, action: Action, message: &str) -> Option<Refused> {
+    (action != Action::Alert).then(|| Refused {
+        rule,
+        message: message.into(),
+        deny: action == Action::Deny,
+    })
 }
 
 /// What a listing rule (a disabled account, a listed address) needs to decide.
@@ -114,11 +99,11 @@ impl Listing<'_> {
         alerted_at: &mut Option<Secs>,
         now: Secs,
         describe: impl FnOnce() -> (String, serde_json::Value),
-    ) -> (Option<Refusal>, Option<Trip>) {
+    ) -> (Option<Refused>, Option<Trip>) {
         if !self.enabled {
             return (None, None);
         }
-        let refusal = refusal(self.response, self.message);
+        let refusal = refusal(self.name, self.response, self.message);
         if alerted_at.is_some_and(|t| now - t < self.realert_secs as Secs) {
             return (refusal, None);
         }
@@ -157,7 +142,7 @@ impl DisabledCredentials {
         user: &str,
         protocol: &str,
         now: Secs,
-    ) -> (Option<Refusal>, Option<Trip>) {
+    ) -> (Option<Refused>, Option<Trip>) {
         let listing = Listing {
             name: Self::NAME,
             enabled: self.enabled,
@@ -219,9 +204,10 @@ mod tests {
         let (r, t) = rule.check(Disabled::Listed, &mut at, "eve", "smtp", 100);
         assert_eq!(
             r,
-            Some(Refusal {
+            Some(Refused {
+                rule: DisabledCredentials::NAME,
+                message: "this account is disabled".into(),
                 deny: true,
-                message: "this account is disabled".into()
             })
         );
         let t = t.expect("alert");

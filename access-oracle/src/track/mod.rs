@@ -50,3 +50,26 @@ pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {
         *slot = Some(new);
     }
 }
+
+/// A request refused by something in force: a hold or block, or a listing (a disabled
+/// account, a listed address); what the gate decides with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The rule (or `admin`) behind what refused.
+    pub rule: &'static str,
+    /// The text the client sees.
+    pub message: Arc<str>,
+    /// A permanent failure (deny) rather than a temporary one (defer).
+    pub deny: bool,
+}
+
+impl Refused {
+    /// The refusal a hold or block in force makes.
+    pub fn of(h: &Hold) -> Refused {
+        Refused {
+            rule: h.rule,
+            message: h.message.clone(),
+            deny: h.deny,
+        }
+    }
+}
