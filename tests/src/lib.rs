@@ -20,6 +20,7 @@
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
 //! | [`process`] | running a child with input, captured output and a deadline |
+//! | [`tlsca`] | a test CA made by the test: CA, server and client certificates as PEM files, a rustls server config |
 //!
 //! Prerequisites: run as root (Exim accepts `-C` with `-D` from root, the spool must be
 //! handed to `Debian-exim`, Dovecot's master starts as root), Exim 4.96 heavy, swaks,
@@ -47,6 +48,7 @@ pub mod pop3;
 pub mod process;
 pub mod smtp;
 pub mod swaks;
+pub mod tlsca;
 pub mod world;
 
 pub use dovecot::{Dovecot, DovecotSetup, PolicyServer};

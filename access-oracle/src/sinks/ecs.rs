@@ -122,6 +122,8 @@ mod tests {
             response: Response::HoldAccount,
             expires: Timestamp::from_second(1_800_000_900).unwrap(),
             summary: "account alice held for 15 min after 5 failed logins in 5 min".into(),
+            group: None,
+            context: None,
         };
         let doc = super::alert(&alert);
         assert_eq!(

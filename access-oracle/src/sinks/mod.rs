@@ -103,6 +103,26 @@ pub struct SinkTable {
     /// waits; each drop is counted.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// What the sink is fed: `alerts` (default) or `audit`, every record of the audit
+    /// trail in order, from its files, with a saved position (at least once; nothing
+    /// is lost while the receiver or the oracle is down). Only types that can forward
+    /// records take `audit`.
+    #[serde(default)]
+    pub stream: Stream,
+    /// Alerts of one rule for one account or address within this many seconds of the
+    /// first become one notification with a count and the span, delivered when the
+    /// span ends (the first is delivered at once). `0` delivers every alert. Default
+    /// 300, but 0 for the `file` and `log` types (they keep every alert).
+    #[serde(default)]
+    pub group_secs: Option<u64>,
+    /// At most this many notifications per `rate_limit_secs`; what is held back is
+    /// counted and summed up in one notification when the limit lets up. Default 0:
+    /// no limit.
+    #[serde(default)]
+    pub rate_limit: u32,
+    /// The rate limit's window, in seconds; default 60.
+    #[serde(default = "default_rate_limit_secs")]
+    pub rate_limit_secs: u64,
     /// The type's own settings.
     #[serde(flatten)]
     pub options: toml::Table,
@@ -116,6 +136,21 @@ fn default_queue_capacity() -> usize {
     1024
 }
 
+fn default_rate_limit_secs() -> u64 {
+    60
+}
+
+/// What a sink is fed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Alerts, as rules raise them.
+    #[default]
+    Alerts,
+    /// Every audit record, in order, from the trail's files.
+    Audit,
+}
+
 impl SinkTable {
     /// A table with no settings of its type's own.
     pub fn new(name: &str, kind: &str) -> SinkTable {
@@ -125,6 +160,10 @@ impl SinkTable {
             min_severity: default_min_severity(),
             queue_capacity: default_queue_capacity(),
             when_full: WhenFull::default(),
+            stream: Stream::default(),
+            group_secs: None,
+            rate_limit: 0,
+            rate_limit_secs: default_rate_limit_secs(),
             options: toml::Table::new(),
         }
     }
@@ -152,6 +191,40 @@ pub trait SinkConfig: fmt::Debug + Send + Sync {
     /// changing anything, for `check-config` and `serve`'s preflight: each problem that
     /// would stop the start.
     fn preflight(&self, _ctx: &BuildContext, _problems: &mut Vec<String>) {}
+    /// Whether the type can forward the audit trail (`stream = "audit"`).
+    fn forwards_audit(&self) -> bool {
+        false
+    }
+    /// Builds the running forwarder of a `stream = "audit"` sink. Called only when
+    /// [`SinkConfig::forwards_audit`] is true.
+    fn build_forwarder(&self, _ctx: &BuildContext) -> std::io::Result<Box<dyn Forward>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this sink type cannot forward the audit trail",
+        ))
+    }
+}
+
+/// One audit record for a `stream = "audit"` sink.
+#[derive(Debug, Clone)]
+pub struct AuditItem {
+    /// The record.
+    pub record: crate::audit::Record,
+    /// Its line as the trail holds it (JSON with its `chain`), decrypted when the
+    /// trail is encrypted.
+    pub line: String,
+}
+
+/// The future a [`Forward::forward`] returns: how many records of the batch, from its
+/// first, were delivered.
+pub type Forwarding<'a> = Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
+
+/// A running `stream = "audit"` sink. Records come in trail order; the sink delivers
+/// them in that order and stops at the first it cannot deliver: the position saved is
+/// after the last delivered, and the rest are offered again after a pause.
+pub trait Forward: Send + 'static {
+    /// Delivers records in order and says how many, from the first, were delivered.
+    fn forward<'a>(&'a mut self, batch: &'a [AuditItem]) -> Forwarding<'a>;
 }
 
 /// What one delivery did.

@@ -26,6 +26,8 @@ fn alert(n: u64, severity: Severity) -> Arc<Alert> {
         response: Response::Alert,
         expires: time,
         summary: format!("alert {n}"),
+        group: None,
+        context: None,
     })
 }
 
