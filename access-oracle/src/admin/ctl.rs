@@ -409,6 +409,8 @@ pub fn render_counters(c: &CountersView, width: u16) -> String {
             "retried",
             "dropped",
             "queued",
+            "grouped",
+            "held back",
         ]);
         for k in &c.sinks {
             t.add_row([
@@ -419,6 +421,8 @@ pub fn render_counters(c: &CountersView, width: u16) -> String {
                 k.retried.to_string(),
                 k.dropped.to_string(),
                 k.queued.to_string(),
+                k.grouped.to_string(),
+                k.suppressed.to_string(),
             ]);
         }
         out.push(t.to_string());

@@ -928,6 +928,8 @@ impl CountersView {
                     retried: k.retried,
                     dropped: k.dropped,
                     queued: k.queued,
+                    grouped: k.grouped,
+                    suppressed: k.suppressed,
                 })
                 .collect(),
         }
@@ -971,6 +973,12 @@ pub struct SinkView {
     pub dropped: u64,
     /// Alerts waiting in its queue.
     pub queued: u64,
+    /// Alerts folded into a group (`group_secs`).
+    #[serde(default)]
+    pub grouped: u64,
+    /// Notifications held back by the rate limit.
+    #[serde(default)]
+    pub suppressed: u64,
 }
 
 /// The audit trail's counters.

@@ -23,6 +23,10 @@ pub struct SinkCounters {
     pub dropped: AtomicU64,
     /// Alerts waiting in its queue now.
     pub queued: AtomicU64,
+    /// Alerts folded into a group (`group_secs`): counted in a later notification.
+    pub grouped: AtomicU64,
+    /// Notifications held back by the rate limit (summed up in a later one).
+    pub suppressed: AtomicU64,
 }
 
 impl SinkCounters {
@@ -46,6 +50,8 @@ impl SinkCounters {
             retried: get(&self.retried),
             dropped: get(&self.dropped),
             queued: get(&self.queued),
+            grouped: get(&self.grouped),
+            suppressed: get(&self.suppressed),
         }
     }
 }
@@ -68,4 +74,8 @@ pub struct SinkSnapshot {
     pub dropped: u64,
     /// Alerts waiting in its queue.
     pub queued: u64,
+    /// Alerts folded into a group.
+    pub grouped: u64,
+    /// Notifications held back by the rate limit.
+    pub suppressed: u64,
 }

@@ -34,6 +34,7 @@
 //! still busy then are named in the log and stopped.
 
 pub mod counters;
+pub mod group;
 pub mod queue;
 
 use std::fmt;
@@ -343,6 +344,23 @@ pub fn validate(
         } else if tables[..i].iter().any(|o| o.name == t.name) {
             problems.push(format!("{at}: the name is used by another sink"));
         }
+        if t.group_secs.is_some_and(|g| g > MAX_NOISE_SECS) {
+            problems.push(format!(
+                "{at}: group_secs must be at most {MAX_NOISE_SECS}, got {}",
+                t.group_secs.unwrap_or_default()
+            ));
+        }
+        if t.rate_limit_secs == 0 || t.rate_limit_secs > MAX_NOISE_SECS {
+            problems.push(format!(
+                "{at}: rate_limit_secs must be between 1 and {MAX_NOISE_SECS}, got {}",
+                t.rate_limit_secs
+            ));
+        }
+        if t.stream == Stream::Audit && (t.group_secs.is_some_and(|g| g > 0) || t.rate_limit > 0) {
+            problems.push(format!(
+                "{at}: a stream = \"audit\" sink forwards every record: group_secs and rate_limit do not apply"
+            ));
+        }
         if t.queue_capacity == 0 || t.queue_capacity > 1_000_000 {
             problems.push(format!(
                 "{at}: queue_capacity must be between 1 and 1000000, got {}",
@@ -416,9 +434,27 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// What a full queue drops.
     pub when_full: WhenFull,
+    /// Grouping span in seconds (0: none).
+    pub group_secs: u64,
+    /// Notifications per `rate_limit_secs` (0: no limit).
+    pub rate_limit: u32,
+    /// The rate limit's window.
+    pub rate_limit_secs: u64,
     /// Its counters.
     pub counters: Arc<SinkCounters>,
 }
+
+/// `group_secs` when a sink does not set it: the file and log types keep every alert,
+/// the others (which reach people) group over five minutes.
+pub fn default_group_secs(kind: &str) -> u64 {
+    match kind {
+        "file" | "log" => 0,
+        _ => 300,
+    }
+}
+
+/// The longest `group_secs` and `rate_limit_secs`.
+const MAX_NOISE_SECS: u64 = 86_400;
 
 impl Settings {
     /// The settings of a `[[sinks]]` table, with fresh counters.
@@ -428,6 +464,9 @@ impl Settings {
             min_severity: table.min_severity,
             queue_capacity: table.queue_capacity,
             when_full: table.when_full,
+            group_secs: table.group_secs.unwrap_or_else(|| default_group_secs(kind)),
+            rate_limit: table.rate_limit,
+            rate_limit_secs: table.rate_limit_secs,
             counters: Arc::new(SinkCounters::new(&table.name, kind)),
         }
     }
@@ -486,9 +525,14 @@ impl Sinks {
                 settings.when_full,
                 settings.counters.clone(),
             ));
+            let gate = group::Gate::new(
+                settings.group_secs,
+                settings.rate_limit,
+                settings.rate_limit_secs,
+            );
             tasks.push((
                 settings.name.clone(),
-                tokio::spawn(drive(sink, queue.clone(), settings.counters.clone())),
+                tokio::spawn(drive(sink, queue.clone(), settings.counters.clone(), gate)),
             ));
             outlets.push((settings, queue));
         }
@@ -587,22 +631,70 @@ async fn fan_out(
     }
 }
 
-/// One sink's task: delivers its queue, a batch at a time, until it is closed and empty.
-async fn drive(mut sink: Box<dyn Sink>, queue: Arc<Queue>, counters: Arc<SinkCounters>) {
+/// One sink's task: takes its queue a batch at a time through its grouping and rate
+/// limit ([`group::Gate`]) and delivers what they let through, until the queue is
+/// closed and empty; then delivers what the gate still holds.
+async fn drive(
+    mut sink: Box<dyn Sink>,
+    queue: Arc<Queue>,
+    counters: Arc<SinkCounters>,
+    mut gate: group::Gate,
+) {
+    // Wall time at the start, moved on by tokio's monotonic clock: a step of the wall
+    // clock does not stretch or cut a span, and a test with paused time runs at once.
+    let (wall0, start) = (
+        jiff::Timestamp::now().as_second(),
+        tokio::time::Instant::now(),
+    );
+    let now = || wall0.saturating_add(start.elapsed().as_secs() as i64);
     loop {
-        let batch = queue.pop_batch(MAX_BATCH).await;
-        if batch.is_empty() {
-            break;
-        }
-        let outcome = sink.deliver(&batch).await;
+        // Wait for alerts, or until the gate has a group or a summary due.
+        let batch = match gate.next_due() {
+            None => Some(queue.pop_batch(MAX_BATCH).await),
+            Some(due) => {
+                let wait = Duration::from_secs(due.saturating_sub(now()).max(0) as u64);
+                tokio::select! {
+                    // Cancel-safe: pop_batch takes alerts only when it returns them.
+                    b = queue.pop_batch(MAX_BATCH) => Some(b),
+                    () = tokio::time::sleep(wait) => None,
+                }
+            }
+        };
+        let at = now();
+        let mut out = match batch {
+            Some(b) if b.is_empty() => {
+                let rest = gate.flush(at);
+                deliver(&mut *sink, &rest, &counters).await;
+                break;
+            }
+            Some(b) => gate.offer(&b, at),
+            None => group::Let::default(),
+        };
+        let due = gate.due(at);
+        out.deliver.extend(due.deliver);
         counters
-            .delivered
-            .fetch_add(outcome.delivered, Ordering::Relaxed);
-        counters.failed.fetch_add(outcome.failed, Ordering::Relaxed);
+            .grouped
+            .fetch_add(out.grouped + due.grouped, Ordering::Relaxed);
         counters
-            .retried
-            .fetch_add(outcome.retried, Ordering::Relaxed);
+            .suppressed
+            .fetch_add(out.suppressed + due.suppressed, Ordering::Relaxed);
+        deliver(&mut *sink, &out.deliver, &counters).await;
     }
+}
+
+/// Delivers what the gate let through and counts what came of it.
+async fn deliver(sink: &mut dyn Sink, alerts: &[Arc<Alert>], counters: &SinkCounters) {
+    if alerts.is_empty() {
+        return;
+    }
+    let outcome = sink.deliver(alerts).await;
+    counters
+        .delivered
+        .fetch_add(outcome.delivered, Ordering::Relaxed);
+    counters.failed.fetch_add(outcome.failed, Ordering::Relaxed);
+    counters
+        .retried
+        .fetch_add(outcome.retried, Ordering::Relaxed);
 }
 
 /// `path` if absolute, else the problem.

@@ -410,7 +410,7 @@ fn the_stats_show_every_sink_and_sum_their_failures() {
     assert_eq!(
         json["sinks"][1],
         serde_json::json!({"name": "log", "type": "log", "delivered": 7, "failed": 1,
-            "retried": 0, "dropped": 0, "queued": 0})
+            "retried": 0, "dropped": 0, "queued": 0, "grouped": 0, "suppressed": 0})
     );
     // `ctl status` shows a row per sink.
     let counters = crate::admin::views::CountersView::of(&snap);
@@ -423,7 +423,136 @@ fn the_stats_show_every_sink_and_sum_their_failures() {
                 .map(str::trim)
                 .collect::<Vec<_>>()
         })
-        .filter(|cells| cells.len() == 7 && cells[0] == "log")
+        .filter(|cells| cells.len() == 9 && cells[0] == "log")
         .collect();
-    assert_eq!(row, [["log", "log", "7", "1", "0", "0", "0"]], "{table}");
+    assert_eq!(
+        row,
+        [["log", "log", "7", "1", "0", "0", "0", "0", "0"]],
+        "{table}"
+    );
+}
+
+/// Records each notification's group count (1 for an alert delivered alone) and rule.
+struct GroupRecorder(Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>);
+
+impl Sink for GroupRecorder {
+    fn deliver<'a>(&'a mut self, batch: &'a [Arc<Alert>]) -> Delivery<'a> {
+        Box::pin(async move {
+            self.0.lock().unwrap().extend(
+                batch
+                    .iter()
+                    .map(|a| (a.rule, a.group.map_or(1, |g| g.count))),
+            );
+            Outcome {
+                delivered: batch.len() as u64,
+                ..Outcome::default()
+            }
+        })
+    }
+}
+
+/// Waits (in paused time, which moves on by itself while every task waits) until
+/// `got` holds `n` notifications.
+async fn until_delivered(got: &std::sync::Mutex<Vec<(&'static str, u64)>>, n: usize) {
+    for _ in 0..10_000 {
+        if got.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{n} notifications never came: {:?}", got.lock().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_groups_alerts_of_one_rule_and_account_and_the_file_sink_does_not() {
+    let (tx, rx) = mpsc::channel(100);
+    let mut sinks = Sinks::default();
+    let webhook_like = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let file_like = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut table = SinkTable::new("people", "exec");
+    table.group_secs = Some(60);
+    sinks.add(
+        Settings::of(&table, "exec"),
+        Box::new(GroupRecorder(webhook_like.clone())),
+    );
+    sinks.add(
+        Settings::of(&SinkTable::new("alerts", "file"), "file"),
+        Box::new(GroupRecorder(file_like.clone())),
+    );
+    let counters = sinks.counters();
+    let running = sinks.start(rx);
+    let same = |n| {
+        let mut a = (*alert(n, Severity::High)).clone();
+        a.account = Some("alice".into());
+        Arc::new(a)
+    };
+    tx.try_send(same(1)).unwrap();
+    // The first goes at once.
+    until_delivered(&webhook_like, 1).await;
+    for n in 2..=5 {
+        tx.try_send(same(n)).unwrap();
+    }
+    // The other four become one notification when the 60 s span ends.
+    until_delivered(&webhook_like, 2).await;
+    assert_eq!(
+        *webhook_like.lock().unwrap(),
+        [("failed_logins_account", 1), ("failed_logins_account", 5)]
+    );
+    assert_eq!(counters[0].grouped.load(Ordering::Relaxed), 4);
+    assert_eq!(counters[0].delivered.load(Ordering::Relaxed), 2);
+    // The file sink keeps every alert.
+    until_delivered(&file_like, 5).await;
+    assert!(file_like.lock().unwrap().iter().all(|(_, n)| *n == 1));
+    assert!(running.stop(Duration::from_secs(5)).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_sink_sums_up_what_it_held_back_when_the_limit_lets_up() {
+    let (tx, rx) = mpsc::channel(100);
+    let mut sinks = Sinks::default();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut table = SinkTable::new("pager", "exec");
+    table.group_secs = Some(0);
+    table.rate_limit = 2;
+    table.rate_limit_secs = 60;
+    sinks.add(
+        Settings::of(&table, "exec"),
+        Box::new(GroupRecorder(got.clone())),
+    );
+    let counters = sinks.counters();
+    let running = sinks.start(rx);
+    for n in 0..6 {
+        tx.try_send(alert(n, Severity::High)).unwrap();
+    }
+    until_delivered(&got, 3).await;
+    let seen = got.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2], (group::RATE_LIMIT_RULE, 4));
+    assert_eq!(counters[0].suppressed.load(Ordering::Relaxed), 4);
+    assert!(running.stop(Duration::from_secs(5)).await.is_empty());
+}
+
+#[test]
+fn noise_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = sinks_from(
+        r#"
+[[sinks]]
+name = "a"
+type = "log"
+group_secs = 100000
+rate_limit_secs = 0
+"#,
+    );
+    let mut problems = Vec::new();
+    validate(&tables, &ctx(dir.path()), &mut problems);
+    let all = problems.join("\n");
+    assert!(
+        all.contains("sinks[0] (a): group_secs must be at most 86400"),
+        "{all}"
+    );
+    assert!(
+        all.contains("sinks[0] (a): rate_limit_secs must be between 1 and 86400"),
+        "{all}"
+    );
 }
