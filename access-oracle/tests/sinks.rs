@@ -24,10 +24,11 @@ fn t(secs: i64) -> Timestamp {
 }
 
 fn build(config: &Config) -> Result<Sinks, access_oracle::sinks::BuildError> {
-    let ctx = BuildContext {
-        state_dir: config.state_dir.clone(),
-        alert_file: config.alert_file.clone(),
-    };
+    let ctx = BuildContext::new(
+        config.state_dir.clone(),
+        config.alert_file.clone(),
+        &config.raw.audit,
+    );
     Sinks::build(&config.raw.sinks, &ctx)
 }
 

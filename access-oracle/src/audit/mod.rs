@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod crypt;
+pub mod follow;
 pub mod key;
 pub mod record;
 pub mod search;

@@ -341,10 +341,7 @@ impl Config {
         let mut sink_problems = Vec::new();
         crate::sinks::validate(
             &raw.sinks,
-            &crate::sinks::BuildContext {
-                state_dir: s.state_dir.clone(),
-                alert_file: alert_file.clone(),
-            },
+            &crate::sinks::BuildContext::new(s.state_dir.clone(), alert_file.clone(), &raw.audit),
             &mut sink_problems,
         );
         sink_problems.into_iter().for_each(|problem| p.add(problem));

@@ -88,10 +88,11 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
             });
         }
     }
-    let sink_ctx = sinks::BuildContext {
-        state_dir: config.state_dir.clone(),
-        alert_file: config.alert_file.clone(),
-    };
+    let sink_ctx = sinks::BuildContext::new(
+        config.state_dir.clone(),
+        config.alert_file.clone(),
+        &config.raw.audit,
+    );
     let sink = sinks::Sinks::build(&config.raw.sinks, &sink_ctx)
         .context("cannot start the alert sinks")?;
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());

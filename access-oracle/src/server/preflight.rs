@@ -266,10 +266,11 @@ fn check_socket(what: &str, socket: &SocketConfig, out: &mut Preflight) {
 /// What each `[[sinks]]` entry will use (a file sink at its own path), looked at as
 /// `serve` would open it.
 fn check_sinks(config: &Config, out: &mut Preflight) {
-    let ctx = crate::sinks::BuildContext {
-        state_dir: config.state_dir.clone(),
-        alert_file: config.alert_file.clone(),
-    };
+    let ctx = crate::sinks::BuildContext::new(
+        config.state_dir.clone(),
+        config.alert_file.clone(),
+        &config.raw.audit,
+    );
     // Their settings were checked with the config; here only the world is looked at.
     for p in crate::sinks::validate(&config.raw.sinks, &ctx, &mut Vec::new()) {
         let mut problems = Vec::new();

@@ -19,6 +19,18 @@
 //! an empty environment but `PATH=/usr/sbin:/usr/bin:/sbin:/bin`; its standard output is
 //! discarded. One command runs at a time per sink: a slow one holds this sink's queue
 //! only, never the verdicts or another sink.
+//!
+//! `format = "ecs"` gives the command each alert (or record) as an Elastic Common Schema
+//! document ([`super::ecs`]) instead.
+//!
+//! With `stream = "audit"` ([`super::stream`]) the command is run once per batch of
+//! audit records (up to 256, in order), each record one line of JSON on its standard
+//! input (the trail's line, decrypted, or its ECS document). Exit status 0 delivers the
+//! whole batch; anything else delivers none of it, and the same records are offered
+//! again after a pause (the stream's own, doubling from 1 s to 60 s; `retries` does
+//! not apply). A command that stored part of a batch before it failed sees those
+//! records again: each carries its `seq` (`event.sequence`) and `chain` (`event.id`)
+//! to deduplicate on.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -28,7 +40,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{BuildContext, Delivery, Outcome, Sink, SinkConfig};
+use super::file::Format;
+use super::{AuditItem, BuildContext, Delivery, Forward, Forwarding, Outcome, Sink, SinkConfig};
 use crate::alert::Alert;
 
 /// `[[sinks]] type = "exec"`.
@@ -43,6 +56,10 @@ pub struct ExecConfig {
     /// More tries after a failed run, each after a pause doubling from 1 s; default 2.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// What the command reads: `json` (default: the alert as in `alerts.jsonl`, the
+    /// record as the trail holds it) or `ecs` (Elastic Common Schema).
+    #[serde(default)]
+    pub format: Format,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -75,10 +92,7 @@ impl SinkConfig for ExecConfig {
             ));
         }
         if self.retries > 10 {
-            problems.push(format!(
-                "retries must be at most 10, got {}",
-                self.retries
-            ));
+            problems.push(format!("retries must be at most 10, got {}", self.retries));
         }
     }
 
@@ -105,12 +119,27 @@ impl SinkConfig for ExecConfig {
     }
 
     fn build(&self, _ctx: &BuildContext) -> std::io::Result<Box<dyn Sink>> {
-        Ok(Box::new(ExecSink {
+        Ok(Box::new(self.sink()))
+    }
+
+    fn forwards_audit(&self) -> bool {
+        true
+    }
+
+    fn build_forwarder(&self, _ctx: &BuildContext) -> std::io::Result<Box<dyn Forward>> {
+        Ok(Box::new(self.sink()))
+    }
+}
+
+impl ExecConfig {
+    fn sink(&self) -> ExecSink {
+        ExecSink {
             program: PathBuf::from(&self.command[0]),
             args: self.command[1..].to_vec(),
             timeout: Duration::from_millis(self.timeout_ms),
             retries: self.retries,
-        }))
+            format: self.format,
+        }
     }
 }
 
@@ -121,6 +150,7 @@ pub struct ExecSink {
     args: Vec<String>,
     timeout: Duration,
     retries: u32,
+    format: Format,
 }
 
 /// Why one run failed.
@@ -196,7 +226,11 @@ impl Sink for ExecSink {
         Box::pin(async move {
             let mut outcome = Outcome::default();
             for alert in batch {
-                let mut input = match serde_json::to_vec(&**alert) {
+                let input = match self.format {
+                    Format::Json => serde_json::to_vec(&**alert),
+                    Format::Ecs => serde_json::to_vec(&super::ecs::alert(alert)),
+                };
+                let mut input = match input {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::error!(error = %e, "exec sink: the alert does not serialize");
@@ -231,6 +265,31 @@ impl Sink for ExecSink {
                 }
             }
             outcome
+        })
+    }
+}
+
+impl Forward for ExecSink {
+    fn forward<'a>(&'a mut self, batch: &'a [AuditItem]) -> Forwarding<'a> {
+        Box::pin(async move {
+            let mut input = Vec::with_capacity(batch.len() * 512);
+            for item in batch {
+                match self.format {
+                    Format::Json => input.extend_from_slice(item.line.as_bytes()),
+                    Format::Ecs => {
+                        input.extend_from_slice(super::ecs::item(item).to_string().as_bytes())
+                    }
+                }
+                input.push(b'\n');
+            }
+            match self.run(&input).await {
+                Ok(()) => batch.len(),
+                Err(e) => {
+                    tracing::warn!(program = %self.program.display(), error = %e,
+                        records = batch.len(), "exec sink: the command failed; the audit records are offered again");
+                    0
+                }
+            }
         })
     }
 }

@@ -15,6 +15,13 @@
 //! Writes run on the blocking pool, so a stuck disk holds this sink only. A write error
 //! is logged and counted as failed, never fatal; the file is reopened for the next
 //! batch (it may have been moved away or the disk freed).
+//!
+//! With `stream = "audit"` ([`super::stream`]) the file receives every audit record
+//! instead of alerts: `format = "json"` writes each record's line as the trail holds it
+//! (decrypted when the trail is encrypted; with its `chain`), `"ecs"` its ECS document
+//! ([`super::ecs::item`]). A batch is flushed and `fdatasync`ed before it counts as
+//! delivered, so the saved position never runs ahead of what is on disk; `path` must
+//! then be a file of its own (not the alert file).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -24,7 +31,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{BuildContext, Delivery, Outcome, Sink, SinkConfig};
+use super::{AuditItem, BuildContext, Delivery, Forward, Forwarding, Outcome, Sink, SinkConfig};
 use crate::alert::Alert;
 
 /// How each alert is written.
@@ -118,6 +125,55 @@ impl SinkConfig for FileConfig {
             writer: Some(writer),
             format: self.format,
         }))
+    }
+
+    fn forwards_audit(&self) -> bool {
+        true
+    }
+
+    fn build_forwarder(&self, ctx: &BuildContext) -> std::io::Result<Box<dyn Forward>> {
+        let writer = Writer::open(self.path(ctx), self.max_bytes, self.keep)?;
+        Ok(Box::new(FileForwarder {
+            writer: Some(writer),
+            format: self.format,
+        }))
+    }
+}
+
+/// The running file sink of a `stream = "audit"` table.
+#[derive(Debug)]
+pub struct FileForwarder {
+    /// `None` only while a batch is being written on the blocking pool.
+    writer: Option<Writer>,
+    format: Format,
+}
+
+impl Forward for FileForwarder {
+    fn forward<'a>(&'a mut self, batch: &'a [AuditItem]) -> Forwarding<'a> {
+        Box::pin(async move {
+            let Some(mut writer) = self.writer.take() else {
+                return 0;
+            };
+            let format = self.format;
+            let items = batch.to_vec();
+            let path = writer.path.clone();
+            match tokio::task::spawn_blocking(move || {
+                let written = writer.forward_batch(&items, format);
+                (writer, written)
+            })
+            .await
+            {
+                Ok((writer, written)) => {
+                    self.writer = Some(writer);
+                    written
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "audit stream file writer failed");
+                    self.writer = Some(Writer::closed(path));
+                    0
+                }
+            }
+        })
     }
 }
 
@@ -258,6 +314,64 @@ impl Writer {
         }
         self.settle(&mut pending, &mut outcome);
         outcome
+    }
+
+    /// Appends the records, flushes them and syncs them to disk; says how many, from
+    /// the first, are on disk (at a write error, those synced before it).
+    fn forward_batch(&mut self, batch: &[AuditItem], format: Format) -> usize {
+        let mut synced = 0;
+        let mut pending = 0;
+        for item in batch {
+            let mut line = match format {
+                Format::Json => item.line.clone().into_bytes(),
+                Format::Ecs => super::ecs::item(item).to_string().into_bytes(),
+            };
+            line.push(b'\n');
+            if self.max_bytes > 0
+                && self.out.is_some()
+                && self.size > 0
+                && self.size + line.len() as u64 > self.max_bytes
+            {
+                if !self.sync(&mut pending, &mut synced) {
+                    return synced;
+                }
+                self.rotate();
+            }
+            if self.out.is_none()
+                && let Err(e) = self.reopen()
+            {
+                self.failed(&e);
+                return synced;
+            }
+            let Some(out) = self.out.as_mut() else {
+                return synced;
+            };
+            if let Err(e) = out.write_all(&line) {
+                self.failed(&e);
+                return synced;
+            }
+            pending += 1;
+            self.size += line.len() as u64;
+        }
+        self.sync(&mut pending, &mut synced);
+        synced
+    }
+
+    /// Flushes the pending lines and syncs the file; true when they are on disk.
+    fn sync(&mut self, pending: &mut usize, synced: &mut usize) -> bool {
+        let Some(out) = self.out.as_mut() else {
+            return *pending == 0;
+        };
+        match out.flush().and_then(|()| out.get_ref().sync_data()) {
+            Ok(()) => {
+                *synced += std::mem::take(pending);
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
     }
 
     /// Flushes; the pending lines count as delivered or failed.

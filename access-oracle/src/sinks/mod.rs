@@ -36,6 +36,7 @@
 pub mod counters;
 pub mod group;
 pub mod queue;
+pub mod stream;
 
 use std::fmt;
 use std::future::Future;
@@ -110,6 +111,11 @@ pub struct SinkTable {
     /// records take `audit`.
     #[serde(default)]
     pub stream: Stream,
+    /// For `stream = "audit"`: where a sink without a saved position starts,
+    /// `beginning` (default: every record the trail holds) or `end` (records written
+    /// from its first start on).
+    #[serde(default)]
+    pub start_at: stream::StartAt,
     /// Alerts of one rule for one account or address within this many seconds of the
     /// first become one notification with a count and the span, delivered when the
     /// span ends (the first is delivered at once). `0` delivers every alert. Default
@@ -162,6 +168,7 @@ impl SinkTable {
             queue_capacity: default_queue_capacity(),
             when_full: WhenFull::default(),
             stream: Stream::default(),
+            start_at: stream::StartAt::default(),
             group_secs: None,
             rate_limit: 0,
             rate_limit_secs: default_rate_limit_secs(),
@@ -177,6 +184,24 @@ pub struct BuildContext {
     pub state_dir: PathBuf,
     /// The default alert file (`[alerts] file`, else `<state_dir>/alerts.jsonl`).
     pub alert_file: PathBuf,
+    /// `[audit]` when the trail is on (`None` when it is off): what a `stream =
+    /// "audit"` sink reads.
+    pub audit: Option<crate::audit::AuditConfig>,
+}
+
+impl BuildContext {
+    /// The context of a config's state directory, alert file and `[audit]`.
+    pub fn new(
+        state_dir: PathBuf,
+        alert_file: PathBuf,
+        audit: &crate::audit::AuditConfig,
+    ) -> BuildContext {
+        BuildContext {
+            state_dir,
+            alert_file,
+            audit: audit.enabled.then(|| audit.clone()),
+        }
+    }
 }
 
 /// A sink type's settings, read from its `[[sinks]]` table.
@@ -385,6 +410,7 @@ pub fn validate(
         };
         let mut own = Vec::new();
         config.validate(ctx, &mut own);
+        stream::check(t, config.as_ref(), ctx, &mut own);
         problems.extend(own.into_iter().map(|p| format!("{at}: {p}")));
         let target = config.target(ctx);
         if let Some((other, _, _)) = targets
@@ -476,6 +502,8 @@ impl Settings {
 #[derive(Default)]
 pub struct Sinks {
     built: Vec<(Settings, Box<dyn Sink>)>,
+    /// The `stream = "audit"` sinks: fed from the trail, not by the fan-out.
+    streams: Vec<(Settings, Box<dyn Forward>, stream::Plan)>,
 }
 
 impl Sinks {
@@ -489,6 +517,21 @@ impl Sinks {
         }
         let mut sinks = Sinks::default();
         for p in planned {
+            if p.table.stream == Stream::Audit
+                && let Some(plan) = stream::Plan::of(&p.table, ctx)
+            {
+                let forward =
+                    p.config
+                        .build_forwarder(ctx)
+                        .map_err(|source| BuildError::Build {
+                            name: p.table.name.clone(),
+                            target: p.config.target(ctx),
+                            source,
+                        })?;
+                let settings = Settings::of(&p.table, p.kind.name);
+                sinks.streams.push((settings, forward, plan));
+                continue;
+            }
             let sink = p.config.build(ctx).map_err(|source| BuildError::Build {
                 name: p.table.name.clone(),
                 target: p.config.target(ctx),
@@ -506,15 +549,20 @@ impl Sinks {
 
     /// Every sink's counters, in order, for `ctl status`.
     pub fn counters(&self) -> Vec<Arc<SinkCounters>> {
-        self.built.iter().map(|(s, _)| s.counters.clone()).collect()
+        let streams = self.streams.iter().map(|(s, _, _)| s);
+        let all = self.built.iter().map(|(s, _)| s).chain(streams);
+        all.map(|s| s.counters.clone()).collect()
     }
 
     /// The sinks' names, in order.
     pub fn names(&self) -> Vec<String> {
-        self.built.iter().map(|(s, _)| s.name.clone()).collect()
+        let streams = self.streams.iter().map(|(s, _, _)| s);
+        let all = self.built.iter().map(|(s, _)| s).chain(streams);
+        all.map(|s| s.name.clone()).collect()
     }
 
-    /// Starts the fan-out and one task per sink, fed from `alerts`.
+    /// Starts the fan-out and one task per sink, fed from `alerts`; a `stream =
+    /// "audit"` sink's task follows the audit trail instead ([`stream::run`]).
     pub fn start(self, alerts: mpsc::Receiver<Arc<Alert>>) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let mut outlets = Vec::new();
@@ -535,6 +583,10 @@ impl Sinks {
                 tokio::spawn(drive(sink, queue.clone(), settings.counters.clone(), gate)),
             ));
             outlets.push((settings, queue));
+        }
+        for (settings, forward, plan) in self.streams {
+            let task = stream::run(plan, forward, settings.counters, stop_rx.clone());
+            tasks.push((settings.name, tokio::spawn(task)));
         }
         let fanout = tokio::spawn(fan_out(alerts, outlets, stop_rx));
         Running {

@@ -32,10 +32,11 @@ fn alert(n: u64, severity: Severity) -> Arc<Alert> {
 }
 
 fn ctx(dir: &Path) -> BuildContext {
-    BuildContext {
-        state_dir: dir.to_path_buf(),
-        alert_file: dir.join("alerts.jsonl"),
-    }
+    BuildContext::new(
+        dir.to_path_buf(),
+        dir.join("alerts.jsonl"),
+        &crate::audit::AuditConfig::default(),
+    )
 }
 
 fn sinks_from(toml_text: &str) -> Vec<SinkTable> {
