@@ -244,6 +244,17 @@ impl Oracle {
         }
     }
 
+    /// Kills the oracle with SIGKILL, as a crash or `kill -9` would (nothing of its own
+    /// shutdown runs), and reaps it; a no-op when stopped. [`Oracle::restart`] starts it
+    /// again.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// The alerts written so far: one JSON object per complete line of
     /// `<state-dir>/alerts.jsonl` (an empty list when the file does not exist yet).
     pub fn alerts(&self) -> Vec<serde_json::Value> {
