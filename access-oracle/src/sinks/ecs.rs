@@ -37,6 +37,7 @@
 //! | `user.name` | `user`; for a record with `admin`, the administrator (and `user.target.name` the account) |
 //! | `source.ip` | `ip` |
 //! | `source.bytes`, `destination.bytes` | `bytes_in`, `bytes_out` (from and to the client) |
+//! | `source.port`, `destination.port`, `tls.established` | `port` (the client's), `local_port` (the server's), `tls`, for attempts recorded with them |
 //! | `network.protocol` | `protocol` |
 //! | `email.local_id`, `email.message_id` | `msgid` (Exim's), `message_id` (the header) |
 //! | `labels.severity`, `labels.response` | `severity`, `response` |
@@ -282,9 +283,33 @@ pub fn record(r: &audit::Record) -> Value {
     for key in MAPPED {
         rest.remove(key);
     }
+    connection(&mut rest, &mut doc);
     rest.insert("kind".into(), json!(r.kind.as_str()));
     doc.insert("exim_access".into(), Value::Object(rest));
     Value::Object(doc)
+}
+
+/// How a login was made, where the record says (attempts recorded with it): the
+/// client's port as `source.port`, the server's as `destination.port`, whether TLS was
+/// on as `tls.established`. Taken out of `rest`, the record's other fields.
+fn connection(rest: &mut Map<String, Value>, doc: &mut Map<String, Value>) {
+    for (field, set, key) in [
+        ("port", "source", "port"),
+        ("local_port", "destination", "port"),
+        ("tls", "tls", "established"),
+    ] {
+        let Some(value) = rest.remove(field) else {
+            continue;
+        };
+        match doc.entry(set).or_insert_with(|| Value::Object(Map::new())) {
+            Value::Object(m) => {
+                m.insert(key.into(), value);
+            }
+            _ => {
+                rest.insert(field.into(), value);
+            }
+        }
+    }
 }
 
 /// A forwarded record as an ECS document: [`record`], with the line's chain value as
@@ -377,6 +402,35 @@ mod tests {
             "an alert only ends nothing"
         );
         assert!(doc.get("user").is_none() && doc.get("source").is_none());
+    }
+
+    #[test]
+    fn how_a_login_was_made_maps_to_ports_and_tls() {
+        let mut doc = Map::new();
+        doc.insert("source".into(), json!({ "ip": "192.0.2.1" }));
+        let mut rest = json!({
+            "source": "live", "mech": "PLAIN", "port": 40123, "local_port": 587,
+            "tls": true, "tls_cipher": "TLS1.3:TLS_AES_256_GCM_SHA384:256"
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        connection(&mut rest, &mut doc);
+        assert_eq!(
+            Value::Object(doc),
+            json!({
+                "source": { "ip": "192.0.2.1", "port": 40123 },
+                "destination": { "port": 587 },
+                "tls": { "established": true }
+            })
+        );
+        assert_eq!(
+            Value::Object(rest),
+            json!({
+                "source": "live", "mech": "PLAIN",
+                "tls_cipher": "TLS1.3:TLS_AES_256_GCM_SHA384:256"
+            })
+        );
     }
 
     fn at(second: i64) -> Timestamp {
