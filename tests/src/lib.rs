@@ -16,6 +16,7 @@
 //! | [`swaks`] | the swaks client against that daemon |
 //! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports; optionally the shipped policy and Exim-socket snippets |
 //! | [`http`] | a minimal HTTP/1.1 client for the oracle's Dovecot policy endpoint |
+//! | [`https_receiver`] | an HTTPS receiver with a test CA's certificate for the webhook sink: records every request, can answer errors or hang |
 //! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
@@ -40,6 +41,7 @@ pub mod debian;
 pub mod dovecot;
 pub mod exim;
 pub mod http;
+pub mod https_receiver;
 pub mod imap;
 pub mod oracle;
 pub mod parse;
@@ -54,6 +56,7 @@ pub mod world;
 pub use dovecot::{Dovecot, DovecotSetup, PolicyServer};
 pub use exim::{Exim, EximDaemon, LiveSession, Session, Via};
 pub use http::{HttpClient, HttpResponse};
+pub use https_receiver::HttpsReceiver;
 pub use imap::{Imap, ImapResponse};
 pub use oracle::{Oracle, POLICY_API_KEY, POLICY_PATH, SilentOracle, stale_socket};
 pub use parse::ParsedLog;
