@@ -224,6 +224,10 @@ impl Servers {
                     pwhash: None,
                     session: None,
                     result: Outcome::Ok,
+                    mech: Some("PLAIN"),
+                    port: Some(40000),
+                    tls: Some(true),
+                    client: None,
                 },
                 now,
             );

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::{Response, Severity, Trip};
 
@@ -61,90 +61,196 @@ pub struct Group {
     pub last: Timestamp,
 }
 
-/// The context of an alert, gathered when it is raised.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// The context of an alert, gathered when it is raised: what a person needs to act on
+/// the notification alone.
+///
+/// The sending and login figures come from the account's timeline, which keeps its
+/// newest [`TIMELINE_LEN`](crate::track::timeline::TIMELINE_LEN) entries (logins,
+/// messages, deliveries): for a busy account they are lower bounds, and
+/// `counted_since` says from when they are complete.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Context {
-    /// The account's recent logins, newest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The account's recent login attempts (successful or not), newest first, at most
+    /// [`RECENT_LOGINS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_logins: Vec<LoginSeen>,
-    /// Messages the account sent in the last hour.
+    /// Messages the account sent in the last hour (at least).
     pub messages_1h: u64,
-    /// Their recipients.
+    /// Their recipients; for the last hour also the recipients the recipient rules
+    /// counted at RCPT time, whichever is more.
     pub recipients_1h: u64,
-    /// Messages the account sent in the last 24 hours.
+    /// Messages the account sent in the last 24 hours (at least).
     pub messages_24h: u64,
-    /// Their recipients.
+    /// Their recipients (at least).
     pub recipients_24h: u64,
-    /// Distinct source addresses of the account's logins in the last 24 hours.
+    /// Distinct source addresses of the account's login attempts in the last 24 hours.
     pub addresses_24h: u64,
-    /// The countries (ISO codes) those logins came from.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The countries (ISO codes) those addresses are in, as the GeoIP database says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub countries_24h: Vec<String>,
+    /// Set when the account's timeline was full: the time of its oldest entry. What
+    /// happened before is not in the figures above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_since: Option<Timestamp>,
     /// Holds, blocks and throttles in force on the account and the address now.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub in_force: Vec<InForce>,
-    /// What the oracle did, in words (`account held until ...`), if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What the oracle did, in words (`account alice held until ...`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// The exact command that undoes it (`access-oracle ctl release alice`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The exact command that undoes it (`access-oracle ctl release alice`), when a
+    /// `ctl` command can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
 }
 
+/// How many recent logins an alert's context lists.
+pub const RECENT_LOGINS: usize = 10;
+
 /// One login attempt as the context shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoginSeen {
     /// When.
     pub time: Timestamp,
     /// `smtp`, `imap`, `pop3`, ...
     pub protocol: String,
     /// From where.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
-    /// The address's reverse name, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The address's reverse name, when the resolver's cache has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdns: Option<String>,
     /// Its country (ISO code).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// Its autonomous system number.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn: Option<u32>,
     /// The AS's organisation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_org: Option<String>,
-    /// The client's name, when it said (IMAP ID, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client's name: the SMTP HELO / EHLO name, Dovecot's client id (IMAP `ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     /// The SASL mechanism (`PLAIN`, `LOGIN`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanism: Option<String>,
     /// Exim's authenticator (its driver instance name).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticator: Option<String>,
-    /// The server port the client connected to.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client's own (source) port, as Exim's `$sender_host_port`, Dovecot's `rport`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The server port the client connected to (25, 465, 587, 993, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
     /// Whether the session was encrypted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
+    /// The TLS cipher suite, when the source named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cipher: Option<String>,
     /// `ok` or `fail`.
     pub outcome: crate::protocol::Outcome,
 }
 
+/// What is in force: an account's hold or throttle, an address's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InForceKind {
+    /// The account's requests get temporary failures.
+    Hold,
+    /// The account's requests are refused.
+    Deny,
+    /// The account's further recipients are deferred (a throttle).
+    Throttle,
+    /// The account reached the recipient ceiling: recipients are deferred until the
+    /// window lets them in again.
+    Ceiling,
+    /// Connections and authentication from the address are refused.
+    Block,
+    /// Authentication from the address is deferred.
+    Defer,
+}
+
+impl InForceKind {
+    /// The word in JSON and text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InForceKind::Hold => "hold",
+            InForceKind::Deny => "deny",
+            InForceKind::Throttle => "throttle",
+            InForceKind::Ceiling => "ceiling",
+            InForceKind::Block => "block",
+            InForceKind::Defer => "defer",
+        }
+    }
+}
+
 /// A hold, block or throttle in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InForce {
-    /// `hold`, `deny`, `throttle`, `block` or `defer`.
-    pub what: &'static str,
+    /// `hold`, `deny`, `throttle`, `ceiling`, `block` or `defer`.
+    pub what: InForceKind,
     /// The account or address it applies to.
     pub on: String,
-    /// The rule that put it in place.
+    /// The rule that put it in place (or `admin`).
     pub rule: String,
     /// When it ends by itself.
     pub until: Timestamp,
     /// The `ctl` command that ends it now.
     pub undo: String,
+}
+
+/// `word` as one shell word that a POSIX shell reads back as exactly `word` and that
+/// runs nothing when pasted: as it is when it has only `A-Z a-z 0-9 @ . _ + - / :`
+/// (and is not empty), else in single quotes, a `'` in it written `'"'"'`. A word with a
+/// character a terminal would act on (a control character, a bidirectional control:
+/// [`crate::text::needs_escape`], a backslash aside) is written in the `$'...'` quoting
+/// of bash, zsh and ksh instead, each such character as `\xHH` or `\uHHHH`, so the
+/// command shows as plain text and still names the account exactly.
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@._+-/:".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_string();
+    }
+    if word
+        .chars()
+        .any(|c| c != '\\' && crate::text::needs_escape(c))
+    {
+        use std::fmt::Write as _;
+        let mut out = String::from("$'");
+        for c in word.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                c if (c as u32) < 0x80 && crate::text::needs_escape(c) => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if crate::text::needs_escape(c) => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        return out;
+    }
+    format!("'{}'", word.replace('\'', "'\"'\"'"))
+}
+
+/// A command line built with [`shell_word`], for a terminal: as it is (it holds no
+/// character a terminal acts on, and escaping its backslashes would change the
+/// command); anything else escaped as [`crate::text::escape_controls`] does.
+pub fn shown_command(command: &str) -> std::borrow::Cow<'_, str> {
+    if command
+        .chars()
+        .any(|c| c != '\\' && crate::text::needs_escape(c))
+    {
+        crate::text::escape_controls(command)
+    } else {
+        std::borrow::Cow::Borrowed(command)
+    }
 }
 
 impl Alert {
@@ -276,7 +382,7 @@ impl Alert {
             let _ = writeln!(out, "Done:      {}", clean(action));
         }
         if let Some(undo) = &c.undo {
-            let _ = writeln!(out, "Undo with: {}", clean(undo));
+            let _ = writeln!(out, "Undo with: {}", shown_command(undo));
         }
         let _ = writeln!(out);
         let _ = writeln!(
@@ -294,6 +400,12 @@ impl Alert {
                 format!(" in {}", clean(&c.countries_24h.join(", ")))
             }
         );
+        if let Some(since) = c.counted_since {
+            let _ = writeln!(
+                out,
+                "(at least: the account's timeline goes back to {since})"
+            );
+        }
         if !c.recent_logins.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(out, "Recent logins (newest first):");
@@ -329,12 +441,18 @@ impl Alert {
                     let _ = write!(line, " via {}", clean(a));
                 }
                 if let Some(port) = l.port {
-                    let _ = write!(line, " port {port}");
+                    let _ = write!(line, " client port {port}");
                 }
-                match l.tls {
-                    Some(true) => line.push_str(" TLS"),
-                    Some(false) => line.push_str(" plaintext"),
-                    None => {}
+                if let Some(port) = l.local_port {
+                    let _ = write!(line, " to port {port}");
+                }
+                match (l.tls, &l.tls_cipher) {
+                    (_, Some(cipher)) => {
+                        let _ = write!(line, " TLS {}", clean(cipher));
+                    }
+                    (Some(true), None) => line.push_str(" TLS"),
+                    (Some(false), None) => line.push_str(" plaintext"),
+                    (None, None) => {}
                 }
                 if let Some(c) = &l.client {
                     let _ = write!(line, " client {}", clean(c));
@@ -349,11 +467,11 @@ impl Alert {
                 let _ = writeln!(
                     out,
                     "  {} on {} by {} until {}; undo: {}",
-                    f.what,
+                    f.what.as_str(),
                     clean(&f.on),
-                    f.rule,
+                    clean(&f.rule),
                     f.until,
-                    clean(&f.undo)
+                    shown_command(&f.undo)
                 );
             }
         }

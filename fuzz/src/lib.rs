@@ -272,6 +272,10 @@ pub fn policy_json(data: &[u8]) {
                     pwhash: r.pwhash,
                     session: r.session_id.as_deref(),
                     result: if success { Outcome::Ok } else { Outcome::Fail },
+                    mech: r.mech.as_deref(),
+                    port: r.rport,
+                    tls: r.tls,
+                    client: r.device_id.as_deref(),
                 },
                 now,
             );

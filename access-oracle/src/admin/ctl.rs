@@ -565,8 +565,29 @@ fn timeline_row(e: &TimelineEntry) -> (&Timestamp, String, String) {
             bytes_in,
             bytes_out,
             origin,
+            mech,
+            authenticator,
+            port,
+            local_port,
+            tls,
+            tls_cipher,
+            client,
         } => {
             add("ip ", ip.map(|i| i.to_string()));
+            add("port ", port.map(|p| p.to_string()));
+            add("to port ", local_port.map(|p| p.to_string()));
+            add("mech ", mech.as_deref().map(esc));
+            add("via ", authenticator.as_deref().map(esc));
+            add(
+                "",
+                match (tls, tls_cipher) {
+                    (_, Some(c)) => Some(format!("TLS {}", esc(c))),
+                    (Some(true), None) => Some("TLS".into()),
+                    (Some(false), None) => Some("plaintext".into()),
+                    (None, None) => None,
+                },
+            );
+            add("client ", client.as_deref().map(esc));
             add("session ", session.as_deref().map(esc));
             add("logout ", logout.as_ref().map(when));
             add("in ", bytes_in.map(|b| b.to_string()));
@@ -740,6 +761,14 @@ fn render_alerts(alerts: &[AlertView], width: u16) -> String {
             });
         }
         who.push(esc(&a.summary));
+        if let Some(c) = &a.context {
+            if let Some(action) = &c.action {
+                who.push(format!("done: {}", esc(action)));
+            }
+            if let Some(undo) = &c.undo {
+                who.push(format!("undo: {}", crate::alert::shown_command(undo)));
+            }
+        }
         t.add_row([
             format!(
                 "{}\n{}\n{}\n{}",

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::AdminRequest;
-use crate::alert::Alert;
+use crate::alert::{Alert, Context};
 use crate::engine::Engine;
 use crate::enrich::Rdns;
 use crate::enrich::disabled::DisabledAccounts;
@@ -258,6 +258,27 @@ pub enum TimelineEntry {
         bytes_out: Option<u64>,
         /// Live or from a log.
         origin: Origin,
+        /// The SASL mechanism.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mech: Option<String>,
+        /// Exim's authenticator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authenticator: Option<String>,
+        /// The client's source port.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// The server port the client connected to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_port: Option<u16>,
+        /// Whether the connection was encrypted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<bool>,
+        /// The TLS cipher suite.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_cipher: Option<String>,
+        /// The client's name (HELO, IMAP ID).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
     /// A message the account sent.
     Sent {
@@ -313,17 +334,28 @@ impl From<&Entry> for TimelineEntry {
                 bytes_in,
                 bytes_out,
                 origin,
-            } => TimelineEntry::Login {
-                time: ts(*time),
-                protocol: protocol.to_string(),
-                ip: *ip,
-                result: *result,
-                session: text(session),
-                logout: logout.map(ts),
-                bytes_in: *bytes_in,
-                bytes_out: *bytes_out,
-                origin: *origin,
-            },
+                detail,
+            } => {
+                let d = detail.as_deref().cloned().unwrap_or_default();
+                TimelineEntry::Login {
+                    time: ts(*time),
+                    protocol: protocol.to_string(),
+                    ip: *ip,
+                    result: *result,
+                    session: text(session),
+                    logout: logout.map(ts),
+                    bytes_in: *bytes_in,
+                    bytes_out: *bytes_out,
+                    origin: *origin,
+                    mech: text(&d.mech),
+                    authenticator: text(&d.authenticator),
+                    port: d.port,
+                    local_port: d.local_port,
+                    tls: d.tls,
+                    tls_cipher: text(&d.cipher),
+                    client: text(&d.client),
+                }
+            }
             Entry::Sent {
                 time,
                 msgid,
@@ -647,6 +679,10 @@ pub struct AlertView {
     pub expires: Timestamp,
     /// One line for a human.
     pub summary: String,
+    /// The alert's context: recent logins, sending, what is in force, what was done
+    /// and the command that undoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<Context>>,
 }
 
 impl From<&Alert> for AlertView {
@@ -666,6 +702,7 @@ impl From<&Alert> for AlertView {
             response: a.response,
             expires: a.expires,
             summary: a.summary.clone(),
+            context: a.context.clone(),
         }
     }
 }

@@ -131,6 +131,27 @@ pub struct Record {
     /// Dovecot's session id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<CompactString>,
+    /// For `auth`: the SASL mechanism (`PLAIN`, `LOGIN`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mech: Option<CompactString>,
+    /// For `auth`: Exim's authenticator (its driver instance's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator: Option<CompactString>,
+    /// For `auth`: the client's source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For `auth`: the server port the client connected to (25, 587, 993, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    /// For `auth`: whether the connection was encrypted (TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// For `auth`: the TLS cipher suite, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cipher: Option<CompactString>,
+    /// For `auth`: the client's name (SMTP HELO / EHLO, Dovecot's client id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<CompactString>,
     /// Exim's message id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msgid: Option<CompactString>,
@@ -180,6 +201,9 @@ pub struct Record {
     /// When a response, hold or block ends (or ended, for `release`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
+    /// For `alert`: the `ctl` command that undoes what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
     /// The log file of a log event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -220,6 +244,13 @@ impl Record {
             verdict: None,
             reason: None,
             session: None,
+            mech: None,
+            authenticator: None,
+            port: None,
+            local_port: None,
+            tls: None,
+            tls_cipher: None,
+            client: None,
             msgid: None,
             message_id: None,
             rcpts: None,
@@ -236,6 +267,7 @@ impl Record {
             severity: None,
             response: None,
             until: None,
+            undo: None,
             file: None,
             offset: None,
             prev_chain: None,
@@ -256,6 +288,18 @@ impl Record {
     pub fn ip(mut self, ip: Option<IpAddr>) -> Record {
         self.ip = ip;
         self
+    }
+
+    /// Sets how a login attempt was made: mechanism, authenticator, ports, TLS, client.
+    pub fn set_login_detail(&mut self, d: &crate::track::timeline::LoginDetail) {
+        let text = |t: &Option<std::sync::Arc<str>>| t.as_deref().map(CompactString::from);
+        self.mech = text(&d.mech);
+        self.authenticator = text(&d.authenticator);
+        self.port = d.port;
+        self.local_port = d.local_port;
+        self.tls = d.tls;
+        self.tls_cipher = text(&d.cipher);
+        self.client = text(&d.client);
     }
 
     /// Sets the protocol (unless unknown).
@@ -455,6 +499,34 @@ mod tests {
             u.content.as_bytes(),
             &u.chain
         ));
+    }
+
+    /// A record written before the login details existed reads and checks as it was
+    /// sealed; one with them reads back whole.
+    #[test]
+    fn records_with_and_without_login_details_read_back() {
+        let prev = [3u8; 32];
+        let (old_line, _) = seal(&sample(), &prev, KEY);
+        assert!(!old_line.contains("mech"), "{old_line}");
+        let u = unseal(&old_line).unwrap();
+        assert!(check(KEY, &prev, u.content.as_bytes(), &u.chain));
+        let mut r = sample();
+        r.set_login_detail(&crate::track::timeline::LoginDetail {
+            mech: Some("PLAIN".into()),
+            authenticator: Some("access_plain".into()),
+            port: Some(40123),
+            local_port: Some(587),
+            tls: Some(true),
+            cipher: Some("TLS1.3:TLS_AES_256_GCM_SHA384:256".into()),
+            client: Some("laptop.example".into()),
+        });
+        let (line, _) = seal(&r, &prev, KEY);
+        assert!(
+            line.contains(r#""mech":"PLAIN","authenticator":"access_plain","port":40123,"local_port":587,"tls":true"#),
+            "{line}"
+        );
+        let (_, back) = read_line(&line, None).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

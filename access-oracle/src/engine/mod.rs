@@ -6,6 +6,7 @@
 //! wrong password still gets Exim's 535); its response applies from the next request.
 //! Alerts go to a bounded queue; the verdict never waits for a sink.
 
+mod context;
 pub mod gate;
 mod observe;
 pub mod policy;
@@ -55,6 +56,9 @@ pub struct Engine {
     sessions: dashmap::DashMap<Box<str>, (u32, Secs)>,
     /// The audit trail's writer, when it is on.
     audit: OnceLock<AuditSink>,
+    /// `access-oracle ctl` as an alert's undo command starts (with `--socket` when
+    /// the admin socket is not the default).
+    ctl: Box<str>,
 }
 
 /// What the engine knows from outside: GeoIP/ASN, address lists, disabled accounts.
@@ -96,6 +100,61 @@ pub(crate) struct Attempt<'a> {
     pub(crate) disabled: bool,
     /// For a log event: the file and the line's offset, for the audit trail.
     pub(crate) line: Option<(&'a str, u64)>,
+    /// How the attempt was made, for the timeline and the audit trail.
+    pub(crate) via: Via<'a>,
+}
+
+/// How a login attempt was made, as its request or log line says: kept in the account's
+/// timeline and the audit record so that an alert's context can show it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Via<'a> {
+    /// The SASL mechanism.
+    pub(crate) mech: Option<&'a str>,
+    /// Exim's authenticator.
+    pub(crate) authenticator: Option<&'a str>,
+    /// The client's source port.
+    pub(crate) port: Option<u16>,
+    /// The server port the client connected to.
+    pub(crate) local_port: Option<u16>,
+    /// Whether the connection was encrypted, when known.
+    pub(crate) tls: Option<bool>,
+    /// The TLS cipher, when named.
+    pub(crate) cipher: Option<&'a str>,
+}
+
+impl<'a> Via<'a> {
+    /// `tls` and `cipher` from a request's `tls=` text: the cipher (TLS), `1` / `yes` /
+    /// `true` (TLS, unnamed), empty or `0` / `no` / `false` (none); absent: unknown.
+    pub(crate) fn with_tls_text(mut self, tls: Option<&'a str>) -> Via<'a> {
+        match tls {
+            None => {}
+            Some("" | "0" | "no" | "false") => self.tls = Some(false),
+            Some("1" | "yes" | "true") => self.tls = Some(true),
+            Some(cipher) => {
+                self.tls = Some(true);
+                self.cipher = Some(cipher);
+            }
+        }
+        self
+    }
+}
+
+impl Attempt<'_> {
+    /// What the timeline keeps of how the attempt was made (texts shared or cut short).
+    fn detail(&self) -> crate::track::timeline::LoginDetail {
+        use crate::track::timeline::{MAX_CLIENT_BYTES, MAX_DETAIL_BYTES, bounded_arc, mech_arc};
+        let text = |t: Option<&str>, max| t.filter(|t| !t.is_empty()).map(|t| bounded_arc(t, max));
+        let v = &self.via;
+        crate::track::timeline::LoginDetail {
+            mech: v.mech.filter(|m| !m.is_empty()).map(mech_arc),
+            authenticator: text(v.authenticator, MAX_DETAIL_BYTES),
+            port: v.port.filter(|&p| p != 0),
+            local_port: v.local_port.filter(|&p| p != 0),
+            tls: v.tls.or(v.cipher.map(|_| true)),
+            cipher: text(v.cipher, MAX_CLIENT_BYTES),
+            client: text(self.client, MAX_CLIENT_BYTES),
+        }
+    }
 }
 
 /// The reply for a refusal of the [`gate`].
@@ -145,6 +204,7 @@ impl Engine {
             messages: dashmap::DashMap::new(),
             sessions: dashmap::DashMap::new(),
             audit: OnceLock::new(),
+            ctl: context::ctl_prefix(&config.admin_socket.path).into(),
         };
         (engine, rx)
     }
@@ -255,6 +315,14 @@ impl Engine {
                     client: a.helo.as_deref(),
                     disabled: a.disabled,
                     line: None,
+                    via: Via {
+                        mech: a.mech.as_deref(),
+                        authenticator: a.authenticator.as_deref(),
+                        port: a.port.and_then(|p| u16::try_from(p).ok()),
+                        local_port: a.local_port,
+                        ..Via::default()
+                    }
+                    .with_tls_text(a.tls.as_deref()),
                 },
                 now,
             ),
@@ -270,6 +338,13 @@ impl Engine {
                     client: l.client.as_deref(),
                     disabled: l.disabled,
                     line: None,
+                    via: Via {
+                        mech: l.mech.as_deref(),
+                        port: l.port,
+                        local_port: l.local_port,
+                        ..Via::default()
+                    }
+                    .with_tls_text(l.tls.as_deref()),
                 },
                 now,
             ),
@@ -444,6 +519,7 @@ impl Engine {
             Some(ip) if at.result == Outcome::Ok && !allowed => enrich.geoip.lookup(ip),
             _ => GeoInfo::default(),
         };
+        let detail = at.detail();
         let mut trips: Vec<Trip> = Vec::new();
         let mut already_counted = false;
         // A failure as the rules see it; `in_force` is filled in for each subject, and
@@ -511,12 +587,12 @@ impl Engine {
             // The log line of a live attempt can arrive first (Dovecot logs a wrong
             // password before it reports it to the policy endpoint): a live attempt
             // that matches an attempt already counted from the log is the same one.
-            let counted_from_log = at.origin == Origin::Live && {
-                let window = match at.result {
-                    Outcome::Ok => observe::MATCH_OK_SECS,
-                    Outcome::Fail => observe::MATCH_FAIL_SECS,
-                };
-                match acct.log_attempts.iter().position(|&(t, ip, r)| {
+            let window = match at.result {
+                Outcome::Ok => observe::MATCH_OK_SECS,
+                Outcome::Fail => observe::MATCH_FAIL_SECS,
+            };
+            let counted_from_log = at.origin == Origin::Live
+                && match acct.log_attempts.iter().position(|&(t, ip, r)| {
                     r == at.result && ip == at.ip && (t - secs).abs() <= window
                 }) {
                     Some(i) => {
@@ -524,9 +600,13 @@ impl Engine {
                         true
                     }
                     None => false,
-                }
-            };
+                };
             if counted_from_log {
+                // The log line's entry gains what the request knows and the line did not.
+                if !detail.is_empty() {
+                    acct.timeline
+                        .complete_login(secs, at.ip, at.result, window, &detail);
+                }
                 drop(acct);
                 already_counted = true;
                 reply
@@ -542,6 +622,7 @@ impl Engine {
                     bytes_in: None,
                     bytes_out: None,
                     origin: at.origin,
+                    detail: detail.clone().boxed(),
                 });
                 let kept = match at.origin {
                     Origin::Live => &mut acct.live_attempts,
@@ -616,6 +697,7 @@ impl Engine {
                     .protocol(protocol);
                 r.result = Some(at.result);
                 r.session = at.session.map(Into::into);
+                r.set_login_detail(&detail);
                 if let Some((file, offset)) = at.line {
                     r.file = Some(file.to_string());
                     r.offset = Some(offset);

@@ -185,7 +185,36 @@ impl Engine {
         if repeat == 0 {
             return Observed::default();
         }
+        let attempt = Attempt {
+            user,
+            ip: ev.ip,
+            result,
+            pwhash: None,
+            protocol: protocol_name(ev),
+            session: ev.session.as_deref(),
+            origin: Origin::Log,
+            client: ev.helo.as_deref(),
+            disabled: false,
+            line: Some((&ev.file, ev.offset)),
+            via: super::Via {
+                mech: ev.mech.as_deref(),
+                authenticator: ev.authenticator.as_deref(),
+                port: ev.port,
+                local_port: ev.local_port,
+                tls: ev.tls,
+                cipher: None,
+            },
+        };
         if let Some(mut acct) = self.state.tracked_account_mut(&key) {
+            // The line of an attempt already counted adds to its entry what the live
+            // request did not know (Exim's authenticator name, a port).
+            let complete = |acct: &mut crate::state::Account, window| {
+                let detail = attempt.detail();
+                if !detail.is_empty() {
+                    acct.timeline
+                        .complete_login(secs, ev.ip, result, window, &detail);
+                }
+            };
             // Exim logs a successful AUTH once per message (`A=`): a login from the same
             // address within the hour is the same session, not a new login.
             if result == Outcome::Ok
@@ -199,6 +228,7 @@ impl Engine {
                 acct.live_attempts.retain(|&(t, ip, r)| {
                     !(r == result && ip == ev.ip && (t - secs).abs() <= MATCH_OK_SECS)
                 });
+                complete(&mut acct, MATCH_OK_SECS);
                 return Observed::default();
             }
             let window = match result {
@@ -211,24 +241,13 @@ impl Engine {
                 .position(|&(t, ip, r)| r == result && ip == ev.ip && (t - secs).abs() <= window);
             if let Some(i) = seen_live {
                 acct.live_attempts.remove(i);
+                complete(&mut acct, window);
                 return Observed::default();
             }
         }
         self.stats
             .log_attempts
             .fetch_add(u64::from(repeat), std::sync::atomic::Ordering::Relaxed);
-        let attempt = Attempt {
-            user,
-            ip: ev.ip,
-            result,
-            pwhash: None,
-            protocol: protocol_name(ev),
-            session: ev.session.as_deref(),
-            origin: Origin::Log,
-            client: ev.helo.as_deref(),
-            disabled: false,
-            line: Some((&ev.file, ev.offset)),
-        };
         let mut verdict = self.attempt(&attempt, ev.time);
         for _ in 1..repeat {
             verdict = self.attempt(&attempt, ev.time);

@@ -105,6 +105,14 @@ pub struct PolicyAttempt<'a> {
     pub session: Option<&'a str>,
     /// Right or wrong password.
     pub result: Outcome,
+    /// The SASL mechanism (`mech`), when the site's attributes send it.
+    pub mech: Option<&'a str>,
+    /// The client's source port (`rport`).
+    pub port: Option<u16>,
+    /// Whether the connection was encrypted (`tls`).
+    pub tls: Option<bool>,
+    /// The client's name: Dovecot's `device_id` (its `%{client_id}`, from IMAP `ID`).
+    pub client: Option<&'a str>,
 }
 
 /// Counters of the policy endpoint, shown by `ctl status`.
@@ -283,9 +291,15 @@ impl Engine {
                 protocol: at.protocol,
                 session: at.session,
                 origin: Origin::Live,
-                client: None,
+                client: at.client,
                 disabled: false,
                 line: None,
+                via: super::Via {
+                    mech: at.mech,
+                    port: at.port,
+                    tls: at.tls,
+                    ..super::Via::default()
+                },
             },
             now,
         );
@@ -322,6 +336,10 @@ mod tests {
                 pwhash: Some(pwhash),
                 session: Some("sess"),
                 result: if ok { Outcome::Ok } else { Outcome::Fail },
+                mech: Some("PLAIN"),
+                port: Some(40000),
+                tls: Some(true),
+                client: None,
             },
             t(at),
         );

@@ -4,7 +4,8 @@
 //! account, block or defer the address, throttle recipients), writes the audit record
 //! and raises the alert, after the request's account entry is released. A rule never
 //! writes a hold or a block itself. Responses of later kinds (external actions) are
-//! added here.
+//! added here. Each alert carries its context (`context.rs`): what was done, until when,
+//! the `ctl` command that undoes it, and the account's recent activity.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,8 +14,11 @@ use std::sync::atomic::Ordering;
 use jiff::Timestamp;
 
 use super::Engine;
-use crate::alert::Alert;
+use super::context::{Done, Target, action_text};
+use crate::alert::{Alert, InForceKind};
 use crate::audit;
+use crate::rules::bad_ip::BadIp;
+use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::{Response, Trip};
 use crate::state::{Hold, Secs, strengthen};
 
@@ -35,19 +39,39 @@ impl Engine {
     /// Applies every trip, then records and raises its alert.
     pub(crate) fn respond(&self, trips: &[Trip], subject: &Subject<'_>, now: Timestamp) {
         for trip in trips {
-            self.apply(trip, subject.user, subject.ip, now.as_second());
+            let done = self.apply(trip, subject.user, subject.ip, now.as_second());
             let mut alert = Alert::from_trip(trip, now, subject.user, subject.ip, subject.protocol);
             alert.rdns = subject.rdns.map(str::to_string);
+            let action = match &done {
+                Some(done) => Some(action_text(done)),
+                None => refusal_text(trip, subject),
+            };
+            alert.context = Some(Box::new(self.context(subject, done.as_ref(), action, now)));
             self.raise(alert);
         }
     }
 
     /// Applies the response of a rule that fired: a hold, a block, a throttle, in
-    /// force until the trip's `expires`. A trip without a message (the recipient
-    /// ceiling, whose window is its own throttle; alerts) changes nothing here.
-    fn apply(&self, trip: &Trip, user: Option<&str>, ip: Option<IpAddr>, now: Secs) {
+    /// force until the trip's `expires`; returns what is in force for it now (the
+    /// stronger of what was there and the new one). A trip without a message changes
+    /// nothing here: an alert, or the recipient ceiling, whose window is its own
+    /// throttle (returned as such, as `ctl release` ends it too).
+    fn apply(
+        &self,
+        trip: &Trip,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+        now: Secs,
+    ) -> Option<Done> {
         let Some(message) = trip.message.clone() else {
-            return;
+            return match (trip.response, user) {
+                (Response::ThrottleRcpt, Some(user)) if trip.expires > now => Some(Done {
+                    what: InForceKind::Ceiling,
+                    on: Target::Account(user.to_string()),
+                    until: trip.expires,
+                }),
+                _ => None,
+            };
         };
         let hold = |deny| Hold {
             since: now,
@@ -56,29 +80,48 @@ impl Engine {
             message: message.clone(),
             deny,
         };
+        // What is in force in `slot` after the trip: the hold's kind and end.
+        let kept = |slot: &Option<Hold>, target: Target, kinds: (InForceKind, InForceKind)| {
+            slot.as_ref().filter(|h| h.active(now)).map(|h| Done {
+                what: if h.deny { kinds.1 } else { kinds.0 },
+                on: target,
+                until: h.until,
+            })
+        };
         match trip.response {
             Response::HoldAccount | Response::DenyAccount => {
-                if let Some(user) = user {
-                    let deny = trip.response == Response::DenyAccount;
-                    strengthen(&mut self.state.account_mut(user).hold, hold(deny), now);
-                }
+                let user = user?;
+                let deny = trip.response == Response::DenyAccount;
+                let mut acct = self.state.account_mut(user);
+                strengthen(&mut acct.hold, hold(deny), now);
+                let target = Target::Account(user.to_string());
+                kept(&acct.hold, target, (InForceKind::Hold, InForceKind::Deny))
             }
             Response::BlockIp | Response::DeferIpAuth => {
-                if let Some(ip) = ip
-                    && !self.enrichment().lists.allowed(ip)
-                {
-                    let deny = trip.response == Response::BlockIp;
-                    let mut rec = self.state.ip_mut(ip);
-                    rec.last_seen = rec.last_seen.max(now);
-                    strengthen(&mut rec.auth_block, hold(deny), now);
-                }
+                let ip = ip.filter(|ip| !self.enrichment().lists.allowed(*ip))?;
+                let deny = trip.response == Response::BlockIp;
+                let mut rec = self.state.ip_mut(ip);
+                rec.last_seen = rec.last_seen.max(now);
+                strengthen(&mut rec.auth_block, hold(deny), now);
+                let target = Target::Ip(ip);
+                kept(
+                    &rec.auth_block,
+                    target,
+                    (InForceKind::Defer, InForceKind::Block),
+                )
             }
             Response::ThrottleRcpt => {
-                if let Some(user) = user {
-                    strengthen(&mut self.state.account_mut(user).throttle, hold(false), now);
-                }
+                let user = user?;
+                let mut acct = self.state.account_mut(user);
+                strengthen(&mut acct.throttle, hold(false), now);
+                let target = Target::Account(user.to_string());
+                kept(
+                    &acct.throttle,
+                    target,
+                    (InForceKind::Throttle, InForceKind::Throttle),
+                )
             }
-            Response::Alert | Response::Refuse => {}
+            Response::Alert | Response::Refuse => None,
         }
     }
 
@@ -94,6 +137,7 @@ impl Engine {
             r.response = Some(alert.response);
             r.until = (alert.response != Response::Alert).then_some(alert.expires);
             r.reason = Some(alert.summary.clone());
+            r.undo = alert.context.as_ref().and_then(|c| c.undo.clone());
             r
         });
         let alert = Arc::new(alert);
@@ -113,4 +157,21 @@ impl Engine {
                 "alert queue full or closed; alert not delivered to sinks");
         }
     }
+}
+
+/// What a refusal by a listing (the accounts file, a block list) did, in words: no `ctl`
+/// command undoes it; the listing does, while it lists.
+fn refusal_text(trip: &Trip, subject: &Subject<'_>) -> Option<String> {
+    if trip.response != Response::Refuse {
+        return None;
+    }
+    Some(match (trip.rule, subject.user, subject.ip) {
+        (DisabledCredentials::NAME, Some(user), _) => format!(
+            "requests of account {user} refused while it is listed as disabled (no ctl command ends this: the listing does)"
+        ),
+        (BadIp::NAME, _, Some(ip)) => format!(
+            "requests from {ip} refused while a block list lists it (no ctl command ends this: the list does)"
+        ),
+        _ => "request refused (no ctl command ends this)".into(),
+    })
 }

@@ -1,4 +1,4 @@
-//! `auth user=U ip=IP result=ok|fail [mech= authenticator= port= helo= tls= pwhash= disabled=]`
+//! `auth user=U ip=IP result=ok|fail [mech= authenticator= port= local_port= helo= tls= pwhash= disabled=]`
 //!
 //! An SMTP AUTH attempt and its local outcome, sent from a `plaintext` authenticator's
 //! `server_condition` (through the library's `auth` function) or from an ACL.
@@ -20,8 +20,11 @@ pub struct Auth {
     pub mech: Option<String>,
     /// The Exim authenticator's name.
     pub authenticator: Option<String>,
-    /// The client's source port.
+    /// The client's source port (`$sender_host_port`).
     pub port: Option<u64>,
+    /// The server port the client connected to (`$received_port`: 25, 465, 587, ...);
+    /// absent when it is not a port number.
+    pub local_port: Option<u16>,
     /// The HELO/EHLO name.
     pub helo: Option<String>,
     /// The TLS cipher, empty or absent without TLS.
@@ -41,6 +44,7 @@ impl Auth {
             mech: f.text("mech")?,
             authenticator: f.text("authenticator")?,
             port: f.number("port")?,
+            local_port: f.port("local_port"),
             helo: f.text("helo")?,
             tls: f.text("tls")?,
             pwhash: f.pwhash()?,

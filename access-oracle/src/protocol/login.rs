@@ -1,4 +1,4 @@
-//! `login user=U ip=IP result=ok|fail protocol=P [session= mech= pwhash= client= disabled=]`
+//! `login user=U ip=IP result=ok|fail protocol=P [session= mech= pwhash= client= port= local_port= tls= disabled=]`
 //!
 //! A login at another service (IMAP, POP3, ...): it shares the account's counters with
 //! SMTP AUTH, so failures add up across protocols and a hold applies to all of them.
@@ -26,6 +26,12 @@ pub struct Login {
     pub pwhash: Option<u64>,
     /// The client's name (IMAP ID name, ...), for the account's baseline.
     pub client: Option<String>,
+    /// The client's source port; absent when it is not a port number.
+    pub port: Option<u16>,
+    /// The server port the client connected to (993, 995, ...).
+    pub local_port: Option<u16>,
+    /// The TLS cipher, or `1` / `yes` for TLS without a name; empty or `0` for none.
+    pub tls: Option<String>,
     /// `disabled=1`: the caller knows the account is disabled.
     pub disabled: bool,
 }
@@ -41,6 +47,9 @@ impl Login {
             mech: f.text("mech")?,
             pwhash: f.pwhash()?,
             client: f.text("client")?,
+            port: f.port("port"),
+            local_port: f.port("local_port"),
+            tls: f.text("tls")?,
             disabled: f.flag("disabled")?,
         })
     }

@@ -224,6 +224,15 @@ impl Fields<'_, '_> {
         }
     }
 
+    /// An optional port (`local_port=`): a number from 1 to 65535, else absent. A port
+    /// is a fact for the record, never a reason to refuse the request.
+    fn port(&self, key: &'static str) -> Option<u16> {
+        self.request
+            .get(key)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+    }
+
     /// An optional flag: `1`, `yes` or `true` set it; `0`, `no`, `false` or empty do not.
     fn flag(&self, key: &'static str) -> Result<bool, ProtocolError> {
         match self.request.get(key) {

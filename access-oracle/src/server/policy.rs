@@ -261,6 +261,10 @@ fn report(shared: &Shared, r: &PolicyRequest, now: Timestamp, peer: SocketAddr) 
                 pwhash: r.pwhash,
                 session: r.session_id.as_deref(),
                 result: if success { Outcome::Ok } else { Outcome::Fail },
+                mech: r.mech.as_deref(),
+                port: r.rport,
+                tls: r.tls,
+                client: r.device_id.as_deref(),
             },
             now,
         );

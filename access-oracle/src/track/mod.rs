@@ -14,7 +14,7 @@ use serde::Serialize;
 
 pub use baseline::Baseline;
 pub use distinct::DistinctWindow;
-pub use timeline::{Entry, Origin, Timeline};
+pub use timeline::{Entry, LoginDetail, Origin, Timeline};
 pub use window::{CountWindow, DedupWindow, Secs};
 
 /// A response in force until a time: an account hold or an address block.

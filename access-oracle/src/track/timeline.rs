@@ -3,6 +3,11 @@
 //!
 //! Bounded: the newest [`TIMELINE_LEN`] entries are kept. A Dovecot logout is merged into
 //! the login with the same session id, so a session reads as one entry.
+//!
+//! A login keeps how it was made (mechanism, authenticator, ports, TLS, client name) in a
+//! [`LoginDetail`], boxed and only when any of it is known, so an entry costs one pointer
+//! more than without it; its texts are cut to a few dozen bytes (a client chooses its
+//! HELO name) and the usual mechanism names are shared, like the protocol names.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -43,6 +48,106 @@ pub fn protocol_arc(protocol: &str) -> Arc<str> {
         .unwrap_or_else(|| Arc::from(protocol))
 }
 
+/// `mech` as the `Arc<str>` a login's detail keeps: the usual SASL mechanisms are shared
+/// (no allocation per login); any other name gets its own, cut to [`MAX_DETAIL_BYTES`].
+pub fn mech_arc(mech: &str) -> Arc<str> {
+    static KNOWN: LazyLock<[Arc<str>; 10]> = LazyLock::new(|| {
+        [
+            "PLAIN",
+            "LOGIN",
+            "CRAM-MD5",
+            "DIGEST-MD5",
+            "SCRAM-SHA-1",
+            "SCRAM-SHA-256",
+            "XOAUTH2",
+            "OAUTHBEARER",
+            "EXTERNAL",
+            "GSSAPI",
+        ]
+        .map(Arc::from)
+    });
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(mech))
+        .cloned()
+        .unwrap_or_else(|| bounded_arc(mech, MAX_DETAIL_BYTES))
+}
+
+/// The longest mechanism or authenticator name a login keeps, in bytes.
+pub const MAX_DETAIL_BYTES: usize = 64;
+
+/// The longest client name (HELO, IMAP ID) or TLS cipher a login keeps, in bytes.
+pub const MAX_CLIENT_BYTES: usize = 128;
+
+/// `text` cut to at most `max` bytes (at a character boundary), shared.
+pub fn bounded_arc(text: &str, max: usize) -> Arc<str> {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Arc::from(&text[..end])
+}
+
+/// How a login attempt was made, besides who, from where and when: what the request or
+/// the log line said about the connection. Every field is optional (a `${readsocket}`
+/// request says little, the library and Dovecot's policy request say most).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoginDetail {
+    /// The SASL mechanism (`PLAIN`, `LOGIN`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mech: Option<Arc<str>>,
+    /// Exim's authenticator: the name of its driver instance (`access_plain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authenticator: Option<Arc<str>>,
+    /// The client's own (source) port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The server port the client connected to (25, 465, 587, 993, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    /// Whether the connection was encrypted (TLS), when the source says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// The TLS cipher suite, when the source names it (Exim's `$tls_in_cipher`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<Arc<str>>,
+    /// The client's name: the SMTP HELO / EHLO name, Dovecot's client id (IMAP `ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Arc<str>>,
+}
+
+impl LoginDetail {
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        *self == LoginDetail::default()
+    }
+
+    /// The detail to keep: `None` when nothing is known.
+    pub fn boxed(self) -> Option<Box<LoginDetail>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
+
+    /// Fills what is unknown here from `other` (the log line of an attempt the live path
+    /// reported, or the other way round); what is known stays.
+    pub fn complete_from(&mut self, other: &LoginDetail) {
+        fn fill<T: Clone>(mine: &mut Option<T>, theirs: &Option<T>) {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
+        fill(&mut self.mech, &other.mech);
+        fill(&mut self.authenticator, &other.authenticator);
+        fill(&mut self.port, &other.port);
+        fill(&mut self.local_port, &other.local_port);
+        fill(&mut self.tls, &other.tls);
+        fill(&mut self.cipher, &other.cipher);
+        fill(&mut self.client, &other.client);
+        if self.cipher.is_some() {
+            self.tls = Some(true);
+        }
+    }
+}
+
 /// Where an entry was learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +186,9 @@ pub enum Entry {
         bytes_out: Option<u64>,
         /// Live or from a log.
         origin: Origin,
+        /// How the attempt was made, when anything of it is known.
+        #[serde(flatten)]
+        detail: Option<Box<LoginDetail>>,
     },
     /// A message the account sent.
     Sent {
@@ -181,6 +289,40 @@ impl Timeline {
         false
     }
 
+    /// Completes the newest login of `result` from `ip` within `window` seconds of `at`
+    /// with what `detail` knows and the entry does not (a log line's authenticator for
+    /// a live attempt, a live request's TLS cipher for a log line's attempt); returns
+    /// false when there is no such login.
+    pub fn complete_login(
+        &mut self,
+        at: Secs,
+        ip: Option<IpAddr>,
+        result: Outcome,
+        window: Secs,
+        detail: &LoginDetail,
+    ) -> bool {
+        for e in self.entries.iter_mut().rev() {
+            if let Entry::Login {
+                time,
+                ip: i,
+                result: r,
+                detail: d,
+                ..
+            } = e
+                && *i == ip
+                && *r == result
+                && (*time - at).abs() <= window
+            {
+                match d {
+                    Some(d) => d.complete_from(detail),
+                    None => *d = detail.clone().boxed(),
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     /// Names the protocol of a session's login entries logged without one.
     pub fn name_session_protocol(&mut self, session: &str, protocol: &'static str) {
         for e in self.entries.iter_mut() {
@@ -233,6 +375,7 @@ mod tests {
             bytes_in: None,
             bytes_out: None,
             origin: Origin::Log,
+            detail: None,
         }
     }
 
@@ -262,5 +405,56 @@ mod tests {
             panic!("login expected");
         };
         assert_eq!((*logout, *bytes_out), (Some(20), Some(500)));
+    }
+
+    #[test]
+    fn a_login_is_completed_by_its_other_report() {
+        let mut t = Timeline::default();
+        t.push(login(10, None));
+        let from_log = LoginDetail {
+            authenticator: Some("access_plain".into()),
+            port: Some(40000),
+            ..LoginDetail::default()
+        };
+        assert!(!t.complete_login(10, None, Outcome::Fail, 60, &from_log));
+        assert!(!t.complete_login(100, None, Outcome::Ok, 60, &from_log));
+        assert!(t.complete_login(30, None, Outcome::Ok, 60, &from_log));
+        let live = LoginDetail {
+            mech: Some(mech_arc("plain")),
+            port: Some(1),
+            cipher: Some("TLS1.3:TLS_AES_256_GCM_SHA384:256".into()),
+            ..LoginDetail::default()
+        };
+        assert!(t.complete_login(30, None, Outcome::Ok, 60, &live));
+        let Some(Entry::Login {
+            detail: Some(d), ..
+        }) = t.entries().next()
+        else {
+            panic!("a login with its detail expected");
+        };
+        assert_eq!(d.authenticator.as_deref(), Some("access_plain"));
+        assert_eq!(d.port, Some(40000), "what was known stays");
+        assert_eq!(d.mech.as_deref(), Some("PLAIN"));
+        assert_eq!(d.tls, Some(true), "a cipher means TLS");
+    }
+
+    #[test]
+    fn details_are_shared_or_cut() {
+        assert!(Arc::ptr_eq(&mech_arc("PLAIN"), &mech_arc("plain")));
+        assert_eq!(&*mech_arc("x-custom"), "x-custom");
+        let long = "é".repeat(100);
+        let cut = bounded_arc(&long, MAX_DETAIL_BYTES);
+        assert!(cut.len() <= MAX_DETAIL_BYTES && long.starts_with(&*cut));
+        assert!(LoginDetail::default().boxed().is_none());
+    }
+
+    /// A login's detail costs the entry one pointer; the entry stays within 128 bytes.
+    #[test]
+    fn an_entry_stays_small() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 128,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 }
