@@ -73,11 +73,9 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::Block { net, until, .. } => write!(
-                f,
-                "block {net} until {}",
-                crate::time::rfc3339(*until)
-            ),
+            Step::Block { net, until, .. } => {
+                write!(f, "block {net} until {}", crate::time::rfc3339(*until))
+            }
             Step::Unblock { net } => write!(f, "unblock {net}"),
         }
     }
@@ -360,9 +358,9 @@ async fn run(
         if *stop.borrow_and_update() {
             return;
         }
-        let wait = ends.next().map(|t| {
-            Duration::from_secs(t.saturating_sub(clock.now()).max(0) as u64 + 1)
-        });
+        let wait = ends
+            .next()
+            .map(|t| Duration::from_secs(t.saturating_sub(clock.now()).max(0) as u64 + 1));
         let step = tokio::select! {
             s = rx.recv() => match s {
                 Some(s) => Some(s),
@@ -387,13 +385,31 @@ async fn run(
                         Step::Unblock { net } => ends.clear(*net),
                     }
                 }
-                apply(&mut *action, &step, false, &clock, &counters, tuning, &report).await;
+                apply(
+                    &mut *action,
+                    &step,
+                    false,
+                    &clock,
+                    &counters,
+                    tuning,
+                    &report,
+                )
+                .await;
             }
             None => {
                 for net in ends.take_due(clock.now()) {
                     counters.expired.fetch_add(1, Ordering::Relaxed);
                     let step = Step::Unblock { net };
-                    apply(&mut *action, &step, true, &clock, &counters, tuning, &report).await;
+                    apply(
+                        &mut *action,
+                        &step,
+                        true,
+                        &clock,
+                        &counters,
+                        tuning,
+                        &report,
+                    )
+                    .await;
                 }
             }
         }

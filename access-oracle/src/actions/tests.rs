@@ -138,7 +138,11 @@ async fn an_action_that_does_not_lapse_gets_the_unblock_at_the_end() {
     actions.send(block("192.0.2.10/32", t0 + 180));
     until(&reports, 7).await;
     let log = log.lock().unwrap();
-    let unblocks: Vec<&String> = log.applied.iter().filter(|s| s.starts_with("unblock")).collect();
+    let unblocks: Vec<&String> = log
+        .applied
+        .iter()
+        .filter(|s| s.starts_with("unblock"))
+        .collect();
     assert_eq!(
         unblocks,
         [
