@@ -73,6 +73,7 @@ sink_types! {
     exec => ExecConfig,
     file => FileConfig,
     log => LogConfig,
+    syslog => SyslogConfig,
     webhook => WebhookConfig,
 }
 
