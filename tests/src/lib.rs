@@ -19,6 +19,7 @@
 //! | [`https_receiver`] | an HTTPS receiver with a test CA's certificate for the webhook sink: records every request, can answer errors or hang |
 //! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
+//! | [`rsyslog`] | a real rsyslogd receiving syslog over TLS (with a test CA's certificate), TCP and UDP on loopback; what it parsed, per listener |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
 //! | [`process`] | running a child with input, captured output and a deadline |
 //! | [`tlsca`] | a test CA made by the test: CA, server and client certificates as PEM files, a rustls server config |
@@ -48,6 +49,7 @@ pub mod parse;
 pub mod paths;
 pub mod pop3;
 pub mod process;
+pub mod rsyslog;
 pub mod smtp;
 pub mod swaks;
 pub mod tlsca;
@@ -61,6 +63,7 @@ pub use imap::{Imap, ImapResponse};
 pub use oracle::{Oracle, POLICY_API_KEY, POLICY_PATH, SilentOracle, stale_socket};
 pub use parse::ParsedLog;
 pub use pop3::Pop3;
+pub use rsyslog::Rsyslog;
 pub use smtp::{Dialogue, Reply};
 pub use swaks::{Swaks, SwaksRun};
 pub use world::{PASSWORD, PASSWORD_HASH, World};
