@@ -360,6 +360,13 @@ impl Config {
         }
         raw.policy.validate(&mut p, &raw.rules);
         raw.audit.validate(&mut p);
+        for action in raw.actions() {
+            let mut own = Vec::new();
+            action.validate(&mut own);
+            for problem in own {
+                p.add(format!("[{}]: {problem}", action.name()));
+            }
+        }
         let (Some(exim_socket), Some(admin_socket)) = (exim_socket, admin_socket) else {
             return Err(p);
         };

@@ -43,6 +43,16 @@ pub struct RawConfig {
     pub audit: crate::audit::AuditConfig,
 }
 
+impl RawConfig {
+    /// The external actions configured (`[firewall]`, `[fail2ban]`, `[crowdsec]`), in
+    /// the order they run: each action's table adds its line here.
+    pub fn actions(&self) -> Vec<&dyn crate::actions::ActionConfig> {
+        #[allow(unused_mut)]
+        let mut out: Vec<&dyn crate::actions::ActionConfig> = Vec::new();
+        out
+    }
+}
+
 /// A socket file mode, as `"0660"` or `0o660`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]

@@ -72,6 +72,13 @@ pub fn run(config: &Config) -> Preflight {
     }
     check_alert_file(&config.alert_file, &config.state_dir, &mut out);
     check_sinks(config, &mut out);
+    for action in config.raw.actions() {
+        let mut own = Vec::new();
+        action.preflight(&mut own);
+        for problem in own {
+            out.problems.add(format!("[{}]: {problem}", action.name()));
+        }
+    }
     for (i, source) in config.sources.iter().enumerate() {
         if let Ok(meta) = std::fs::metadata(&source.path)
             && !meta.is_file()
