@@ -92,7 +92,7 @@ pub struct SinkTable {
     /// A name for logs and `ctl status`: letters, digits, `-` and `_`, unique.
     /// `alerts` and `log` replace the default sinks of those names.
     pub name: String,
-    /// The sink type: `file`, `log` or `exec`.
+    /// The sink type: `file`, `log`, `exec`, `webhook`, `syslog` or `email`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The least severity delivered (`info`, `low`, `medium`, `high`, `critical`);
@@ -121,7 +121,7 @@ pub struct SinkTable {
     /// Alerts of one rule for one account or address within this many seconds of the
     /// first become one notification with a count and the span, delivered when the
     /// span ends (the first is delivered at once). `0` delivers every alert. Default
-    /// 300, but 0 for the `file` and `log` types (they keep every alert).
+    /// 300, but 0 for the `file`, `log` and `syslog` types (they keep every alert).
     #[serde(default)]
     pub group_secs: Option<u64>,
     /// At most this many notifications per `rate_limit_secs`; what is held back is
@@ -352,7 +352,7 @@ pub fn validate(
     let tables = planned(configured);
     let defaults = tables.len() - configured.len();
     let mut out = Vec::new();
-    let mut targets: Vec<(String, &str, String)> = Vec::new();
+    let mut targets: Vec<(String, &str, String, Stream)> = Vec::new();
     for (i, t) in tables.iter().enumerate() {
         let at = match i.checked_sub(defaults) {
             None => format!("the default sink {}", t.name),
@@ -415,15 +415,17 @@ pub fn validate(
         stream::check(t, config.as_ref(), ctx, &mut own);
         problems.extend(own.into_iter().map(|p| format!("{at}: {p}")));
         let target = config.target(ctx);
-        if let Some((other, _, _)) = targets
-            .iter()
-            .find(|(_, k, tg)| *k == kind.name && *tg == target)
-        {
+        // Two sinks writing one file would interleave whatever they carry; two sending
+        // to one receiver conflict only on the same stream (alerts and the audit trail
+        // to one syslog server is the usual set-up).
+        if let Some((other, _, _, _)) = targets.iter().find(|(_, k, tg, s)| {
+            *k == kind.name && *tg == target && (kind.name == "file" || *s == t.stream)
+        }) {
             problems.push(format!(
                 "{at}: {target} is already the target of sink {other}"
             ));
         }
-        targets.push((t.name.clone(), kind.name, target));
+        targets.push((t.name.clone(), kind.name, target, t.stream));
         out.push(Planned {
             table: t.clone(),
             kind,
@@ -476,7 +478,8 @@ pub struct Settings {
 /// the others (which reach people) group over five minutes.
 pub fn default_group_secs(kind: &str) -> u64 {
     match kind {
-        "file" | "log" => 0,
+        // What a SIEM or a file keeps must hold every alert.
+        "file" | "log" | "syslog" => 0,
         _ => 300,
     }
 }
