@@ -359,6 +359,7 @@ impl Config {
             ));
         }
         raw.policy.validate(&mut p, &raw.rules);
+        raw.notify_owner.validate(&raw.sinks, &mut p);
         raw.audit.validate(&mut p);
         for action in raw.actions() {
             let mut own = Vec::new();

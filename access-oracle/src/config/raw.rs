@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub policy: PolicyConfig,
     /// The audit trail (`[audit]`).
     pub audit: crate::audit::AuditConfig,
+    /// "Was this you?" e-mails to account owners (`[notify_owner]`, off by default).
+    pub notify_owner: crate::sinks::owner::NotifyOwnerConfig,
 }
 
 impl RawConfig {

@@ -27,6 +27,11 @@ macro_rules! rules {
         }
 
         impl RulesConfig {
+            /// Every rule's name (its `[rules.NAME]` table and what its alerts say), in
+            /// the registry's order.
+            pub const NAMES: &'static [&'static str] =
+                &[ $( <$ty as $crate::rules::Rule>::NAME ),* ];
+
             /// Checks every rule, adding each problem found.
             pub fn validate(&self, problems: &mut $crate::problems::Problems) {
                 $( $crate::rules::Rule::validate(&self.$field, problems); )*

@@ -93,8 +93,13 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         config.alert_file.clone(),
         &config.raw.audit,
     );
-    let sink = sinks::Sinks::build(&config.raw.sinks, &sink_ctx)
+    let mut sink = sinks::Sinks::build(&config.raw.sinks, &sink_ctx)
         .context("cannot start the alert sinks")?;
+    if let Some((settings, owner)) = sinks::owner::build(&config.raw.notify_owner, &sink_ctx)
+        .context("cannot start [notify_owner]")?
+    {
+        sink.add(settings, owner);
+    }
     let (engine, alert_rx) = Engine::new(&config, Timestamp::now());
     engine.stats.set_sinks(sink.counters());
     let (rdns, rdns_worker) = crate::enrich::Rdns::new(&config.raw.rdns);
@@ -307,6 +312,7 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.state_dir != current.state_dir
                 || new.alert_file != current.alert_file
                 || new.raw.sinks != current.raw.sinks
+                || new.raw.notify_owner != current.raw.notify_owner
                 || new.sources != current.sources
                 || new.raw.audit != current.raw.audit
             {

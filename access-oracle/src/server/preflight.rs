@@ -79,6 +79,7 @@ pub fn run(config: &Config) -> Preflight {
             out.problems.add(format!("[{}]: {problem}", action.name()));
         }
     }
+    config.raw.notify_owner.preflight(&mut out.problems);
     for (i, source) in config.sources.iter().enumerate() {
         if let Ok(meta) = std::fs::metadata(&source.path)
             && !meta.is_file()

@@ -35,6 +35,7 @@
 
 pub mod counters;
 pub mod group;
+pub mod owner;
 pub mod queue;
 pub mod stream;
 
@@ -70,6 +71,7 @@ macro_rules! sink_types {
 
 // A new sink type is a file `sinks/NAME.rs` and one line here.
 sink_types! {
+    email => EmailConfig,
     exec => ExecConfig,
     file => FileConfig,
     log => LogConfig,
