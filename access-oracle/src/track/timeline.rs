@@ -127,6 +127,24 @@ impl LoginDetail {
         (!self.is_empty()).then(|| Box::new(self))
     }
 
+    /// Takes `prev`'s copy of each text equal to its own (the same client's next login
+    /// names the same authenticator, cipher and HELO name), so repeated texts are kept
+    /// once per account rather than once per login.
+    pub fn share_texts_with(&mut self, prev: &LoginDetail) {
+        fn share(mine: &mut Option<Arc<str>>, theirs: &Option<Arc<str>>) {
+            if let (Some(m), Some(t)) = (mine.as_mut(), theirs)
+                && !Arc::ptr_eq(m, t)
+                && **m == **t
+            {
+                *m = t.clone();
+            }
+        }
+        share(&mut self.mech, &prev.mech);
+        share(&mut self.authenticator, &prev.authenticator);
+        share(&mut self.cipher, &prev.cipher);
+        share(&mut self.client, &prev.client);
+    }
+
     /// Fills what is unknown here from `other` (the log line of an attempt the live path
     /// reported, or the other way round); what is known stays.
     pub fn complete_from(&mut self, other: &LoginDetail) {
@@ -248,8 +266,21 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Adds an entry, dropping the oldest past [`TIMELINE_LEN`].
-    pub fn push(&mut self, entry: Entry) {
+    /// Adds an entry, dropping the oldest past [`TIMELINE_LEN`]. A login's texts equal
+    /// to those of the newest login with details share its copies.
+    pub fn push(&mut self, mut entry: Entry) {
+        if let Entry::Login {
+            detail: Some(d), ..
+        } = &mut entry
+            && let Some(prev) = self.entries.iter().rev().find_map(|e| match e {
+                Entry::Login {
+                    detail: Some(p), ..
+                } => Some(p),
+                _ => None,
+            })
+        {
+            d.share_texts_with(prev);
+        }
         if self.entries.len() >= TIMELINE_LEN {
             self.entries.pop_front();
         }
@@ -436,6 +467,46 @@ mod tests {
         assert_eq!(d.port, Some(40000), "what was known stays");
         assert_eq!(d.mech.as_deref(), Some("PLAIN"));
         assert_eq!(d.tls, Some(true), "a cipher means TLS");
+    }
+
+    #[test]
+    fn a_clients_repeated_texts_are_kept_once() {
+        let mut t = Timeline::default();
+        for (i, port) in [40000, 40001].into_iter().enumerate() {
+            let mut e = login(i as Secs, None);
+            if let Entry::Login { detail, .. } = &mut e {
+                // Each login's texts are copies of their own, as a request gives them.
+                *detail = LoginDetail {
+                    authenticator: Some("access_plain".into()),
+                    cipher: Some("TLS1.3:TLS_AES_256_GCM_SHA384:256".into()),
+                    client: Some("laptop.example".into()),
+                    port: Some(port),
+                    ..LoginDetail::default()
+                }
+                .boxed();
+            }
+            t.push(e);
+        }
+        let details: Vec<&LoginDetail> = t
+            .entries()
+            .filter_map(|e| match e {
+                Entry::Login {
+                    detail: Some(d), ..
+                } => Some(&**d),
+                _ => None,
+            })
+            .collect();
+        let [a, b] = details[..] else {
+            panic!("two logins expected")
+        };
+        for (x, y) in [
+            (&a.authenticator, &b.authenticator),
+            (&a.cipher, &b.cipher),
+            (&a.client, &b.client),
+        ] {
+            assert!(Arc::ptr_eq(x.as_ref().unwrap(), y.as_ref().unwrap()));
+        }
+        assert_eq!((a.port, b.port), (Some(40000), Some(40001)));
     }
 
     #[test]
