@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 
 use crate::time::Secs;
 
+pub mod fail2ban;
+
 /// What an action is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
