@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::time::Secs;
 
 pub mod fail2ban;
+pub mod nft;
 
 /// What an action is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub policy: PolicyConfig,
     /// The audit trail (`[audit]`).
     pub audit: crate::audit::AuditConfig,
+    /// Address blocks as nftables set elements (`[firewall]`, `actions/nft.rs`); off
+    /// unless the table is present.
+    pub firewall: Option<crate::actions::nft::FirewallConfig>,
     /// Ban blocked addresses in a fail2ban jail (`[fail2ban]`, `actions/fail2ban.rs`);
     /// off unless the table is present.
     pub fail2ban: Option<crate::actions::fail2ban::Fail2banConfig>,
@@ -54,6 +57,9 @@ impl RawConfig {
     pub fn actions(&self) -> Vec<&dyn crate::actions::ActionConfig> {
         #[allow(unused_mut)]
         let mut out: Vec<&dyn crate::actions::ActionConfig> = Vec::new();
+        if let Some(c) = &self.firewall {
+            out.push(c);
+        }
         if let Some(f) = &self.fail2ban {
             out.push(f);
         }
