@@ -48,6 +48,10 @@ pub struct Alert {
     /// sending, what is in force, the `ctl` command that undoes what was done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Box<Context>>,
+    /// The rule only observes (its `mode`, or `[responses] mode = "observe"`): nothing
+    /// was done; the context's action says what would have been.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
 }
 
 /// Alerts of one rule for one account or address, delivered as one notification.
@@ -319,6 +323,7 @@ impl Alert {
             summary,
             group: None,
             context: None,
+            observed: false,
         }
     }
 

@@ -1,7 +1,6 @@
 //! The command line: `serve`, `check-config`, `ctl`, `parse`, `replay`, `ingest`,
 //! `audit`, `demo`.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -184,7 +183,7 @@ pub enum AuditCommand {
         #[arg(long)]
         until: Option<jiff::Timestamp>,
         /// Only these kinds (repeat or separate with commas): auth, sent, logout,
-        /// mailbox, admin, alert, release, unblock.
+        /// mailbox, admin, alert, release, unblock, action.
         #[arg(long, value_delimiter = ',')]
         kind: Vec<String>,
         /// The most records shown in the table (the newest); `--json` prints all.
@@ -225,18 +224,67 @@ pub enum CtlRequest {
         /// The account.
         user: String,
     },
-    /// Lift an address's authentication block.
+    /// Lift the blocks on an address (and a network block covering it) or inside a
+    /// network (CIDR).
     Unblock {
-        /// The address.
-        ip: IpAddr,
+        /// The address or network.
+        ip: String,
     },
+    /// Hold an account on every source (admin role; audited with your uid).
+    Hold {
+        /// The account.
+        user: String,
+        /// For how long: `90s`, `15m`, `2h`, `7d` or seconds (default 1h).
+        #[arg(long = "for", value_parser = parse_duration)]
+        for_secs: Option<u64>,
+        /// Why (kept in the audit trail and shown by `ctl holds`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Block an address or a network (CIDR); an IPv6 address blocks its /64 (admin
+    /// role; audited with your uid).
+    Block {
+        /// The address or network.
+        ip: String,
+        /// For how long: `90s`, `15m`, `2h`, `7d` or seconds (default 1h).
+        #[arg(long = "for", value_parser = parse_duration)]
+        for_secs: Option<u64>,
+        /// Why (kept in the audit trail and shown by `ctl holds`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Every hold and block in force, with why, by whom, since and until.
+    Holds,
+}
+
+/// A duration: a number of seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a duration is a number with s, m, h or d (15m, 2h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    if secs == 0 || secs > crate::admin::MAX_FOR_SECS {
+        return Err(format!("{s:?}: must be between 1 second and a year"));
+    }
+    Ok(secs)
 }
 
 impl CtlRequest {
-    /// The admin protocol request.
-    pub fn to_request(&self) -> crate::admin::AdminRequest {
+    /// The admin protocol request, or why the arguments make none.
+    pub fn to_request(&self) -> Result<crate::admin::AdminRequest, String> {
         use crate::admin::AdminRequest as R;
-        match self {
+        Ok(match self {
             CtlRequest::Status => R::Status,
             CtlRequest::Account { user, baseline } => R::Account {
                 user: user.clone(),
@@ -244,7 +292,31 @@ impl CtlRequest {
             },
             CtlRequest::Alerts { limit } => R::Alerts { limit: *limit },
             CtlRequest::Release { user } => R::Release { user: user.clone() },
-            CtlRequest::Unblock { ip } => R::Unblock { ip: *ip },
-        }
+            CtlRequest::Unblock { ip } => R::Unblock { ip: net_arg(ip)? },
+            CtlRequest::Hold {
+                user,
+                for_secs,
+                reason,
+            } => R::Hold {
+                user: user.clone(),
+                for_secs: *for_secs,
+                reason: reason.clone(),
+            },
+            CtlRequest::Block {
+                ip,
+                for_secs,
+                reason,
+            } => R::Block {
+                ip: net_arg(ip)?,
+                for_secs: *for_secs,
+                reason: reason.clone(),
+            },
+            CtlRequest::Holds => R::Holds,
+        })
     }
+}
+
+/// An address or network argument.
+fn net_arg(s: &str) -> Result<crate::admin::Net, String> {
+    crate::admin::Net::try_from(s.to_string())
 }

@@ -155,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             request,
         } => {
-            let req = request.to_request();
+            let req = request.to_request().map_err(|e| anyhow::anyhow!(e))?;
             let packaged = std::path::Path::new(admin::ctl::PACKAGED_CONFIG);
             let socket = admin::ctl::find_socket(socket, config, packaged)?;
             let data = admin::ctl::call(&socket, &req)?;

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::time::Secs;
 
+pub mod crowdsec;
 pub mod fail2ban;
 pub mod nft;
 

@@ -170,6 +170,36 @@ pub fn render(view: &View, width: u16) -> String {
         View::Alerts(a) => render_alerts(a, width),
         View::Release(r) => wrap(&release_text(r), width),
         View::Unblock(u) => wrap(&unblock_text(u), width),
+        View::Hold(h) => wrap(
+            &format!(
+                "held {} on every source until {}{}",
+                esc(&h.account),
+                when(&h.hold.until),
+                h.reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", esc(r)))
+                    .unwrap_or_default()
+            ),
+            width,
+        ),
+        View::Block(b) => wrap(
+            &format!(
+                "blocked {} until {}{}{}",
+                b.ip,
+                when(&b.hold.until),
+                b.reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", esc(r)))
+                    .unwrap_or_default(),
+                if b.by != "admin" && b.hold.rule != "admin" {
+                    format!("; a stronger block by {} stays in force", esc(&b.by))
+                } else {
+                    String::new()
+                }
+            ),
+            width,
+        ),
+        View::Holds(f) => render_in_force(f, width),
     };
     out.trim_end().to_string()
 }
@@ -339,6 +369,20 @@ fn render_status(s: &StatusView, width: u16) -> String {
         }
     }
     t.add_row(["lists".to_string(), lists]);
+    if let Some(c) = &e.crowdsec {
+        let mut v = format!(
+            "{} ban decisions ({}), {} hits, {} polls, {} poll errors",
+            c.decisions,
+            esc(&c.response),
+            c.hits,
+            c.polls,
+            c.poll_errors
+        );
+        if let Some(r) = &c.last_error {
+            v.push_str(&format!("\nlast error {}: {}", esc(&r.at), esc(&r.error)));
+        }
+        t.add_row(["CrowdSec".to_string(), v]);
+    }
     let r = &e.rdns;
     t.add_row([
         "reverse DNS".to_string(),
@@ -443,20 +487,41 @@ fn render_in_force(f: &InForce, width: u16) -> String {
         return out;
     }
     let mut t = table(width);
-    t.set_header(["held / blocked", "by, since, until"]);
-    let by = |h: &HoldView| {
-        format!(
-            "{}\nsince {}\nuntil {}",
-            esc(&h.rule),
+    t.set_header(["held / blocked", "by, why, since, until"]);
+    let by = |h: &HoldView, who: &str, why: Option<&str>, extra: String| {
+        let who = if who.is_empty() { &h.rule } else { who };
+        let mut s = format!("{}{extra}", esc(who));
+        if let Some(why) = why {
+            s.push_str(&format!("\n{}", esc(why)));
+        }
+        s.push_str(&format!(
+            "\nsince {}\nuntil {}",
             when(&h.since),
             when(&h.until)
-        )
+        ));
+        s
     };
     for h in &f.holds {
-        t.add_row([esc(&h.account), by(&h.hold)]);
+        let scope = if h.scope == "unfamiliar" {
+            " (unfamiliar sources only)".to_string()
+        } else {
+            String::new()
+        };
+        t.add_row([
+            esc(&h.account),
+            by(&h.hold, &h.by, h.reason.as_deref(), scope),
+        ]);
     }
     for b in &f.ip_blocks {
-        t.add_row([b.ip.to_string(), by(&b.hold)]);
+        let repeat = if b.repeats > 0 {
+            format!(" (repeat {})", b.repeats)
+        } else {
+            String::new()
+        };
+        t.add_row([
+            b.ip.clone(),
+            by(&b.hold, &b.by, b.reason.as_deref(), repeat),
+        ]);
     }
     out.push('\n');
     out.push_str(&t.to_string());
@@ -965,12 +1030,30 @@ mod tests {
             ));
         }
         for ip in [SPRAYER, SPRAYER, V6, "192.0.2.200"] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let ip = crate::admin::Net::try_from(ip.to_string()).unwrap();
             v.push((
                 AdminRequest::Unblock { ip },
-                View::Unblock(views::unblock(e, ip, now, "uid 0 (root)")),
+                View::Unblock(views::unblock(e, ip.0, now, "uid 0 (root)")),
             ));
         }
+        let net = crate::admin::Net::try_from("198.51.100.0/24".to_string()).unwrap();
+        v.push((
+            AdminRequest::Block {
+                ip: net,
+                for_secs: Some(600),
+                reason: Some(EVIL.into()),
+            },
+            View::Block(views::block(e, net.0, 600, Some(EVIL), now, "uid 0 (root)")),
+        ));
+        v.push((
+            AdminRequest::Hold {
+                user: EVIL.into(),
+                for_secs: Some(600),
+                reason: Some(EVIL.into()),
+            },
+            View::Hold(views::hold(e, EVIL, 600, Some(EVIL), now, "uid 0 (root)")),
+        ));
+        v.push((AdminRequest::Holds, View::Holds(views::in_force(e, now))));
         v
     }
 

@@ -3,7 +3,10 @@
 //! Request: `{"cmd":"status"}`, `{"cmd":"account","user":"alice"}` (add
 //! `"baseline":true` for what is normal for the account),
 //! `{"cmd":"alerts","limit":50}`, `{"cmd":"release","user":"alice"}`,
-//! `{"cmd":"unblock","ip":"192.0.2.7"}`. Response: `{"ok":true,"data":{...}}` or
+//! `{"cmd":"unblock","ip":"192.0.2.7"}` (or a network, `"192.0.2.0/24"`),
+//! `{"cmd":"hold","user":"alice","for_secs":3600,"reason":"..."}`,
+//! `{"cmd":"block","ip":"198.51.100.0/24","for_secs":86400,"reason":"..."}`,
+//! `{"cmd":"holds"}`. Response: `{"ok":true,"data":{...}}` or
 //! `{"ok":false,"error":"..."}`; `data` is the request's typed view ([`views`]). Roles come from the peer's Unix credentials: an admin
 //! may read and change, an auditor may only read; anyone else is refused and logged.
 
@@ -12,7 +15,41 @@ pub mod views;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+/// An address or a network, as `192.0.2.7`, `2001:db8::1` or `198.51.100.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Net(pub IpNet);
+
+impl TryFrom<String> for Net {
+    type Error = String;
+    fn try_from(s: String) -> Result<Net, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Net(IpNet::from(crate::net::canonical_ip(ip))));
+        }
+        s.parse::<IpNet>().map(|n| Net(n.trunc())).map_err(|_| {
+            format!(
+                "{:?} is neither an address nor a network (192.0.2.7, 2001:db8::/64)",
+                crate::text::escape_controls(s)
+            )
+        })
+    }
+}
+
+impl From<Net> for String {
+    fn from(n: Net) -> String {
+        views::net_text(&n.0)
+    }
+}
+
+/// How long a `hold` or `block` lasts when `--for` is not given, in seconds.
+pub const DEFAULT_FOR_SECS: u64 = 3600;
+
+/// The longest `--for`, in seconds (a year).
+pub const MAX_FOR_SECS: u64 = 365 * 86_400;
 
 /// One admin request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +76,36 @@ pub enum AdminRequest {
         /// The account.
         user: String,
     },
-    /// Lift an address's authentication block.
+    /// Lift the blocks on an address (and the network block covering it) or inside a
+    /// network.
     Unblock {
-        /// The address.
-        ip: IpAddr,
+        /// The address or network.
+        ip: Net,
     },
+    /// Hold an account on every source.
+    Hold {
+        /// The account.
+        user: String,
+        /// For how long, in seconds (default an hour).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_secs: Option<u64>,
+        /// Why, for the audit trail and `ctl holds`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Block an address (an IPv6 address: its network) or a network.
+    Block {
+        /// The address or network.
+        ip: Net,
+        /// For how long, in seconds (default an hour).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_secs: Option<u64>,
+        /// Why, for the audit trail and `ctl holds`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Every hold and block in force, with why, by whom, since and until.
+    Holds,
 }
 
 fn default_limit() -> usize {
@@ -64,10 +126,14 @@ impl AdminRequest {
     /// The least role that may make this request.
     pub fn required_role(&self) -> Role {
         match self {
-            AdminRequest::Status | AdminRequest::Account { .. } | AdminRequest::Alerts { .. } => {
-                Role::Auditor
-            }
-            AdminRequest::Release { .. } | AdminRequest::Unblock { .. } => Role::Admin,
+            AdminRequest::Status
+            | AdminRequest::Account { .. }
+            | AdminRequest::Alerts { .. }
+            | AdminRequest::Holds => Role::Auditor,
+            AdminRequest::Release { .. }
+            | AdminRequest::Unblock { .. }
+            | AdminRequest::Hold { .. }
+            | AdminRequest::Block { .. } => Role::Admin,
         }
     }
 
@@ -79,6 +145,9 @@ impl AdminRequest {
             AdminRequest::Alerts { .. } => "alerts",
             AdminRequest::Release { .. } => "release",
             AdminRequest::Unblock { .. } => "unblock",
+            AdminRequest::Hold { .. } => "hold",
+            AdminRequest::Block { .. } => "block",
+            AdminRequest::Holds => "holds",
         }
     }
 }

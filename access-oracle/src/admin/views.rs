@@ -47,6 +47,12 @@ pub enum View {
     Release(ReleaseView),
     /// `unblock`.
     Unblock(UnblockView),
+    /// `hold`: the hold now in force.
+    Hold(HeldAccount),
+    /// `block`: the block now in force.
+    Block(BlockedAddress),
+    /// `holds`: every hold and block in force.
+    Holds(InForce),
 }
 
 impl View {
@@ -63,6 +69,9 @@ impl View {
             AdminRequest::Alerts { .. } => View::Alerts(read(data)?),
             AdminRequest::Release { .. } => View::Release(read(data)?),
             AdminRequest::Unblock { .. } => View::Unblock(read(data)?),
+            AdminRequest::Hold { .. } => View::Hold(read(data)?),
+            AdminRequest::Block { .. } => View::Block(read(data)?),
+            AdminRequest::Holds => View::Holds(read(data)?),
         })
     }
 }
@@ -99,16 +108,109 @@ pub struct HeldAccount {
     /// The hold.
     #[serde(flatten)]
     pub hold: HoldView,
+    /// Who put it there: the rule, or the administrator.
+    #[serde(default)]
+    pub by: String,
+    /// Why, when the administrator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Which sources it refuses: `all`, or `unfamiliar` (not the networks the account
+    /// logged in from lately).
+    #[serde(default = "scope_all")]
+    pub scope: String,
 }
 
-/// An address's block in force.
+fn scope_all() -> String {
+    "all".into()
+}
+
+impl HeldAccount {
+    /// The view of `account`'s hold.
+    pub fn of(account: String, h: &Hold, info: Option<&crate::state::HoldInfo>) -> HeldAccount {
+        HeldAccount {
+            account,
+            hold: HoldView::from(h),
+            by: info.map_or_else(|| h.rule.to_string(), |i| i.by.to_string()),
+            reason: info.and_then(|i| i.reason.as_deref().map(str::to_string)),
+            scope: info
+                .map_or(crate::state::HoldScope::All, |i| i.scope)
+                .as_str()
+                .into(),
+        }
+    }
+}
+
+/// `ctl hold USER`: holds the account (see [`Engine::hold`]).
+pub fn hold(
+    engine: &Engine,
+    user: &str,
+    secs: u64,
+    reason: Option<&str>,
+    now: Timestamp,
+    by: &str,
+) -> HeldAccount {
+    let (account, h) = engine.hold(user, secs, reason, now, by);
+    let info = crate::state::HoldInfo {
+        by: by.into(),
+        reason: reason.map(Into::into),
+        scope: crate::state::HoldScope::All,
+        familiar: Vec::new(),
+    };
+    HeldAccount::of(account, &h, Some(&info))
+}
+
+/// `ctl block IP|CIDR`: blocks it (see [`Engine::block`]).
+pub fn block(
+    engine: &Engine,
+    net: ipnet::IpNet,
+    secs: u64,
+    reason: Option<&str>,
+    now: Timestamp,
+    by: &str,
+) -> BlockedAddress {
+    let (net, b) = engine.block(net, secs, reason, now, by);
+    BlockedAddress::of(&net, &b)
+}
+
+/// A block in force on an address or a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedAddress {
-    /// The address.
-    pub ip: IpAddr,
+    /// The address (a block on one address), or the network (`2001:db8::/64`).
+    pub ip: String,
     /// The block.
     #[serde(flatten)]
     pub hold: HoldView,
+    /// Who put it there: the rule, or the administrator.
+    #[serde(default)]
+    pub by: String,
+    /// Why, when the administrator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Earlier blocks of the same network it repeats (it was made longer for them).
+    #[serde(default)]
+    pub repeats: u32,
+}
+
+impl BlockedAddress {
+    /// The view of a block on `net`.
+    pub fn of(net: &ipnet::IpNet, b: &crate::state::Block) -> BlockedAddress {
+        BlockedAddress {
+            ip: net_text(net),
+            hold: HoldView::from(&b.hold),
+            by: b.by.to_string(),
+            reason: b.reason.as_deref().map(str::to_string),
+            repeats: b.repeats,
+        }
+    }
+}
+
+/// A network as shown: a single address without its prefix length.
+pub fn net_text(net: &ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 /// Holds and blocks in force.
@@ -128,18 +230,13 @@ pub fn in_force(engine: &Engine, now: Timestamp) -> InForce {
         holds: state
             .active_holds(secs)
             .into_iter()
-            .map(|(account, h)| HeldAccount {
-                account,
-                hold: HoldView::from(&h),
-            })
+            .map(|(account, h, info)| HeldAccount::of(account, &h, info.as_ref()))
             .collect(),
         ip_blocks: state
-            .active_ip_blocks(secs)
-            .into_iter()
-            .map(|(ip, h)| BlockedAddress {
-                ip,
-                hold: HoldView::from(&h),
-            })
+            .blocks()
+            .active(secs)
+            .iter()
+            .map(|(net, b)| BlockedAddress::of(net, b))
             .collect(),
     }
 }
@@ -758,36 +855,41 @@ pub fn release(engine: &Engine, user: &str, now: Timestamp, by: &str) -> Release
     }
 }
 
-/// `ctl unblock IP`: what was lifted.
+/// `ctl unblock IP|CIDR`: what was lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnblockView {
-    /// The address.
-    pub ip: IpAddr,
+    /// The address or network asked for.
+    pub ip: String,
     /// Whether a block was in force and lifted.
     pub unblocked: bool,
-    /// The block lifted.
+    /// The (strongest) block lifted.
     #[serde(default)]
     pub block: Option<HoldView>,
+    /// Every block lifted: on the address or network, inside it, or covering the
+    /// address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifted: Vec<BlockedAddress>,
     /// Why nothing was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 /// Unblocks `ip` (see [`Engine::unblock`]); `by` names the administrator.
-pub fn unblock(engine: &Engine, ip: IpAddr, now: Timestamp, by: &str) -> UnblockView {
-    match engine.unblock(ip, now, by) {
-        Some(block) => UnblockView {
-            ip,
-            unblocked: block.is_some(),
-            block: block.as_ref().map(HoldView::from),
-            reason: None,
-        },
-        None => UnblockView {
-            ip,
-            unblocked: false,
-            block: None,
-            reason: Some("address not tracked".into()),
-        },
+pub fn unblock(engine: &Engine, net: ipnet::IpNet, now: Timestamp, by: &str) -> UnblockView {
+    let lifted = engine.unblock(net, now, by);
+    let strongest = lifted
+        .iter()
+        .max_by_key(|(_, b)| (b.hold.deny, b.hold.until))
+        .map(|(_, b)| HoldView::from(&b.hold));
+    UnblockView {
+        ip: net_text(&net),
+        unblocked: !lifted.is_empty(),
+        block: strongest,
+        lifted: lifted
+            .iter()
+            .map(|(n, b)| BlockedAddress::of(n, b))
+            .collect(),
+        reason: None,
     }
 }
 
@@ -1042,11 +1144,20 @@ pub struct EnrichmentView {
     pub rdns: RdnsView,
     /// The disabled-accounts file.
     pub disabled_accounts: DisabledView,
+    /// The CrowdSec decisions (`[crowdsec]` with a bouncer key), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecView>,
 }
 
 impl EnrichmentView {
     fn of(e: &crate::engine::Enrichment) -> Self {
-        Self::from_parts(&e.geoip, &e.lists, &e.rdns, &e.disabled)
+        EnrichmentView {
+            crowdsec: e
+                .crowdsec
+                .enabled()
+                .then(|| typed(e.crowdsec.status(), "crowdsec")),
+            ..Self::from_parts(&e.geoip, &e.lists, &e.rdns, &e.disabled)
+        }
     }
 
     fn from_parts(
@@ -1060,8 +1171,34 @@ impl EnrichmentView {
             lists: typed(lists.status(), "lists"),
             rdns: typed(rdns.status(), "rdns"),
             disabled_accounts: typed(disabled.status(), "disabled_accounts"),
+            crowdsec: None,
         }
     }
+}
+
+/// The ban decisions read from a CrowdSec Local API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecView {
+    /// Ban decisions kept (some may have ended since the last poll).
+    pub decisions: u64,
+    /// What a banned client gets: `defer` or `deny`.
+    pub response: String,
+    /// Requests from a banned address.
+    pub hits: u64,
+    /// Answers of the decision stream taken in.
+    pub polls: u64,
+    /// Polls that failed (the decisions known stayed in force).
+    pub poll_errors: u64,
+    /// Decisions added.
+    pub added: u64,
+    /// Decisions removed (deleted or ended).
+    pub removed: u64,
+    /// Decisions not kept (not a ban of an address or range).
+    pub ignored: u64,
+    /// The last answer taken in.
+    pub last_poll: Option<String>,
+    /// The last failure.
+    pub last_error: Option<RefusalView>,
 }
 
 /// The GeoIP and ASN databases.

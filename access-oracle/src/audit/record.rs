@@ -53,6 +53,10 @@ pub enum Kind {
     Release,
     /// An administrator lifted an address's block (`ctl unblock`).
     Unblock,
+    /// An external action (firewall, fail2ban, CrowdSec) applied a block or an unblock,
+    /// or gave up on it: `action` the step, `result` ok or fail, `reason` the action,
+    /// the network and the error.
+    Action,
 }
 
 impl Kind {
@@ -70,6 +74,7 @@ impl Kind {
             Kind::Alert => "alert",
             Kind::Release => "release",
             Kind::Unblock => "unblock",
+            Kind::Action => "action",
         }
     }
 

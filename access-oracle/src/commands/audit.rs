@@ -300,7 +300,7 @@ pub fn what(r: &Record) -> String {
             }
             add(r.reason.as_deref().unwrap_or("").to_string());
         }
-        Kind::Release | Kind::Unblock => {
+        Kind::Release | Kind::Unblock | Kind::Action => {
             add(r.reason.as_deref().unwrap_or("").to_string());
             if let Some(a) = r.admin.as_deref() {
                 add(format!("by {a}"));

@@ -4,6 +4,7 @@
 
 pub mod policy;
 pub mod raw;
+pub mod responses;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -361,7 +362,8 @@ impl Config {
         raw.policy.validate(&mut p, &raw.rules);
         raw.notify_owner.validate(&raw.sinks, &mut p);
         raw.audit.validate(&mut p);
-        for action in raw.actions() {
+        raw.responses.validate(&mut p);
+        for action in raw.action_tables() {
             let mut own = Vec::new();
             action.validate(&mut own);
             for problem in own {

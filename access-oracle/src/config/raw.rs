@@ -41,12 +41,18 @@ pub struct RawConfig {
     pub policy: PolicyConfig,
     /// The audit trail (`[audit]`).
     pub audit: crate::audit::AuditConfig,
+    /// A CrowdSec Local API (`[crowdsec]`, `actions/crowdsec.rs`): its ban decisions
+    /// refuse clients, and with a machine the oracle's blocks are pushed to it; off
+    /// unless the table is present.
+    pub crowdsec: Option<crate::actions::crowdsec::CrowdsecConfig>,
     /// Address blocks as nftables set elements (`[firewall]`, `actions/nft.rs`); off
     /// unless the table is present.
     pub firewall: Option<crate::actions::nft::FirewallConfig>,
     /// Ban blocked addresses in a fail2ban jail (`[fail2ban]`, `actions/fail2ban.rs`);
     /// off unless the table is present.
     pub fail2ban: Option<crate::actions::fail2ban::Fail2banConfig>,
+    /// Enforce or observe; how address blocks are sized (`[responses]`).
+    pub responses: super::responses::ResponsesConfig,
     /// "Was this you?" e-mails to account owners (`[notify_owner]`, off by default).
     pub notify_owner: crate::sinks::owner::NotifyOwnerConfig,
 }
@@ -62,6 +68,19 @@ impl RawConfig {
         }
         if let Some(f) = &self.fail2ban {
             out.push(f);
+        }
+        if let Some(c) = self.crowdsec.as_ref().filter(|c| c.pushes()) {
+            out.push(c);
+        }
+        out
+    }
+
+    /// The action tables to check (validate, preflight): the actions, and `[crowdsec]`
+    /// also when it only reads decisions (a bouncer, which pushes nothing).
+    pub fn action_tables(&self) -> Vec<&dyn crate::actions::ActionConfig> {
+        let mut out = self.actions();
+        if let Some(c) = self.crowdsec.as_ref().filter(|c| !c.pushes()) {
+            out.push(c);
         }
         out
     }

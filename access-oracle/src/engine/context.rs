@@ -189,10 +189,7 @@ impl Engine {
             }
         }
         if let Some(ip) = subject.ip {
-            let block = self
-                .state
-                .ip(ip)
-                .and_then(|rec| rec.active_auth_block(secs).cloned());
+            let block = self.state.blocks().covering(ip, secs).map(|(_, b)| b.hold);
             if let Some(b) = block {
                 let what = if b.deny {
                     InForceKind::Block

@@ -37,7 +37,8 @@ pub use crate::track::Refused;
 pub struct Standing<'a> {
     /// The account's refusal for being listed as disabled (when its rule refuses).
     pub disabled: Option<&'a Refused>,
-    /// The address's refusal for being on a block list (when its rule refuses).
+    /// The address's refusal for being on a block list (when its rule refuses) or
+    /// banned by a CrowdSec decision (`[crowdsec]`).
     pub listed: Option<&'a Refused>,
     /// The account's live entry.
     pub account: Option<&'a Account>,
@@ -45,6 +46,32 @@ pub struct Standing<'a> {
     pub ip_block: Option<&'a Hold>,
     /// The recipient ceiling: its limit, window and text, when it is enabled.
     pub ceiling: Option<Ceiling<'a>>,
+    /// Which refusals are only observed: their rule alerts, nothing is refused.
+    pub observing: Observing<'a>,
+    /// The request's source address: a hold with scope `unfamiliar` spares the
+    /// account's familiar networks.
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// Observe mode, as the gate needs it: `[responses] mode` and each rule's `mode`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Observing<'a> {
+    /// `[responses] mode = "observe"`: no rule's refusal is applied (an
+    /// administrator's hold or block, rule `admin`, still is).
+    pub all: bool,
+    /// The rules, for their own `mode`.
+    pub rules: Option<&'a crate::rules::RulesConfig>,
+}
+
+impl Observing<'_> {
+    /// Whether a refusal by `rule` is only observed.
+    pub fn observes(&self, rule: &str) -> bool {
+        rule != "admin"
+            && (self.all
+                || self
+                    .rules
+                    .is_some_and(|r| r.mode_of(rule) == crate::rules::Mode::Observe))
+    }
 }
 
 /// The recipient ceiling's settings, as the gate needs them.
@@ -63,13 +90,21 @@ pub struct Ceiling<'a> {
 /// The decision for `ask` given `standing` at `now`: the refusal, or `None` to go on.
 pub fn decide(ask: Ask, standing: &Standing<'_>, now: Secs) -> Option<Refused> {
     let account = standing.account;
-    let hold = account.and_then(|a| a.active_hold(now));
+    let hold = account.and_then(|a| {
+        let spared = a
+            .hold_info
+            .as_ref()
+            .is_some_and(|i| i.spares(standing.source));
+        a.active_hold(now).filter(|_| !spared)
+    });
     let block = standing.ip_block.filter(|b| b.active(now));
     // Offered in the tie-breaking order: the first wins among equals, a deny beats a
     // defer offered before it.
     let mut best: Option<Refused> = None;
+    let observing = standing.observing;
     let mut offer = |c: Option<Refused>| {
         if let Some(c) = c
+            && !observing.observes(c.rule)
             && best.as_ref().is_none_or(|b| c.deny && !b.deny)
         {
             best = Some(c);

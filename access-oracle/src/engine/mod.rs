@@ -22,9 +22,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+use ipnet::IpNet;
+
+use crate::actions::{Actions, Step};
 use crate::alert::Alert;
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
+use crate::config::responses::ResponsesConfig;
 use crate::enrich::disabled::{Disabled, DisabledAccounts};
 use crate::enrich::{GeoInfo, GeoIp, IpLists};
 use crate::protocol::{Command, Outcome, Reply};
@@ -33,7 +37,7 @@ use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::{AccountSlots, Failure, LoginOk, Recipients, RulesConfig, Trip};
 use crate::state::baseline::BaselineConfig;
-use crate::state::{Account, Entry, Hold, Origin, Secs, State};
+use crate::state::{Account, Block, Entry, Hold, Origin, Secs, State};
 pub use observe::{Observed, UNKNOWN_PROTOCOL};
 pub use stats::Stats;
 
@@ -56,6 +60,10 @@ pub struct Engine {
     sessions: dashmap::DashMap<Box<str>, (u32, Secs)>,
     /// The audit trail's writer, when it is on.
     audit: OnceLock<AuditSink>,
+    /// `[responses]`: enforce or observe, how blocks are sized.
+    responses: RwLock<Arc<ResponsesConfig>>,
+    /// External actions on blocks (firewall, fail2ban, CrowdSec), when any run.
+    actions: OnceLock<Actions>,
     /// `access-oracle ctl` as an alert's undo command starts (with `--socket` when
     /// the admin socket is not the default).
     ctl: Box<str>,
@@ -72,6 +80,8 @@ pub struct Enrichment {
     pub disabled: Arc<DisabledAccounts>,
     /// Reverse DNS (names for alerts), resolved in the background.
     pub rdns: Arc<crate::enrich::Rdns>,
+    /// The ban decisions of a CrowdSec Local API (`[crowdsec]`), kept by its poller.
+    pub crowdsec: Arc<crate::enrich::crowdsec::Decisions>,
 }
 
 impl Default for Enrichment {
@@ -81,6 +91,7 @@ impl Default for Enrichment {
             lists: Arc::new(IpLists::empty()),
             disabled: Arc::new(DisabledAccounts::empty()),
             rdns: crate::enrich::Rdns::new(&crate::enrich::RdnsConfig::default()).0,
+            crowdsec: Arc::default(),
         }
     }
 }
@@ -158,6 +169,16 @@ impl Attempt<'_> {
 }
 
 /// The reply for a refusal of the [`gate`].
+/// The refusal for an address a CrowdSec decision bans at `secs`: refused like a
+/// listed one, its text naming the decision's scenario.
+fn crowdsec_refusal(enrich: &Enrichment, ip: IpAddr, secs: Secs) -> Option<gate::Refused> {
+    enrich.crowdsec.banned(ip, secs).map(|b| gate::Refused {
+        rule: "crowdsec",
+        message: b.text,
+        deny: b.deny,
+    })
+}
+
 fn refused_reply(r: &gate::Refused) -> Reply {
     if r.deny {
         Reply::Deny(r.message.to_string())
@@ -204,9 +225,75 @@ impl Engine {
             messages: dashmap::DashMap::new(),
             sessions: dashmap::DashMap::new(),
             audit: OnceLock::new(),
+            responses: RwLock::new(Arc::new(config.raw.responses.clone())),
+            actions: OnceLock::new(),
             ctl: context::ctl_prefix(&config.admin_socket.path).into(),
         };
         (engine, rx)
+    }
+
+    /// The one gate ([`gate::decide`]) with observe mode applied: a refusal by a rule
+    /// that only observes (or by any rule under `[responses] mode = "observe"`) is not
+    /// made.
+    fn gate(
+        &self,
+        ask: gate::Ask,
+        standing: &gate::Standing<'_>,
+        now: Secs,
+    ) -> Option<gate::Refused> {
+        let rules = self.rules();
+        let standing = gate::Standing {
+            observing: gate::Observing {
+                all: self.responses().mode == crate::rules::Mode::Observe,
+                rules: Some(&rules),
+            },
+            ..*standing
+        };
+        gate::decide(ask, &standing, now)
+    }
+
+    /// `[responses]` in force.
+    pub fn responses(&self) -> Arc<ResponsesConfig> {
+        self.responses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces `[responses]` (on reload).
+    pub fn set_responses(&self, responses: ResponsesConfig) {
+        *self.responses.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(responses);
+    }
+
+    /// Hands blocks and unblocks to the external actions from now on, and every block
+    /// in force now (restored from the snapshot: the far side may have lost them).
+    pub fn set_actions(&self, actions: Actions, now: Timestamp) {
+        if actions.is_empty() || self.actions.set(actions).is_err() {
+            return;
+        }
+        for (net, b) in self.state.blocks().active(now.as_second()) {
+            self.send_action(Step::Block {
+                net,
+                until: b.hold.until,
+                by: b.by.to_string(),
+                reason: b.reason.as_deref().unwrap_or(&b.hold.message).to_string(),
+            });
+        }
+    }
+
+    /// Hands a step to the external actions, if any run; never waits.
+    pub(crate) fn send_action(&self, step: Step) {
+        if let Some(a) = self.actions.get() {
+            a.send(step);
+        }
+    }
+
+    /// The external actions' counters.
+    pub fn action_counters(&self) -> Vec<Arc<crate::actions::ActionCounters>> {
+        self.actions
+            .get()
+            .map(Actions::counters)
+            .unwrap_or_default()
     }
 
     /// The rules in force.
@@ -348,12 +435,12 @@ impl Engine {
                 },
                 now,
             ),
-            Command::Mail(m) => self.submission(&m.user, secs, |acct| {
+            Command::Mail(m) => self.submission(&m.user, m.ip, secs, |acct| {
                 acct.totals.messages += 1;
             }),
             Command::Rcpt(r) => self.rcpt(&r.user, r.ip, now),
             Command::Data(d) => {
-                let reply = self.submission(&d.user, secs, |acct| {
+                let reply = self.submission(&d.user, d.ip, secs, |acct| {
                     acct.timeline.push(Entry::Sent {
                         time: secs,
                         msgid: d.msgid.as_deref().map(Arc::from),
@@ -382,7 +469,13 @@ impl Engine {
 
     /// MAIL and DATA of an account: refused by what is in force ([`gate`]), else
     /// `accepted` runs.
-    fn submission(&self, user: &str, secs: Secs, accepted: impl FnOnce(&mut Account)) -> Reply {
+    fn submission(
+        &self,
+        user: &str,
+        ip: Option<IpAddr>,
+        secs: Secs,
+        accepted: impl FnOnce(&mut Account),
+    ) -> Reply {
         let key = self.account_key(user);
         let disabled = self.disabled_refusal(&self.rules(), &key, secs);
         let mut acct = self.state.account_mut(&key);
@@ -391,9 +484,10 @@ impl Engine {
         let standing = gate::Standing {
             disabled: disabled.as_ref(),
             account: Some(&acct),
+            source: ip,
             ..Default::default()
         };
-        match gate::decide(gate::Ask::Submit, &standing, secs) {
+        match self.gate(gate::Ask::Submit, &standing, secs) {
             None => {
                 accepted(&mut acct);
                 Reply::Accept
@@ -425,19 +519,21 @@ impl Engine {
         )
     }
 
-    /// The refusal for a listed address, when the list's rule refuses (no alert: for
-    /// Dovecot's `allow`, which only asks).
+    /// The refusal for a listed address, when the list's rule refuses, or one a CrowdSec
+    /// decision bans (no alert: for Dovecot's `allow`, which only asks).
     fn listed_refusal(
         &self,
         rules: &RulesConfig,
         enrich: &Enrichment,
         ip: IpAddr,
+        secs: Secs,
     ) -> Option<gate::Refused> {
         let rule = &rules.bad_ip;
         if !rule.enabled || enrich.lists.blocked(ip).is_none() {
-            return None;
+            return crowdsec_refusal(enrich, ip, secs);
         }
         crate::rules::disabled_credentials::refusal(BadIp::NAME, rule.response, &rule.message)
+            .or_else(|| crowdsec_refusal(enrich, ip, secs))
     }
 
     /// A listed address's refusal and the alert its rule raises (at most once per
@@ -451,21 +547,20 @@ impl Engine {
         secs: Secs,
     ) -> (Option<gate::Refused>, Option<Trip>) {
         let Some(hit) = enrich.lists.blocked(ip) else {
-            return (None, None);
+            return (crowdsec_refusal(enrich, ip, secs), None);
         };
         let mut rec = self.state.ip_mut(ip);
         rec.last_seen = rec.last_seen.max(secs);
         let (refusal, trip) = rules
             .bad_ip
             .check(&hit, &mut rec.rules.bad_ip, ip, &what(), secs);
-        (refusal, trip)
+        drop(rec);
+        (refusal.or_else(|| crowdsec_refusal(enrich, ip, secs)), trip)
     }
 
-    /// The authentication block of `ip` in force at `secs`, if any.
+    /// The authentication block covering `ip` in force at `secs`, if any.
     fn ip_block(&self, ip: Option<IpAddr>, secs: Secs) -> Option<Hold> {
-        self.state
-            .ip(ip?)
-            .and_then(|rec| rec.active_auth_block(secs).cloned())
+        self.state.blocks().covering(ip?, secs).map(|(_, b)| b.hold)
     }
 
     /// An unauthenticated connection from `ip`: refused while the address is blocked
@@ -487,7 +582,8 @@ impl Engine {
             ip_block: block.as_ref(),
             ..Default::default()
         };
-        let reply = gate::decide(gate::Ask::Connect, &standing, secs)
+        let reply = self
+            .gate(gate::Ask::Connect, &standing, secs)
             .map_or(Reply::Accept, |r| refused_reply(&r));
         self.respond(
             trip.as_slice(),
@@ -554,10 +650,11 @@ impl Engine {
         let standing = gate::Standing {
             listed: listed.as_ref(),
             ip_block: ip_block.as_ref(),
+            source,
             ..Default::default()
         };
         let reply = if !track_account {
-            gate::decide(gate::Ask::Login, &standing, secs)
+            self.gate(gate::Ask::Login, &standing, secs)
                 .map_or(Reply::Accept, |r| refused_reply(&r))
         } else {
             let mut acct = self.state.account_mut(&user);
@@ -574,16 +671,17 @@ impl Engine {
                 refusal = r;
                 trips.extend(trip);
             }
-            let reply = gate::decide(
-                gate::Ask::Login,
-                &gate::Standing {
-                    disabled: refusal.as_ref(),
-                    account: Some(&acct),
-                    ..standing
-                },
-                secs,
-            )
-            .map_or(Reply::Accept, |r| refused_reply(&r));
+            let reply = self
+                .gate(
+                    gate::Ask::Login,
+                    &gate::Standing {
+                        disabled: refusal.as_ref(),
+                        account: Some(&acct),
+                        ..standing
+                    },
+                    secs,
+                )
+                .map_or(Reply::Accept, |r| refused_reply(&r));
             // The log line of a live attempt can arrive first (Dovecot logs a wrong
             // password before it reports it to the policy endpoint): a live attempt
             // that matches an attempt already counted from the log is the same one.
@@ -659,10 +757,15 @@ impl Engine {
             && at.result == Outcome::Fail
             && !already_counted
         {
+            let in_force = self
+                .state
+                .blocks()
+                .covering(ip, secs)
+                .map(|(_, b)| b.hold.rule);
             let mut rec = self.state.ip_mut(ip);
             rec.last_seen = secs;
             let failure = Failure {
-                in_force: rec.active_auth_block(secs).map(|b| b.rule),
+                in_force,
                 pair: at.pwhash.map(|h| {
                     let mut hasher = DefaultHasher::new();
                     (&*user, h).hash(&mut hasher);
@@ -756,6 +859,11 @@ impl Engine {
             rules.login_ok(&login, slots, trips);
         }
         b.learn_login(secs, at.ip, geo, at.client);
+        drop(b);
+        if let Some(ip) = at.ip {
+            let net = rules.failed_logins_account.familiar_network(ip);
+            self.state.learn_familiar(user, net, secs);
+        }
     }
 
     fn rcpt(&self, user: &str, ip: Option<IpAddr>, now: Timestamp) -> Reply {
@@ -777,9 +885,10 @@ impl Engine {
                     message: &ceiling.message,
                     rule: RecipientCeiling::NAME,
                 }),
+                source: ip,
                 ..Default::default()
             };
-            if let Some(refused) = gate::decide(gate::Ask::Rcpt, &standing, secs) {
+            if let Some(refused) = self.gate(gate::Ask::Rcpt, &standing, secs) {
                 acct.totals.rcpts_refused += 1;
                 acct.totals.refused += 1;
                 return refused_reply(&refused);
@@ -887,6 +996,7 @@ impl Engine {
         let mut acct = self.state.tracked_account_mut(&key)?;
         self.state.mark_dirty();
         let hold = acct.hold.take().filter(|h| h.active(now.as_second()));
+        acct.hold_info = None;
         acct.rules.failed_logins_account.failures.clear();
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
         acct.rcpts.clear();
@@ -911,29 +1021,144 @@ impl Engine {
         })
     }
 
-    /// Lifts an authentication block from an address and forgets its failures; `by`
-    /// names the administrator. Returns the block lifted (`Some(None)`: none was in
-    /// force), `None` when the address is not tracked.
-    pub fn unblock(&self, ip: IpAddr, now: Timestamp, by: &str) -> Option<Option<Hold>> {
-        let mut rec = self.state.tracked_ip_mut(ip)?;
+    /// Holds `user` from `now` for `secs` seconds on every source, as an administrator
+    /// (`ctl hold`): replaces a hold in force. Returns the account's key and the hold.
+    pub fn hold(
+        &self,
+        user: &str,
+        secs: u64,
+        reason: Option<&str>,
+        now: Timestamp,
+        by: &str,
+    ) -> (String, Hold) {
+        let key = self.account_key(user);
+        let t = now.as_second();
+        let hold = Hold {
+            since: t,
+            until: t.saturating_add(secs as Secs),
+            rule: "admin",
+            message: Arc::from(ADMIN_HOLD_MESSAGE),
+            deny: false,
+        };
+        {
+            let mut acct = self.state.account_mut(&key);
+            acct.last_seen = acct.last_seen.max(t);
+            acct.hold = Some(hold.clone());
+            acct.hold_info = Some(Box::new(crate::state::HoldInfo {
+                by: Arc::from(by),
+                reason: reason.map(Arc::from),
+                scope: crate::state::HoldScope::All,
+                familiar: Vec::new(),
+            }));
+        }
         self.state.mark_dirty();
-        let block = rec.auth_block.take().filter(|b| b.active(now.as_second()));
-        rec.rules.failed_logins_ip.failures.clear();
-        drop(rec);
         self.audit_record(|| {
             let mut r =
-                audit::Record::new(audit::Kind::Unblock, audit::Source::Admin, now).ip(Some(ip));
+                audit::Record::new(audit::Kind::Admin, audit::Source::Admin, now).user(&key);
+            r.action = Some("hold".into());
             r.admin = Some(by.into());
-            r.reason = Some(match &block {
-                Some(b) => format!("block by {} lifted early; counters reset", b.rule),
-                None => "no block in force; counters reset".into(),
-            });
-            r.until = block
-                .as_ref()
-                .and_then(|b| Timestamp::from_second(b.until).ok());
+            r.reason = reason.map(str::to_string);
+            r.until = Timestamp::from_second(hold.until).ok();
             r
         });
-        Some(block)
+        (key.to_string(), hold)
+    }
+
+    /// Blocks `net` from `now` for `secs` seconds, as an administrator (`ctl block`); a
+    /// single IPv6 address covers its network (`[responses] block_prefix_v6`). The
+    /// external actions are told. Returns the block in force.
+    pub fn block(
+        &self,
+        net: IpNet,
+        secs: u64,
+        reason: Option<&str>,
+        now: Timestamp,
+        by: &str,
+    ) -> (IpNet, Block) {
+        let t = now.as_second();
+        let sizing = self.responses().sizing();
+        let net = if net.prefix_len() == net.max_prefix_len() {
+            sizing.network_of(net.addr())
+        } else {
+            net.trunc()
+        };
+        let hold = Hold {
+            since: t,
+            until: t.saturating_add(secs as Secs),
+            rule: "admin",
+            message: Arc::from(ADMIN_BLOCK_MESSAGE),
+            deny: true,
+        };
+        let block = self.state.blocks().put(
+            net,
+            hold,
+            Arc::from(by),
+            reason.map(Arc::from),
+            false,
+            &sizing,
+            t,
+        );
+        self.state.mark_dirty();
+        self.send_action(Step::Block {
+            net,
+            until: block.hold.until,
+            by: by.to_string(),
+            reason: reason.unwrap_or(ADMIN_BLOCK_MESSAGE).to_string(),
+        });
+        let single = (net.prefix_len() == net.max_prefix_len()).then(|| net.addr());
+        self.audit_record(|| {
+            let mut r =
+                audit::Record::new(audit::Kind::Admin, audit::Source::Admin, now).ip(single);
+            r.action = Some("block".into());
+            r.admin = Some(by.into());
+            r.reason = Some(match reason {
+                Some(why) => format!("{net}: {why}"),
+                None => net.to_string(),
+            });
+            r.until = Timestamp::from_second(block.hold.until).ok();
+            r
+        });
+        (net, block)
+    }
+
+    /// Lifts the blocks on `net` and inside it (for one address, also the network
+    /// block covering it), tells the external actions, and forgets the failures counted
+    /// against the addresses in it that are tracked; `by` names the administrator.
+    /// Returns the blocks lifted (empty: none was in force).
+    pub fn unblock(&self, net: IpNet, now: Timestamp, by: &str) -> Vec<(IpNet, Block)> {
+        let secs = now.as_second();
+        let lifted = self.state.blocks().lift(net, secs);
+        self.state.mark_dirty();
+        if net.prefix_len() == net.max_prefix_len()
+            && let Some(mut rec) = self.state.tracked_ip_mut(net.addr())
+        {
+            rec.rules.failed_logins_ip.failures.clear();
+        }
+        for (n, _) in &lifted {
+            self.send_action(Step::Unblock { net: *n });
+        }
+        let single = (net.prefix_len() == net.max_prefix_len()).then(|| net.addr());
+        self.audit_record(|| {
+            let mut r =
+                audit::Record::new(audit::Kind::Unblock, audit::Source::Admin, now).ip(single);
+            r.admin = Some(by.into());
+            r.reason = Some(if lifted.is_empty() {
+                format!("no block in force on {net}; counters reset")
+            } else {
+                let what: Vec<String> = lifted
+                    .iter()
+                    .map(|(n, b)| format!("{n} (by {})", b.by))
+                    .collect();
+                format!("blocks lifted early: {}; counters reset", what.join(", "))
+            });
+            r.until = lifted
+                .iter()
+                .map(|(_, b)| b.hold.until)
+                .max()
+                .and_then(|u| Timestamp::from_second(u).ok());
+            r
+        });
+        lifted
     }
 
     /// Forgets idle entries; run periodically.
@@ -943,9 +1168,21 @@ impl Engine {
             .retain(|_, (_, seen)| *seen > secs - idle_secs as Secs);
         self.sessions
             .retain(|_, (_, seen)| *seen > secs - observe::MATCH_OK_SECS);
-        self.state.sweep(secs, idle_secs as Secs, max_accounts)
+        let ended = self.state.blocks().sweep(secs, &self.responses().sizing());
+        let familiar_days = self.rules().failed_logins_account.familiar_days;
+        self.state
+            .sweep_familiar(secs.saturating_sub(familiar_days.saturating_mul(86_400) as Secs));
+        ended.len() + self.state.sweep(secs, idle_secs as Secs, max_accounts)
     }
 }
+
+/// What a client sees while an administrator holds its account (`ctl hold`).
+pub const ADMIN_HOLD_MESSAGE: &str =
+    "This account is on hold by the mail administrators; please contact them";
+
+/// What a client sees while an administrator blocks its address (`ctl block`).
+pub const ADMIN_BLOCK_MESSAGE: &str =
+    "Your address is blocked by the mail administrators; please contact them";
 
 /// Puts a live verdict on an audit record.
 fn audit_verdict(r: &mut audit::Record, reply: &Reply) {

@@ -231,7 +231,7 @@ impl Engine {
         // The same gate as the Exim verbs: what is in force before the attempt.
         let key = self.account_key(user);
         let disabled = self.disabled_refusal(&rules, &key, secs);
-        let listed = ip.and_then(|ip| self.listed_refusal(&rules, &enrich, ip));
+        let listed = ip.and_then(|ip| self.listed_refusal(&rules, &enrich, ip, secs));
         let block = self.ip_block(ip, secs);
         let acct = self.state.account(&key);
         let standing = gate::Standing {
@@ -240,8 +240,10 @@ impl Engine {
             account: acct.as_deref(),
             ip_block: block.as_ref(),
             ceiling: None,
+            observing: gate::Observing::default(),
+            source: ip,
         };
-        if let Some(refused) = gate::decide(gate::Ask::Login, &standing, secs) {
+        if let Some(refused) = self.gate(gate::Ask::Login, &standing, secs) {
             return reject(&refused.message, refused.rule);
         }
         if let Some(acct) = acct {

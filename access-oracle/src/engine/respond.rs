@@ -15,12 +15,38 @@ use jiff::Timestamp;
 
 use super::Engine;
 use super::context::{Done, Target, action_text};
+use crate::actions::Step;
 use crate::alert::{Alert, InForceKind};
 use crate::audit;
 use crate::rules::bad_ip::BadIp;
 use crate::rules::disabled_credentials::DisabledCredentials;
 use crate::rules::{Response, Trip};
 use crate::state::{Hold, Secs, strengthen};
+
+/// What a trip's response would have done, in words, for an observed alert.
+fn would_do(trip: &Trip, subject: &Subject<'_>) -> Option<String> {
+    let until = Timestamp::from_second(trip.expires).ok()?;
+    let who = subject
+        .user
+        .map(|u| crate::text::escape_controls(u).into_owned());
+    let from = subject.ip.map(|ip| ip.to_string());
+    Some(match (trip.response, who, from) {
+        (Response::HoldAccount, Some(u), _) => format!("hold account {u} until {until}"),
+        (Response::DenyAccount, Some(u), _) => format!("refuse account {u} until {until}"),
+        (Response::BlockIp, _, Some(ip)) => format!("block {ip} until {until}"),
+        (Response::DeferIpAuth, _, Some(ip)) => {
+            format!("defer authentication from {ip} until {until}")
+        }
+        (Response::ThrottleRcpt, Some(u), _) => {
+            format!("defer further recipients of {u} until {until}")
+        }
+        (Response::Refuse, _, _) => "refuse the request".to_string(),
+        _ => return None,
+    })
+}
+
+/// The rule name of the alert raised when an external action gives up on a step.
+pub const ACTION_FAILED: &str = "action_failed";
 
 /// Whom a trip is about.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,14 +64,35 @@ pub(crate) struct Subject<'a> {
 impl Engine {
     /// Applies every trip, then records and raises its alert.
     pub(crate) fn respond(&self, trips: &[Trip], subject: &Subject<'_>, now: Timestamp) {
+        let observe_all = self.responses().mode == crate::rules::Mode::Observe;
+        let rules = self.rules();
         for trip in trips {
-            let done = self.apply(trip, subject.user, subject.ip, now.as_second());
+            let observed = observe_all || rules.mode_of(trip.rule) == crate::rules::Mode::Observe;
+            let done = if observed {
+                None
+            } else {
+                self.apply(trip, subject.user, subject.ip, now.as_second())
+            };
             let mut alert = Alert::from_trip(trip, now, subject.user, subject.ip, subject.protocol);
             alert.rdns = subject.rdns.map(str::to_string);
+            alert.observed = observed;
             let action = match &done {
                 Some(done) => Some(action_text(done)),
+                None if observed => Some(match would_do(trip, subject) {
+                    Some(what) => format!("observed only: nothing was done (would have: {what})"),
+                    None => "observed only: nothing was done".to_string(),
+                }),
                 None => refusal_text(trip, subject),
             };
+            if observed {
+                alert.summary = format!("[observed] {}", alert.summary);
+            }
+            if !observed
+                && matches!(trip.response, Response::HoldAccount | Response::DenyAccount)
+                && let Some(note) = subject.user.and_then(|u| self.scope_note(u))
+            {
+                alert.summary.push_str(&note);
+            }
             alert.context = Some(Box::new(self.context(subject, done.as_ref(), action, now)));
             self.raise(alert);
         }
@@ -92,20 +139,39 @@ impl Engine {
             Response::HoldAccount | Response::DenyAccount => {
                 let user = user?;
                 let deny = trip.response == Response::DenyAccount;
+                let info = self.hold_info(trip, user, ip, now);
                 let mut acct = self.state.account_mut(user);
-                strengthen(&mut acct.hold, hold(deny), now);
+                let new = hold(deny);
+                strengthen(&mut acct.hold, new.clone(), now);
+                if acct.hold.as_ref() == Some(&new) {
+                    acct.hold_info = info;
+                }
                 let target = Target::Account(user.to_string());
                 kept(&acct.hold, target, (InForceKind::Hold, InForceKind::Deny))
             }
             Response::BlockIp | Response::DeferIpAuth => {
                 let ip = ip.filter(|ip| !self.enrichment().lists.allowed(*ip))?;
                 let deny = trip.response == Response::BlockIp;
-                let mut rec = self.state.ip_mut(ip);
-                rec.last_seen = rec.last_seen.max(now);
-                strengthen(&mut rec.auth_block, hold(deny), now);
+                let sizing = self.responses().sizing();
+                let net = sizing.network_of(ip);
+                let block = self.state.blocks().put(
+                    net,
+                    hold(deny),
+                    Arc::from(trip.rule),
+                    None,
+                    true,
+                    &sizing,
+                    now,
+                );
+                self.send_action(Step::Block {
+                    net,
+                    until: block.hold.until,
+                    by: trip.rule.to_string(),
+                    reason: block.hold.message.to_string(),
+                });
                 let target = Target::Ip(ip);
                 kept(
-                    &rec.auth_block,
+                    &Some(block.hold),
                     target,
                     (InForceKind::Defer, InForceKind::Block),
                 )
@@ -123,6 +189,130 @@ impl Engine {
             }
             Response::Alert | Response::Refuse => None,
         }
+    }
+
+    /// What the scope of `user`'s hold means, for its alert's summary.
+    fn scope_note(&self, user: &str) -> Option<String> {
+        use crate::state::HoldScope;
+        let acct = self.state.account(user)?;
+        let info = acct.hold_info.as_ref()?;
+        Some(match info.scope {
+            HoldScope::Unfamiliar => {
+                let nets: Vec<String> = info.familiar.iter().map(|n| n.to_string()).collect();
+                format!(
+                    "; scope unfamiliar: logins from its familiar networks ({}) go on",
+                    nets.join(", ")
+                )
+            }
+            HoldScope::All if info.familiar.is_empty() => {
+                "; scope all: the failures came from a familiar network, or none is known"
+                    .to_string()
+            }
+            HoldScope::All => "; scope all".to_string(),
+        })
+    }
+
+    /// Who a rule's hold on `user` is by and which sources it refuses: for
+    /// `failed_logins_account` with `hold_scope = "unfamiliar"`, every source but the
+    /// account's familiar networks, unless the failure that tripped it came from one of
+    /// them (then every source). Read before the account's entry is locked.
+    fn hold_info(
+        &self,
+        trip: &Trip,
+        user: &str,
+        ip: Option<IpAddr>,
+        now: Secs,
+    ) -> Option<Box<crate::state::HoldInfo>> {
+        use crate::state::HoldScope;
+        let rules = self.rules();
+        let rule = &rules.failed_logins_account;
+        if trip.rule != crate::rules::FailedLoginsAccount::NAME || rule.hold_scope == HoldScope::All
+        {
+            return None;
+        }
+        let since = now.saturating_sub(rule.familiar_days.saturating_mul(86_400) as Secs);
+        let familiar = self.state.familiar(user, since);
+        let from_familiar = ip.is_some_and(|ip| familiar.iter().any(|n| n.contains(&ip)));
+        Some(Box::new(crate::state::HoldInfo {
+            by: Arc::from(trip.rule),
+            reason: None,
+            scope: if from_familiar || familiar.is_empty() {
+                HoldScope::All
+            } else {
+                HoldScope::Unfamiliar
+            },
+            familiar: if from_familiar { Vec::new() } else { familiar },
+        }))
+    }
+
+    /// What an external action did with a step: an audit record, and an alert when it
+    /// gave up (a block the firewall does not hold is one the administrator must know).
+    pub fn action_report(&self, report: crate::actions::Report) {
+        let now = Timestamp::from_second(report.at).unwrap_or_else(|_| Timestamp::now());
+        let net = report.step.net();
+        let single = (net.prefix_len() == net.max_prefix_len()).then(|| net.addr());
+        let until = match &report.step {
+            crate::actions::Step::Block { until, .. } => Timestamp::from_second(*until).ok(),
+            crate::actions::Step::Unblock { .. } => None,
+        };
+        let what = if report.expiry {
+            format!("{}: {} (the block ended)", report.action, report.step)
+        } else {
+            format!("{}: {}", report.action, report.step)
+        };
+        self.audit_record(|| {
+            let mut r =
+                audit::Record::new(audit::Kind::Action, audit::Source::Oracle, now).ip(single);
+            r.action = Some(report.step.verb().into());
+            r.result = Some(match report.outcome {
+                Ok(()) => crate::protocol::Outcome::Ok,
+                Err(_) => crate::protocol::Outcome::Fail,
+            });
+            r.reason = Some(match &report.outcome {
+                Ok(()) => what.clone(),
+                Err(e) => format!(
+                    "{what}: given up after {} attempts: {}",
+                    report.attempts,
+                    crate::text::escape_controls(e)
+                ),
+            });
+            r.until = until;
+            r
+        });
+        let Err(error) = &report.outcome else {
+            return;
+        };
+        let summary = format!(
+            "{what} failed after {} attempts: {}",
+            report.attempts,
+            crate::text::escape_controls(error)
+        );
+        let alert = Alert {
+            time: now,
+            rule: ACTION_FAILED,
+            severity: crate::rules::Severity::High,
+            account: None,
+            ip: single,
+            rdns: None,
+            protocol: None,
+            count: u64::from(report.attempts),
+            counts: serde_json::json!({
+                "action": report.action,
+                "step": report.step.verb(),
+                "network": net.to_string(),
+                "attempts": report.attempts,
+                "error": error,
+            }),
+            threshold: 0,
+            window_secs: 0,
+            response: Response::Alert,
+            expires: until.unwrap_or(now),
+            summary,
+            group: None,
+            context: None,
+            observed: false,
+        };
+        self.raise(alert);
     }
 
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.

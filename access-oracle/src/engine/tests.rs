@@ -20,7 +20,27 @@ fn release(e: &Engine, user: &str, now: Timestamp, by: &str) -> Value {
 }
 
 fn unblock(e: &Engine, ip: IpAddr, now: Timestamp, by: &str) -> Value {
-    serde_json::to_value(crate::admin::views::unblock(e, ip, now, by)).unwrap()
+    serde_json::to_value(crate::admin::views::unblock(
+        e,
+        ipnet::IpNet::from(ip),
+        now,
+        by,
+    ))
+    .unwrap()
+}
+
+/// Puts `hold` on `ip` as a rule's block.
+fn block(e: &Engine, ip: &str, hold: Hold) {
+    let ip: IpAddr = ip.parse().unwrap();
+    e.state().blocks().put(
+        ipnet::IpNet::from(ip),
+        hold,
+        Arc::from("test"),
+        None,
+        false,
+        &crate::state::Sizing::default(),
+        0,
+    );
 }
 
 fn engine() -> (Engine, mpsc::Receiver<Arc<Alert>>) {
@@ -1024,12 +1044,8 @@ fn every_hold_and_block_decides_the_same_through_every_verb_and_protocol() {
         match kind {
             Kind::HoldDefer => e.state().account_mut(USER).hold = Some(hold("held", false)),
             Kind::HoldDeny => e.state().account_mut(USER).hold = Some(hold("held hard", true)),
-            Kind::BlockDefer => {
-                e.state().ip_mut(IP.parse().unwrap()).auth_block = Some(hold("slow", false))
-            }
-            Kind::BlockDeny => {
-                e.state().ip_mut(IP.parse().unwrap()).auth_block = Some(hold("go away", true))
-            }
+            Kind::BlockDefer => block(&e, IP, hold("slow", false)),
+            Kind::BlockDeny => block(&e, IP, hold("go away", true)),
             Kind::Throttle => e.state().account_mut(USER).throttle = Some(hold("throttled", false)),
             Kind::Disabled => e.set_enrichment(Enrichment {
                 disabled: Arc::new(DisabledAccounts::open(&disabled_file, true).unwrap()),

@@ -6,6 +6,8 @@
 //! * [`disabled`]: the accounts file of disabled and expiring credentials.
 //! * [`rdns`]: optional reverse DNS with a cache, resolved in the background: never on the
 //!   verdict's path.
+//! * [`crowdsec`]: the ban decisions of a CrowdSec Local API (`[crowdsec]`), kept up to
+//!   date by a poller in `actions/crowdsec.rs`.
 //!
 //! Lookups are cheap, never block and never fail: an address nothing is known about gets
 //! empty answers. Files are read into memory and replaced as a whole: a reload builds the
@@ -17,6 +19,7 @@
 //! IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are looked up as their IPv4 address
 //! everywhere ([`canonical_ip`]).
 
+pub mod crowdsec;
 pub mod disabled;
 pub mod geoip;
 pub mod lists;

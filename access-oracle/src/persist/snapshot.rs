@@ -44,7 +44,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::rules;
-use crate::state::{Baseline, CountWindow, DedupWindow, DistinctWindow, Hold, Secs, State};
+use ipnet::IpNet;
+
+use crate::state::blocks::Past;
+use crate::state::{
+    Baseline, Block, CountWindow, DedupWindow, DistinctWindow, Hold, HoldInfo, HoldScope, Secs,
+    State,
+};
 
 /// The file name inside the state directory.
 pub const FILE_NAME: &str = "state.snapshot";
@@ -147,14 +153,34 @@ struct StoredHold<'a> {
     deny: bool,
 }
 
+/// A network block as stored (`ctl block` and rule blocks, with who and why).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredBlock<'a> {
+    #[serde(borrow)]
+    hold: StoredHold<'a>,
+    by: &'a str,
+    reason: Option<&'a str>,
+    repeats: u32,
+    past: Option<Past>,
+}
+
+// New kinds of record go at the end: postcard names a variant by its position, so
+// files written before a kind existed still read.
 #[derive(Debug, Serialize)]
 enum RecordRef<'a> {
     Baseline(&'a str, &'a Baseline),
     Hold(&'a str, StoredHold<'a>),
+    /// Before network blocks: one address's block (read, no longer written; kept for
+    /// the position of the variants after it).
+    #[allow(dead_code)]
     IpBlock(IpAddr, StoredHold<'a>),
     End(u64),
     AccountWindows(&'a str, StoredWindows),
     IpWindows(IpAddr, StoredWindows),
+    NetBlock(IpNet, StoredBlock<'a>),
+    BlockPast(IpNet, Past),
+    HoldInfo(&'a str, StoredHoldInfo<'a>),
+    Familiar(&'a str, &'a [(IpNet, Secs)]),
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +191,19 @@ enum Record<'a> {
     End(u64),
     AccountWindows(&'a str, StoredWindows),
     IpWindows(IpAddr, StoredWindows),
+    NetBlock(IpNet, #[serde(borrow)] StoredBlock<'a>),
+    BlockPast(IpNet, Past),
+    HoldInfo(&'a str, #[serde(borrow)] StoredHoldInfo<'a>),
+    Familiar(&'a str, Vec<(IpNet, Secs)>),
+}
+
+/// Who put an account's hold there, why, and its scope.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredHoldInfo<'a> {
+    by: &'a str,
+    reason: Option<&'a str>,
+    scope: HoldScope,
+    familiar: Vec<IpNet>,
 }
 
 /// Why a snapshot could not be written or read.
@@ -323,14 +362,50 @@ pub fn write(
         put(&mut out, &RecordRef::Baseline(b.key(), b.value()))?;
         counts.baselines += 1;
     }
-    for (user, hold) in state.active_holds(now) {
+    // Records beside the counted ones: a hold's who and why, a past block's history.
+    let mut histories = 0u64;
+    for (user, hold, info) in state.active_holds(now) {
         put(&mut out, &RecordRef::Hold(&user, stored(&hold)))?;
         counts.holds += 1;
+        if let Some(i) = &info {
+            let note = StoredHoldInfo {
+                by: &i.by,
+                reason: i.reason.as_deref(),
+                scope: i.scope,
+                familiar: i.familiar.clone(),
+            };
+            put(&mut out, &RecordRef::HoldInfo(&user, note))?;
+            histories += 1;
+        }
     }
-    for (ip, block) in state.active_ip_blocks(now) {
-        put(&mut out, &RecordRef::IpBlock(ip, stored(&block)))?;
+    let past = state.blocks().past();
+    let active = state.blocks().active(now);
+    for (net, block) in &active {
+        let p = past.iter().find(|(n, _)| n == net).map(|(_, p)| *p);
+        let b = StoredBlock {
+            hold: stored(&block.hold),
+            by: &block.by,
+            reason: block.reason.as_deref(),
+            repeats: block.repeats,
+            past: p,
+        };
+        put(&mut out, &RecordRef::NetBlock(*net, b))?;
         counts.ip_blocks += 1;
     }
+    for (net, p) in &past {
+        if !active.iter().any(|(n, _)| n == net) {
+            put(&mut out, &RecordRef::BlockPast(*net, *p))?;
+            histories += 1;
+        }
+    }
+    let mut result = Ok(());
+    state.for_each_familiar(|user, list| {
+        if result.is_ok() {
+            result = put(&mut out, &RecordRef::Familiar(user, list));
+            histories += 1;
+        }
+    });
+    result?;
     let mut result = Ok(());
     state.for_each_account(|user, acct| {
         let w = StoredWindows {
@@ -362,7 +437,7 @@ pub fn write(
     result?;
     flush(&mut out, &mut section).map_err(io)?;
     out.write_all(&0u64.to_le_bytes()).map_err(io)?;
-    let total = counts.baselines + counts.holds + counts.ip_blocks + counts.windows;
+    let total = counts.baselines + counts.holds + counts.ip_blocks + counts.windows + histories;
     postcard::to_io(&RecordRef::End(total), &mut out).map_err(|e| io(std::io::Error::other(e)))?;
     let Summing {
         inner: mut out,
@@ -420,11 +495,44 @@ fn read_section(
             }
             Record::IpBlock(ip, h) => {
                 if h.until > now {
-                    let mut rec = state.ip_mut(ip);
-                    rec.last_seen = rec.last_seen.max(now);
-                    rec.auth_block = Some(restore(&h));
+                    let hold = restore(&h);
+                    let block = Block {
+                        by: Arc::from(hold.rule),
+                        hold,
+                        reason: None,
+                        repeats: 0,
+                    };
+                    state.blocks().restore(IpNet::from(ip), block, None);
                     counts.ip_blocks += 1;
                 }
+            }
+            Record::NetBlock(net, b) => {
+                if b.hold.until > now {
+                    let block = Block {
+                        hold: restore(&b.hold),
+                        by: Arc::from(b.by),
+                        reason: b.reason.map(Arc::from),
+                        repeats: b.repeats,
+                    };
+                    state.blocks().restore(net, block, b.past);
+                    counts.ip_blocks += 1;
+                } else if let Some(p) = b.past {
+                    state.blocks().restore_past(net, p);
+                }
+            }
+            Record::BlockPast(net, p) => state.blocks().restore_past(net, p),
+            Record::Familiar(user, list) => state.restore_familiar(user, list),
+            Record::HoldInfo(user, i) => {
+                // Written only beside a hold in force; sections are read in parallel,
+                // so its hold may be restored before or after it.
+                let mut acct = state.account_mut(user);
+                acct.last_seen = acct.last_seen.max(now);
+                acct.hold_info = Some(Box::new(HoldInfo {
+                    by: Arc::from(i.by),
+                    reason: i.reason.map(Arc::from),
+                    scope: i.scope,
+                    familiar: i.familiar,
+                }));
             }
             Record::AccountWindows(user, w) => {
                 let mut acct = state.account_mut(user);
@@ -638,6 +746,7 @@ fn decode(
 /// what happens (only a writer's bug can get here: the checksums matched).
 fn forget_all(state: &State) {
     state.baselines().clear();
+    state.blocks().clear();
     // Nothing is in force at the end of time and nothing was seen after it.
     state.sweep(Secs::MAX, 0, 0);
 }
@@ -767,13 +876,21 @@ mod tests {
             message: "x".into(),
             deny: false,
         });
-        s.ip_mut("203.0.113.5".parse().unwrap()).auth_block = Some(Hold {
-            since: 0,
-            until: 2000,
-            rule: "password_spraying",
-            message: "blocked".into(),
-            deny: true,
-        });
+        s.blocks().put(
+            "203.0.113.5/32".parse().unwrap(),
+            Hold {
+                since: 0,
+                until: 2000,
+                rule: "password_spraying",
+                message: "blocked".into(),
+                deny: true,
+            },
+            Arc::from("password_spraying"),
+            None,
+            false,
+            &crate::state::Sizing::default(),
+            0,
+        );
         s
     }
 
@@ -800,8 +917,12 @@ mod tests {
         );
         let held = back.account("held").unwrap();
         assert_eq!(held.hold.as_ref().unwrap().rule, "failed_logins_account");
-        let ip = back.ip("203.0.113.5".parse().unwrap()).unwrap();
-        assert!(ip.auth_block.as_ref().unwrap().deny);
+        let (net, b) = back
+            .blocks()
+            .covering("203.0.113.5".parse().unwrap(), 100)
+            .unwrap();
+        assert_eq!(net.to_string(), "203.0.113.5/32");
+        assert!(b.hold.deny);
         // Read later: the hold has ended, the block has not.
         let later = State::default();
         let c = read(&later, dir.path(), 1500).unwrap().unwrap();
@@ -952,13 +1073,21 @@ mod tests {
             message: "held".into(),
             deny: false,
         });
-        s.ip_mut("203.0.113.5".parse().unwrap()).auth_block = Some(Hold {
-            since: 0,
-            until: 2000,
-            rule: "password_spraying",
-            message: "blocked".into(),
-            deny: true,
-        });
+        s.blocks().put(
+            "203.0.113.5/32".parse().unwrap(),
+            Hold {
+                since: 0,
+                until: 2000,
+                rule: "password_spraying",
+                message: "blocked".into(),
+                deny: true,
+            },
+            Arc::from("password_spraying"),
+            None,
+            false,
+            &crate::state::Sizing::default(),
+            0,
+        );
         s.account_mut("bob")
             .rules
             .failed_logins_account

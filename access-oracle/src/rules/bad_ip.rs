@@ -20,6 +20,9 @@ use crate::track::Secs;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BadIp {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -35,6 +38,7 @@ pub struct BadIp {
 impl Default for BadIp {
     fn default() -> Self {
         BadIp {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::High,
             response: Action::Defer,
@@ -82,6 +86,10 @@ impl BadIp {
 
 impl Rule for BadIp {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = Option<Secs>;
 

@@ -19,6 +19,9 @@ use crate::track::{Refused, Secs};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DisabledCredentials {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -39,6 +42,7 @@ pub struct DisabledCredentials {
 impl Default for DisabledCredentials {
     fn default() -> Self {
         DisabledCredentials {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::Critical,
             file: None,
@@ -163,6 +167,10 @@ impl DisabledCredentials {
 
 impl Rule for DisabledCredentials {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = Option<Secs>;
     type IpSlot = ();
 

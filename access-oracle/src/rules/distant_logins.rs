@@ -22,6 +22,9 @@ use crate::track::baseline::LoginPlace;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistantLogins {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -43,6 +46,7 @@ pub struct DistantLogins {
 impl Default for DistantLogins {
     fn default() -> Self {
         DistantLogins {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::Medium,
             min_distance_km: 500.0,
@@ -101,6 +105,10 @@ impl DistantLogins {
 
 impl Rule for DistantLogins {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = ();
 

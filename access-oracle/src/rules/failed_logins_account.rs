@@ -8,12 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{Failure, FailureCount, FailureSlot, Response, Rule, Severity, Trip, validate_common};
 use crate::problems::Problems;
-use crate::track::Secs;
+use crate::track::{HoldScope, Secs};
 
 /// `[rules.failed_logins_account]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailedLoginsAccount {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// Distinct failures in the window that trip the rule.
@@ -26,11 +29,24 @@ pub struct FailedLoginsAccount {
     pub severity: Severity,
     /// What the client sees while the account is held (SMTP 435 / 451, IMAP NO).
     pub message: String,
+    /// Which sources a hold refuses: `unfamiliar` (default: not the networks the account
+    /// logged in from successfully within `familiar_days`, so an attacker cannot lock
+    /// the owner out; when the failures that tripped the hold came from a familiar
+    /// network, the hold covers every source) or `all`.
+    pub hold_scope: HoldScope,
+    /// How long a network stays familiar after the account's last successful login
+    /// from it, in days.
+    pub familiar_days: u64,
+    /// The prefix length of a familiar IPv4 network (24: the /24).
+    pub familiar_prefix_v4: u8,
+    /// The prefix length of a familiar IPv6 network (64: the /64).
+    pub familiar_prefix_v6: u8,
 }
 
 impl Default for FailedLoginsAccount {
     fn default() -> Self {
         FailedLoginsAccount {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             threshold: 5,
             window_secs: 300,
@@ -39,6 +55,10 @@ impl Default for FailedLoginsAccount {
             message:
                 "account temporarily locked after repeated authentication failures, try again later"
                     .into(),
+            hold_scope: HoldScope::Unfamiliar,
+            familiar_days: 30,
+            familiar_prefix_v4: 24,
+            familiar_prefix_v6: 64,
         }
     }
 }
@@ -72,6 +92,10 @@ impl FailedLoginsAccount {
 
 impl Rule for FailedLoginsAccount {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = FailureSlot;
     type IpSlot = ();
 
@@ -83,6 +107,27 @@ impl Rule for FailedLoginsAccount {
             self.window_secs,
             &self.message,
         );
+        if self.familiar_days == 0 || self.familiar_days > 365 {
+            problems.add(format!(
+                "[rules.{}] familiar_days must be between 1 and 365, got {}",
+                Self::NAME,
+                self.familiar_days
+            ));
+        }
+        if !(8..=32).contains(&self.familiar_prefix_v4) {
+            problems.add(format!(
+                "[rules.{}] familiar_prefix_v4 must be between 8 and 32, got {}",
+                Self::NAME,
+                self.familiar_prefix_v4
+            ));
+        }
+        if !(16..=128).contains(&self.familiar_prefix_v6) {
+            problems.add(format!(
+                "[rules.{}] familiar_prefix_v6 must be between 16 and 128, got {}",
+                Self::NAME,
+                self.familiar_prefix_v6
+            ));
+        }
         if self.hold_secs == 0 || self.hold_secs > 365 * 86_400 {
             problems.add(format!(
                 "[rules.{}] hold_secs must be between 1 and 31536000 (a year), got {}",
@@ -94,6 +139,19 @@ impl Rule for FailedLoginsAccount {
 
     fn account_failure(&self, f: &Failure<'_>, slot: &mut FailureSlot) -> Option<Trip> {
         self.on_failure(slot, f.in_force.is_some(), f.now, f.pwhash)
+    }
+}
+
+impl FailedLoginsAccount {
+    /// The familiar network `ip` belongs to.
+    pub fn familiar_network(&self, ip: std::net::IpAddr) -> ipnet::IpNet {
+        let len = match ip {
+            std::net::IpAddr::V4(_) => self.familiar_prefix_v4.min(32),
+            std::net::IpAddr::V6(_) => self.familiar_prefix_v6.min(128),
+        };
+        ipnet::IpNet::new(ip, len)
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| ipnet::IpNet::from(ip))
     }
 }
 

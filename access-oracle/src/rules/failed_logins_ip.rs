@@ -14,6 +14,9 @@ use crate::track::Secs;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailedLoginsIp {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// Distinct failures in the window that trip the rule.
@@ -31,6 +34,7 @@ pub struct FailedLoginsIp {
 impl Default for FailedLoginsIp {
     fn default() -> Self {
         FailedLoginsIp {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             threshold: 20,
             window_secs: 600,
@@ -72,6 +76,10 @@ impl FailedLoginsIp {
 
 impl Rule for FailedLoginsIp {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = FailureSlot;
 

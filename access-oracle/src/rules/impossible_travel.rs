@@ -20,6 +20,9 @@ use crate::track::baseline::LoginPlace;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImpossibleTravel {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -42,6 +45,7 @@ pub struct ImpossibleTravel {
 impl Default for ImpossibleTravel {
     fn default() -> Self {
         ImpossibleTravel {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::High,
             max_speed_kmh: 900.0,
@@ -185,6 +189,10 @@ impl ImpossibleTravel {
 
 impl Rule for ImpossibleTravel {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = ();
 

@@ -40,7 +40,7 @@ use crate::track::{CountWindow, DedupWindow, Secs};
 pub use failed_logins_account::FailedLoginsAccount;
 pub use failed_logins_ip::FailedLoginsIp;
 pub use recipient_ceiling::RecipientCeiling;
-pub use response::{Action, Scope};
+pub use response::{Action, Mode, Scope};
 
 /// How bad an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,6 +173,9 @@ pub trait Rule {
 
     /// Checks the rule's settings, adding each problem.
     fn validate(&self, problems: &mut Problems);
+
+    /// Whether the rule's responses are applied (`mode` in its table).
+    fn mode(&self) -> Mode;
 
     /// A failed login, counted against the account.
     fn account_failure(&self, _: &Failure<'_>, _: &mut Self::AccountSlot) -> Option<Trip> {

@@ -16,6 +16,9 @@ use crate::track::baseline::{Baseline, BaselineConfig};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NewAsn {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -31,6 +34,7 @@ pub struct NewAsn {
 impl Default for NewAsn {
     fn default() -> Self {
         NewAsn {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::Low,
             response: Action::Alert,
@@ -88,6 +92,10 @@ impl NewAsn {
 
 impl Rule for NewAsn {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = ();
 

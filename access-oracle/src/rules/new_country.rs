@@ -16,6 +16,9 @@ use crate::track::baseline::{Baseline, BaselineConfig};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NewCountry {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -31,6 +34,7 @@ pub struct NewCountry {
 impl Default for NewCountry {
     fn default() -> Self {
         NewCountry {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::Medium,
             response: Action::Alert,
@@ -83,6 +87,10 @@ impl NewCountry {
 
 impl Rule for NewCountry {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = ();
 

@@ -17,6 +17,9 @@ use crate::track::baseline::{BaselineConfig, SendCache};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundSpike {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -39,6 +42,7 @@ pub struct OutboundSpike {
 impl Default for OutboundSpike {
     fn default() -> Self {
         OutboundSpike {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::High,
             factor: 3.0,
@@ -102,6 +106,10 @@ impl OutboundSpike {
 
 impl Rule for OutboundSpike {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = Option<Secs>;
     type IpSlot = ();
 

@@ -25,6 +25,9 @@ pub struct SprayingSlot {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordSpraying {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// The alert's severity.
@@ -44,6 +47,7 @@ pub struct PasswordSpraying {
 impl Default for PasswordSpraying {
     fn default() -> Self {
         PasswordSpraying {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             severity: Severity::High,
             accounts: 10,
@@ -92,6 +96,10 @@ impl PasswordSpraying {
 
 impl Rule for PasswordSpraying {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     type AccountSlot = ();
     type IpSlot = SprayingSlot;
 

@@ -14,6 +14,9 @@ use crate::track::{CountWindow, Secs};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecipientCeiling {
+    /// `enforce` (default) or `observe`: alert with what would have been done and
+    /// refuse nothing (`[responses] mode = "observe"` does so for every rule).
+    pub mode: crate::rules::Mode,
     /// Whether the rule runs.
     pub enabled: bool,
     /// Recipients accepted in the window before further ones are deferred.
@@ -29,6 +32,7 @@ pub struct RecipientCeiling {
 impl Default for RecipientCeiling {
     fn default() -> Self {
         RecipientCeiling {
+            mode: crate::rules::Mode::Enforce,
             enabled: true,
             limit: 200,
             window_secs: 3600,
@@ -59,6 +63,10 @@ impl RecipientCeiling {
 
 impl Rule for RecipientCeiling {
     const NAME: &'static str = Self::NAME;
+
+    fn mode(&self) -> crate::rules::Mode {
+        self.mode
+    }
     /// When the rule last raised an alert: once per window.
     type AccountSlot = Option<Secs>;
     type IpSlot = ();

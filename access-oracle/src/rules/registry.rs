@@ -32,6 +32,16 @@ macro_rules! rules {
             pub const NAMES: &'static [&'static str] =
                 &[ $( <$ty as $crate::rules::Rule>::NAME ),* ];
 
+            /// The `mode` of the rule named `name` (`enforce` for a name no rule has).
+            pub fn mode_of(&self, name: &str) -> $crate::rules::Mode {
+                $(
+                    if name == <$ty as $crate::rules::Rule>::NAME {
+                        return $crate::rules::Rule::mode(&self.$field);
+                    }
+                )*
+                $crate::rules::Mode::Enforce
+            }
+
             /// Checks every rule, adding each problem found.
             pub fn validate(&self, problems: &mut $crate::problems::Problems) {
                 $( $crate::rules::Rule::validate(&self.$field, problems); )*

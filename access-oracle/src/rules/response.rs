@@ -39,6 +39,17 @@ pub enum Action {
     Throttle,
 }
 
+/// Whether a rule's responses are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Hold, block, throttle and refuse as configured.
+    #[default]
+    Enforce,
+    /// Alert with what would have been done (`"observed": true`); refuse nothing.
+    Observe,
+}
+
 /// What a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

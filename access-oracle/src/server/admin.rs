@@ -245,7 +245,32 @@ fn execute(ctx: &AdminContext, req: &AdminRequest, now: Timestamp, by: &str) -> 
         } => View::Baseline(Box::new(views::baseline(engine, user, now))),
         AdminRequest::Alerts { limit } => View::Alerts(views::alerts(engine, *limit)),
         AdminRequest::Release { user } => View::Release(views::release(engine, user, now, by)),
-        AdminRequest::Unblock { ip } => View::Unblock(views::unblock(engine, *ip, now, by)),
+        AdminRequest::Unblock { ip } => View::Unblock(views::unblock(engine, ip.0, now, by)),
+        AdminRequest::Hold {
+            user,
+            for_secs,
+            reason,
+        } => View::Hold(views::hold(
+            engine,
+            user,
+            for_secs.unwrap_or(crate::admin::DEFAULT_FOR_SECS),
+            reason.as_deref(),
+            now,
+            by,
+        )),
+        AdminRequest::Block {
+            ip,
+            for_secs,
+            reason,
+        } => View::Block(views::block(
+            engine,
+            ip.0,
+            for_secs.unwrap_or(crate::admin::DEFAULT_FOR_SECS),
+            reason.as_deref(),
+            now,
+            by,
+        )),
+        AdminRequest::Holds => View::Holds(views::in_force(engine, now)),
     }
 }
 

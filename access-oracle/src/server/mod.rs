@@ -119,6 +119,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    start_actions(&config, &engine, shutdown_rx.clone())?;
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
     let listeners = Arc::new(accept::Listeners::default());
     // Bound before any task starts: a port in use stops the start cleanly.
@@ -205,6 +206,13 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         enrich.lists.clone(),
         shutdown_rx.clone(),
     ));
+    // [crowdsec]: the Local API's decision stream, polled into the table the gate reads.
+    let crowdsec_poll = crate::actions::crowdsec::start_bouncer(
+        config.raw.crowdsec.as_ref(),
+        enrich.crowdsec.clone(),
+        shutdown_rx.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the CrowdSec bouncer ([crowdsec]): {e}"))?;
     let rdns_task = rdns
         .enabled()
         .then(|| tokio::spawn(rdns_worker.run(shutdown_rx.clone())));
@@ -238,6 +246,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         }
         let _ = geoip_watch.await;
         let _ = lists_watch.await;
+        if let Some(t) = crowdsec_poll {
+            let _ = t.await;
+        }
         // Log followers read what is already written, then stop.
         let _ = tokio::task::spawn_blocking(move || followers.stop()).await;
         // Requests in flight hold a slot each: wait for all slots, within the grace.
@@ -304,6 +315,37 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
 /// Reloads the config file; a config with problems is refused and the running one kept.
 /// Returns the config now in force.
+/// Builds the external actions (`[firewall]`, `[fail2ban]`, `[crowdsec]`) and hands
+/// them to the engine, with every block in force (the far side may have lost them).
+/// Their reports reach the engine through a weak reference: the tasks do not keep it
+/// alive after the server has stopped.
+fn start_actions(
+    config: &Config,
+    engine: &Arc<Engine>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut built = Vec::new();
+    for action in config.raw.actions() {
+        let running = action
+            .build()
+            .with_context(|| format!("cannot start [{}]", action.name()))?;
+        built.push((action.name(), running));
+    }
+    if built.is_empty() {
+        return Ok(());
+    }
+    let weak = Arc::downgrade(engine);
+    let report: crate::actions::Reporter = Arc::new(move |r| {
+        if let Some(engine) = weak.upgrade() {
+            engine.action_report(r);
+        }
+    });
+    let (actions, _tasks) =
+        crate::actions::Actions::start(built, crate::actions::Tuning::default(), report, stop);
+    engine.set_actions(actions, Timestamp::now());
+    Ok(())
+}
+
 fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<Config> {
     match config::load(source.path.as_deref(), &source.overrides) {
         Ok(new) => {
@@ -344,9 +386,13 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
             if let Some(p) = &running.policy {
                 p.set_settings(crate::engine::policy::PolicySettings::from(&new.policy));
             }
+            if new.raw.crowdsec != current.raw.crowdsec {
+                tracing::warn!("[crowdsec] changed: it takes effect at the next restart");
+            }
             reload_enrichment(running, current, &new);
             running.engine.set_baseline_config(new.baselines.clone());
             running.engine.set_rules(new.rules.clone());
+            running.engine.set_responses(new.raw.responses.clone());
             tracing::info!(config = %source.describe(), "configuration reloaded");
             Some(new)
         }
@@ -367,6 +413,7 @@ fn reload_enrichment(running: &Running, current: &Config, new: &Config) {
         lists: old.lists.clone(),
         disabled: old.disabled.clone(),
         rdns: old.rdns.clone(),
+        crowdsec: old.crowdsec.clone(),
     };
     if new.raw.geoip == current.raw.geoip {
         old.geoip.reload();

@@ -47,6 +47,9 @@ pub fn run(config: &Config) -> Preflight {
     let raw = &config.raw;
     open_geoip(&raw.geoip, &mut out);
     open_lists(&raw.lists, &mut out);
+    if let Some(c) = &raw.crowdsec {
+        out.enrichment.crowdsec = Arc::new(c.decisions());
+    }
     if let Some(path) = &config.rules.disabled_credentials.file {
         match DisabledAccounts::open(path, !config.case_sensitive_accounts) {
             Ok(d) => out.enrichment.disabled = Arc::new(d),
@@ -72,7 +75,7 @@ pub fn run(config: &Config) -> Preflight {
     }
     check_alert_file(&config.alert_file, &config.state_dir, &mut out);
     check_sinks(config, &mut out);
-    for action in config.raw.actions() {
+    for action in config.raw.action_tables() {
         let mut own = Vec::new();
         action.preflight(&mut own);
         for problem in own {

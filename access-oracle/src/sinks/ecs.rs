@@ -166,6 +166,10 @@ pub fn record(r: &audit::Record) -> Value {
         },
         Kind::Release => (&["iam"], &["change", "user"]),
         Kind::Unblock => (&["network"], &["allowed"]),
+        Kind::Action => match r.action.as_deref() {
+            Some("unblock") => (&["network"], &["allowed"]),
+            _ => (&["network"], &["denied"]),
+        },
         Kind::Segment => (&["file"], &["creation"]),
         Kind::Retention => (&["file"], &["deletion"]),
         Kind::Recovered => (&["file"], &["change"]),
@@ -360,6 +364,7 @@ mod tests {
             summary: "account alice held for 15 min after 5 failed logins in 5 min".into(),
             group: None,
             context: None,
+            observed: false,
         };
         let doc = super::alert(&alert);
         assert_eq!(

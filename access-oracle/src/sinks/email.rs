@@ -615,6 +615,7 @@ mod tests {
             summary: summary.into(),
             group: None,
             context: None,
+            observed: false,
         })
     }
 

@@ -289,6 +289,7 @@ impl Gate {
                 last,
             }),
             context: None,
+            observed: false,
         };
         self.limit = Limit::default();
         // The summary opens a window of its own and counts in it.
@@ -333,6 +334,7 @@ mod tests {
             summary: format!("{rule} {account}"),
             group: None,
             context: None,
+            observed: false,
         })
     }
 

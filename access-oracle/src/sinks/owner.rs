@@ -713,6 +713,7 @@ mod tests {
             summary: format!("login from a new country for {}", account.unwrap_or("-")),
             group: None,
             context: None,
+            observed: false,
         }
     }
 

@@ -28,6 +28,7 @@ fn alert(n: u64, severity: Severity) -> Arc<Alert> {
         summary: format!("alert {n}"),
         group: None,
         context: None,
+        observed: false,
     })
 }
 

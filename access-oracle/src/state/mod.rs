@@ -9,6 +9,8 @@
 // the code that names them here.
 pub use crate::track::{baseline, distinct, timeline, window};
 
+pub mod blocks;
+
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use crate::protocol::Outcome;
 use crate::rules::{AccountSlots, IpSlots};
 use crate::track::baseline::SendCache;
 
-pub use crate::track::{Hold, strengthen};
+pub use crate::track::{Hold, HoldInfo, HoldScope, strengthen};
 pub use baseline::Baseline;
+pub use blocks::{Block, Blocks, Sizing};
 pub use distinct::DistinctWindow;
 pub use timeline::{Entry, Origin, Timeline};
 pub use window::{CountWindow, DedupWindow, Secs};
@@ -35,6 +38,8 @@ pub struct Account {
     pub rcpts: CountWindow,
     /// The hold on the account, if any (possibly expired).
     pub hold: Option<Hold>,
+    /// Who put the hold there, why, and its scope (none: a rule's hold on every source).
+    pub hold_info: Option<Box<HoldInfo>>,
     /// Further recipients deferred until then (outbound spike).
     pub throttle: Option<Hold>,
     /// Lifetime totals since the oracle started tracking the account.
@@ -89,19 +94,10 @@ pub struct AccountTotals {
 /// ([`IpRecord::rules`]).
 #[derive(Debug, Default)]
 pub struct IpRecord {
-    /// The block on authentication from this address, if any.
-    pub auth_block: Option<Hold>,
     /// Last activity.
     pub last_seen: Secs,
     /// Every rule's own state about the address.
     pub rules: IpSlots,
-}
-
-impl IpRecord {
-    /// The authentication block in force at `now`.
-    pub fn active_auth_block(&self, now: Secs) -> Option<&Hold> {
-        self.auth_block.as_ref().filter(|b| b.active(now))
-    }
 }
 
 /// The state maps' hasher: seeded at random per process, so an attacker choosing
@@ -114,12 +110,20 @@ pub type Hasher = foldhash::fast::RandomState;
 /// million allocations fewer.
 pub type Key = compact_str::CompactString;
 
+/// Familiar networks kept per account.
+pub const MAX_FAMILIAR: usize = 16;
+
 /// All live state.
 #[derive(Debug)]
 pub struct State {
     accounts: DashMap<Key, Account, Hasher>,
     ips: DashMap<IpAddr, IpRecord, Hasher>,
     baselines: DashMap<Key, Box<Baseline>, Hasher>,
+    /// Address and network blocks.
+    blocks: Blocks,
+    /// Per account, the networks it logged in from successfully and when last: what
+    /// is familiar to it for `hold_scope = "unfamiliar"`.
+    familiar: DashMap<Key, Vec<(ipnet::IpNet, Secs)>, Hasher>,
     /// Whether anything the snapshot keeps may have changed since it was last written.
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -130,6 +134,8 @@ impl Default for State {
             accounts: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
             ips: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
             baselines: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
+            blocks: Blocks::default(),
+            familiar: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -246,11 +252,16 @@ impl State {
     }
 
     /// Accounts with a hold in force at `now`, with their holds.
-    pub fn active_holds(&self, now: Secs) -> Vec<(String, Hold)> {
+    pub fn active_holds(&self, now: Secs) -> Vec<(String, Hold, Option<HoldInfo>)> {
         let mut v: Vec<_> = self
             .accounts
             .iter()
-            .filter_map(|e| e.active_hold(now).map(|h| (e.key().to_string(), h.clone())))
+            .filter_map(|e| {
+                e.active_hold(now).map(|h| {
+                    let info = e.hold_info.as_deref().cloned();
+                    (e.key().to_string(), h.clone(), info)
+                })
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -271,15 +282,67 @@ impl State {
         }
     }
 
-    /// Addresses with an authentication block in force at `now`.
-    pub fn active_ip_blocks(&self, now: Secs) -> Vec<(IpAddr, Hold)> {
-        let mut v: Vec<_> = self
-            .ips
-            .iter()
-            .filter_map(|e| e.active_auth_block(now).map(|b| (*e.key(), b.clone())))
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v
+    /// Every address and network block.
+    pub fn blocks(&self) -> &Blocks {
+        &self.blocks
+    }
+
+    /// Notes a successful login of `user` from `net` at `now` (the newest
+    /// [`MAX_FAMILIAR`] networks are kept).
+    pub fn learn_familiar(&self, user: &str, net: ipnet::IpNet, now: Secs) {
+        let mut list = match self.familiar.get_mut(user) {
+            Some(l) => l,
+            None => self.familiar.entry(user.into()).or_default(),
+        };
+        match list.iter_mut().find(|(n, _)| *n == net) {
+            Some((_, last)) => *last = (*last).max(now),
+            None => {
+                if list.len() >= MAX_FAMILIAR
+                    && let Some(oldest) = list
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, t))| *t)
+                        .map(|(i, _)| i)
+                {
+                    list.swap_remove(oldest);
+                }
+                list.push((net, now));
+                self.mark_dirty();
+            }
+        }
+    }
+
+    /// The networks `user` logged in from successfully at or after `since`.
+    pub fn familiar(&self, user: &str, since: Secs) -> Vec<ipnet::IpNet> {
+        self.familiar
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, t)| *t >= since)
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Calls `f` with every account's familiar networks (for the snapshot).
+    pub fn for_each_familiar(&self, mut f: impl FnMut(&str, &[(ipnet::IpNet, Secs)])) {
+        for e in self.familiar.iter() {
+            f(e.key(), e.value());
+        }
+    }
+
+    /// Puts back an account's familiar networks as the snapshot kept them.
+    pub fn restore_familiar(&self, user: &str, list: Vec<(ipnet::IpNet, Secs)>) {
+        self.familiar.insert(user.into(), list);
+    }
+
+    /// Forgets networks last used before `before`, and accounts left with none.
+    pub fn sweep_familiar(&self, before: Secs) {
+        self.familiar.retain(|_, l| {
+            l.retain(|(_, t)| *t >= before);
+            !l.is_empty()
+        });
     }
 
     /// Hands the recipients an account counted since its last hourly copy of the
@@ -323,8 +386,7 @@ impl State {
             }
             keep
         });
-        self.ips
-            .retain(|_, r| r.last_seen > now - idle_secs || r.active_auth_block(now).is_some());
+        self.ips.retain(|_, r| r.last_seen > now - idle_secs);
         let excess = self.accounts.len().saturating_sub(max_accounts);
         if excess > 0 {
             let mut idle: Vec<(Secs, Key)> = self

@@ -39,6 +39,52 @@ impl Hold {
     }
 }
 
+/// Which sources an account's hold refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldScope {
+    /// Every source.
+    #[default]
+    All,
+    /// Sources outside the networks the account logged in from successfully lately:
+    /// the owner goes on working from its usual networks during an attack from
+    /// elsewhere.
+    Unfamiliar,
+}
+
+impl HoldScope {
+    /// `all` or `unfamiliar`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldScope::All => "all",
+            HoldScope::Unfamiliar => "unfamiliar",
+        }
+    }
+}
+
+/// Who put an account's hold in place, why, and what it refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldInfo {
+    /// The rule, or the administrator (`uid 0 (root)`).
+    pub by: Arc<str>,
+    /// Why, when the administrator said.
+    pub reason: Option<Arc<str>>,
+    /// Which sources it refuses.
+    pub scope: HoldScope,
+    /// With scope `unfamiliar`: the account's familiar networks when the hold began;
+    /// requests from them are not refused.
+    pub familiar: Vec<ipnet::IpNet>,
+}
+
+impl HoldInfo {
+    /// Whether the hold lets a request from `ip` through: its scope is `unfamiliar` and
+    /// `ip` is in one of the account's familiar networks.
+    pub fn spares(&self, ip: Option<std::net::IpAddr>) -> bool {
+        self.scope == HoldScope::Unfamiliar
+            && ip.is_some_and(|ip| self.familiar.iter().any(|n| n.contains(&ip)))
+    }
+}
+
 /// Puts `new` in `slot` unless what is there is in force and at least as strong (a deny
 /// beats a defer; between equals, the later end wins).
 pub fn strengthen(slot: &mut Option<Hold>, new: Hold, now: Secs) {

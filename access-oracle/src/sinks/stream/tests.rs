@@ -488,6 +488,7 @@ async fn file_and_exec_sinks_forward_the_trail_and_get_no_alerts() {
         summary: "an alert".into(),
         group: None,
         context: None,
+        observed: false,
     }))
     .await
     .unwrap();

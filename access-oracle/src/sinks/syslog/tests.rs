@@ -36,6 +36,7 @@ fn alert() -> Alert {
             .into(),
         group: None,
         context: None,
+        observed: false,
     }
 }
 

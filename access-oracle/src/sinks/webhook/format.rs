@@ -363,6 +363,7 @@ mod tests {
             summary: "account held for 15 min after 5 failed logins in 5 min".into(),
             group: None,
             context: None,
+            observed: false,
         }
     }
 

@@ -191,6 +191,7 @@ fn format_tests_alert() -> Alert {
         summary: "account alice held".into(),
         group: None,
         context: None,
+        observed: false,
     }
 }
 
