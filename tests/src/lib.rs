@@ -17,6 +17,7 @@
 //! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports; optionally the shipped policy and Exim-socket snippets |
 //! | [`http`] | a minimal HTTP/1.1 client for the oracle's Dovecot policy endpoint |
 //! | [`https_receiver`] | an HTTPS receiver with a test CA's certificate for the webhook sink: records every request, can answer errors or hang |
+//! | [`netns`] | a network namespace of the test's own (`ip netns`), deleted when dropped; nft inside it and its sets' elements |
 //! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`rsyslog`] | a real rsyslogd receiving syslog over TLS (with a test CA's certificate), TCP and UDP on loopback; what it parsed, per listener |
@@ -44,6 +45,7 @@ pub mod exim;
 pub mod http;
 pub mod https_receiver;
 pub mod imap;
+pub mod netns;
 pub mod oracle;
 pub mod parse;
 pub mod paths;

@@ -47,6 +47,8 @@ pub struct Oracle {
     state_dir: PathBuf,
     log: PathBuf,
     policy_port: Option<u16>,
+    /// The network namespace it runs in (`ip netns exec NAME`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl Oracle {
@@ -63,6 +65,19 @@ impl Oracle {
     /// `<world>/oracle/admin.sock`; SIGTERM waits at most 1 s for open connections.
     pub fn start_with(world: &World, extra_toml: &str) -> Oracle {
         let mut oracle = Oracle::configure(world, extra_toml);
+        if let Err(why) = oracle.spawn() {
+            panic!("{why}");
+        }
+        oracle
+    }
+
+    /// Starts an oracle as [`Oracle::start_with`] does, inside the network namespace
+    /// `netns` (`ip netns exec NETNS access-oracle serve ...`, e.g. a
+    /// [`crate::netns::NetNs`]): what it does to a firewall stays in that namespace. Its
+    /// sockets are files, reached from outside as usual; restarts stay inside.
+    pub fn start_in_netns(world: &World, netns: &str, extra_toml: &str) -> Oracle {
+        let mut oracle = Oracle::configure(world, extra_toml);
+        oracle.netns = Some(netns.to_string());
         if let Err(why) = oracle.spawn() {
             panic!("{why}");
         }
@@ -130,6 +145,7 @@ impl Oracle {
             state_dir: world.state_dir(),
             log: world.path("oracle.log"),
             policy_port: None,
+            netns: None,
         }
     }
 
@@ -141,7 +157,15 @@ impl Oracle {
             .append(true)
             .open(&self.log)
             .expect("open the oracle log");
-        let mut cmd = Command::new(paths::oracle_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // ip execs the oracle after switching: the child is the oracle itself.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(paths::oracle_bin());
+                c
+            }
+            None => Command::new(paths::oracle_bin()),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
