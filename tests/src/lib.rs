@@ -13,6 +13,7 @@
 //! | [`oracle`] | `access-oracle serve` as a child process, its alerts and `ctl`; a stale socket and a silent listener as stand-ins for a crashed or hung oracle |
 //! | [`exim`] | `exim -C <shipped config> -D...` runs: `-bh` sessions (whole or line by line) and a loopback daemon |
 //! | [`debian`] | Debian's split configuration generated with the shipped `exim-config/debian/` files |
+//! | [`fail2ban`] | a real `fail2ban-server` with its own config, socket and jail (a dummy action recording bans and unbans); `fail2ban-client` against it |
 //! | [`swaks`] | the swaks client against that daemon |
 //! | [`dovecot`] | a standalone Dovecot 2.3 with its own directories, log and loopback ports; optionally the shipped policy and Exim-socket snippets |
 //! | [`http`] | a minimal HTTP/1.1 client for the oracle's Dovecot policy endpoint |
@@ -42,6 +43,7 @@
 pub mod debian;
 pub mod dovecot;
 pub mod exim;
+pub mod fail2ban;
 pub mod http;
 pub mod https_receiver;
 pub mod imap;
@@ -59,6 +61,7 @@ pub mod world;
 
 pub use dovecot::{Dovecot, DovecotSetup, PolicyServer};
 pub use exim::{Exim, EximDaemon, LiveSession, Session, Via};
+pub use fail2ban::Fail2ban;
 pub use http::{HttpClient, HttpResponse};
 pub use https_receiver::HttpsReceiver;
 pub use imap::{Imap, ImapResponse};
