@@ -35,15 +35,16 @@ impl Action for Recorder {
     }
 }
 
-fn start(
-    lapses: bool,
-    tuning: Tuning,
-) -> (
+/// What a test holds of a started runner: the way in, what the action saw, the reports,
+/// the stop switch.
+type Started = (
     Actions,
     Arc<Mutex<Log>>,
     Arc<Mutex<Vec<Report>>>,
     watch::Sender<bool>,
-) {
+);
+
+fn start(lapses: bool, tuning: Tuning) -> Started {
     let log = Arc::new(Mutex::new(Log::default()));
     let reports = Arc::new(Mutex::new(Vec::new()));
     let seen = reports.clone();

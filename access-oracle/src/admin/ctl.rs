@@ -419,6 +419,21 @@ fn render_status(s: &StatusView, width: u16) -> String {
     out.push(t.to_string());
 
     out.push(render_counters(&s.counters, width));
+    if !s.actions.is_empty() {
+        let mut t = table(width);
+        t.set_header(["action", "applied", "failed", "retried", "dropped", "expired"]);
+        for a in &s.actions {
+            t.add_row([
+                esc(&a.name),
+                a.applied.to_string(),
+                a.failed.to_string(),
+                a.retried.to_string(),
+                a.dropped.to_string(),
+                a.expired.to_string(),
+            ]);
+        }
+        out.push(t.to_string());
+    }
     let mut t = key_values("connections", width);
     for (name, counters) in [
         ("exim socket", &s.listeners.exim),

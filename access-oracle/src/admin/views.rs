@@ -932,6 +932,26 @@ pub struct StatusView {
     pub counters: CountersView,
     /// Each listener's connection counters.
     pub listeners: ListenersView,
+    /// Each external action's counters (`[firewall]`, `[fail2ban]`, `[crowdsec]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionView>,
+}
+
+/// One external action's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    /// Its name (its table).
+    pub name: String,
+    /// Steps applied.
+    pub applied: u64,
+    /// Steps given up on after their retries (each raised an alert).
+    pub failed: u64,
+    /// Further attempts after a failed one.
+    pub retried: u64,
+    /// Steps dropped because its queue was full.
+    pub dropped: u64,
+    /// Unblocks sent because a block ended.
+    pub expired: u64,
 }
 
 /// What `status` needs from the server layer.
@@ -962,6 +982,21 @@ pub fn status(engine: &Engine, now: Timestamp, server: ServerFacts) -> StatusVie
         audit: engine.audit().map(|a| typed(a.status(), "audit")),
         counters: CountersView::of(&engine.stats.snapshot()),
         listeners: server.listeners,
+        actions: engine
+            .action_counters()
+            .iter()
+            .map(|c| {
+                let s = c.snapshot();
+                ActionView {
+                    name: s.name.to_string(),
+                    applied: s.applied,
+                    failed: s.failed,
+                    retried: s.retried,
+                    dropped: s.dropped,
+                    expired: s.expired,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -140,7 +140,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     let policy_shared = policy_endpoint.as_ref().map(|p| p.shared());
     // Queued alerts get at least a second to be written, whatever the grace.
     let sink_drain = Duration::from_secs(config.shutdown_grace_secs.max(1));
-    let sink_task = tokio::spawn(sinks::run(alert_rx, sink, sink_stop_rx, sink_drain));
+    let sink_task = sinks::run_apart(alert_rx, sink, sink_stop_rx, sink_drain)
+        .context("cannot start the alert sinks' thread")?;
     let server = &config.raw.server;
     let exim_slots = accept::Slots::new(
         "exim socket",

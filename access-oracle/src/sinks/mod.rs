@@ -655,6 +655,33 @@ pub async fn run(
     }
 }
 
+/// [`run`] on a thread of its own with its own runtime: what the sinks do (serialising,
+/// writing, TLS, starting commands) never occupies the threads that answer Exim and
+/// Dovecot, so a verdict never waits in a run queue behind a sink. The returned task
+/// ends when the sinks have drained.
+pub fn run_apart(
+    alerts: mpsc::Receiver<Arc<Alert>>,
+    sinks: Sinks,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("alert-sinks".into())
+        .spawn(move || {
+            runtime.block_on(run(alerts, sinks, stop, drain));
+            // Tasks the sinks left (a hung command's wait) end with the runtime.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            let _ = done_tx.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = done_rx.await;
+    }))
+}
+
 /// Takes alerts off the engine's queue and offers each to every sink that wants it,
 /// never waiting on one. On stop, hands on what is already queued, then closes the
 /// sinks' queues.
