@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use super::AdminRequest;
 use super::views::{
-    AccountView, AlertView, BaselineView, CountersView, HoldView, InForce, Named, ReleaseView,
-    SeenView, StatusView, TimelineEntry, UnblockView, View,
+    AccountView, AlertView, BaselineView, CountersView, HoldScopeView, HoldView, InForce, Named,
+    ReleaseView, SeenView, StatusView, TimelineEntry, UnblockView, View,
 };
 use crate::config::{RawConfig, read_raw};
 use crate::text::escape_controls;
@@ -556,15 +556,31 @@ fn render_account(a: &AccountView, width: u16) -> String {
     t.add_row([
         "hold".to_string(),
         match &a.hold {
-            Some(h) => format!(
-                "HELD until {} by {}: {}",
-                when(&h.until),
-                esc(&h.rule),
-                esc(&h.message)
-            ),
+            Some(h) => {
+                let mut s = format!(
+                    "HELD until {} by {}: {}",
+                    when(&h.until),
+                    esc(&h.rule),
+                    esc(&h.message)
+                );
+                if let Some(scope) = &a.hold_scope {
+                    s.push_str(&hold_scope_text(&h.rule, scope));
+                }
+                s
+            }
             None => "no".into(),
         },
     ]);
+    if !a.familiar.is_empty() {
+        t.add_row([
+            "familiar networks".to_string(),
+            a.familiar
+                .iter()
+                .map(|n| esc(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
     let f = &live.failed_logins;
     t.add_row([
         "failed logins".to_string(),
@@ -622,6 +638,26 @@ fn render_account(a: &AccountView, width: u16) -> String {
         }
         out.push_str("\nrecent activity\n");
         out.push_str(&t.to_string());
+    }
+    out
+}
+
+/// Which sources a hold refuses, who put it there and why, as lines after the hold.
+fn hold_scope_text(rule: &str, s: &HoldScopeView) -> String {
+    let mut out = if s.scope == "unfamiliar" {
+        let spared: Vec<String> = s.spared.iter().map(|n| esc(n)).collect();
+        format!(
+            "\nscope unfamiliar (unfamiliar sources only): requests from {} go on",
+            spared.join(", ")
+        )
+    } else {
+        "\nscope all: every source is refused".to_string()
+    };
+    if s.by != rule {
+        out.push_str(&format!("\nput by {}", esc(&s.by)));
+    }
+    if let Some(why) = &s.reason {
+        out.push_str(&format!("\nwhy: {}", esc(why)));
     }
     out
 }

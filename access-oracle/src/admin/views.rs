@@ -253,9 +253,49 @@ pub struct AccountView {
     pub tracked: bool,
     /// Its hold in force.
     pub hold: Option<HoldView>,
+    /// With a hold: who put it there, why, and which sources it refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_scope: Option<HoldScopeView>,
+    /// The networks the account logged in from successfully within
+    /// `[rules.failed_logins_account] familiar_days`: what a hold with scope
+    /// `unfamiliar` would spare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub familiar: Vec<String>,
     /// The live entry, when tracked.
     #[serde(flatten)]
     pub live: Option<LiveAccount>,
+}
+
+/// Who put an account's hold there, why, and which sources it refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldScopeView {
+    /// `all`, or `unfamiliar`: not the networks in `spared`.
+    pub scope: String,
+    /// The rule, or the administrator (`uid 0 (root)`).
+    pub by: String,
+    /// Why, when the administrator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With scope `unfamiliar`: the networks whose requests go on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spared: Vec<String>,
+}
+
+impl HoldScopeView {
+    fn of(h: &Hold, info: Option<&crate::state::HoldInfo>) -> HoldScopeView {
+        HoldScopeView {
+            scope: info
+                .map_or(crate::state::HoldScope::All, |i| i.scope)
+                .as_str()
+                .into(),
+            by: info.map_or_else(|| h.rule.to_string(), |i| i.by.to_string()),
+            reason: info.and_then(|i| i.reason.as_deref().map(str::to_string)),
+            spared: info
+                .filter(|i| i.scope == crate::state::HoldScope::Unfamiliar)
+                .map(|i| i.familiar.iter().map(net_text).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// A tracked account's live entry.
@@ -498,15 +538,29 @@ impl From<&Entry> for TimelineEntry {
 pub fn account(engine: &Engine, user: &str, now: Timestamp) -> AccountView {
     let secs = now.as_second();
     let key = engine.account_key(user).into_owned();
+    let rules = engine.rules();
+    let familiar_since = secs.saturating_sub(
+        rules
+            .failed_logins_account
+            .familiar_days
+            .saturating_mul(86_400) as Secs,
+    );
+    let familiar: Vec<String> = engine
+        .state()
+        .familiar(&key, familiar_since)
+        .iter()
+        .map(net_text)
+        .collect();
     let Some(acct) = engine.state().account(&key) else {
         return AccountView {
             account: key,
             tracked: false,
             hold: None,
+            hold_scope: None,
+            familiar,
             live: None,
         };
     };
-    let rules = engine.rules();
     let fa = &rules.failed_logins_account;
     let rc = &rules.recipient_ceiling;
     let mut rcpts = acct.rcpts.clone();
@@ -546,10 +600,13 @@ pub fn account(engine: &Engine, user: &str, now: Timestamp) -> AccountView {
             protocol: proto.to_string(),
         }),
     };
+    let hold = acct.active_hold(secs);
     AccountView {
         account: key,
         tracked: true,
-        hold: acct.active_hold(secs).map(HoldView::from),
+        hold: hold.map(HoldView::from),
+        hold_scope: hold.map(|h| HoldScopeView::of(h, acct.hold_info.as_deref())),
+        familiar,
         live: Some(live),
     }
 }

@@ -64,6 +64,9 @@ pub struct Engine {
     responses: RwLock<Arc<ResponsesConfig>>,
     /// External actions on blocks (firewall, fail2ban, CrowdSec), when any run.
     actions: OnceLock<Actions>,
+    /// Observe mode: until when what a rule would have done to an account or an address
+    /// network would be in force, by rule and target (its alert is not repeated).
+    observed: dashmap::DashMap<(&'static str, Box<str>), Secs>,
     /// `access-oracle ctl` as an alert's undo command starts (with `--socket` when
     /// the admin socket is not the default).
     ctl: Box<str>,
@@ -227,6 +230,7 @@ impl Engine {
             audit: OnceLock::new(),
             responses: RwLock::new(Arc::new(config.raw.responses.clone())),
             actions: OnceLock::new(),
+            observed: dashmap::DashMap::new(),
             ctl: context::ctl_prefix(&config.admin_socket.path).into(),
         };
         (engine, rx)
@@ -735,8 +739,13 @@ impl Engine {
                         acct.totals.logins_ok += 1;
                         acct.last_login = Some((secs, at.ip, protocol));
                         if !allowed {
+                            // A login refused (a hold, a block) did not happen: its
+                            // network does not become familiar to the account.
+                            let got_in = at.origin == Origin::Log || reply == Reply::Accept;
                             let slots = &mut acct.rules;
-                            self.learn_login(&user, at, &geo, secs, &rules, slots, &mut trips);
+                            self.learn_login(
+                                &user, at, &geo, secs, &rules, got_in, slots, &mut trips,
+                            );
                         }
                     }
                     Outcome::Fail => {
@@ -833,7 +842,8 @@ impl Engine {
         reply
     }
 
-    /// A successful login: the login rules look at it, then the baseline learns it.
+    /// A successful login: the login rules look at it, then the baseline learns it, and,
+    /// when it `got_in`, its network is familiar to the account.
     #[allow(clippy::too_many_arguments)]
     fn learn_login(
         &self,
@@ -842,6 +852,7 @@ impl Engine {
         geo: &GeoInfo,
         secs: Secs,
         rules: &RulesConfig,
+        got_in: bool,
         slots: &mut AccountSlots,
         trips: &mut Vec<Trip>,
     ) {
@@ -860,7 +871,7 @@ impl Engine {
         }
         b.learn_login(secs, at.ip, geo, at.client);
         drop(b);
-        if let Some(ip) = at.ip {
+        if let Some(ip) = at.ip.filter(|_| got_in) {
             let net = rules.failed_logins_account.familiar_network(ip);
             self.state.learn_familiar(user, net, secs);
         }
@@ -933,8 +944,11 @@ impl Engine {
         let mut counted = Counted::default();
         acct.rcpts
             .prune(secs, rules.recipient_window_secs() as Secs);
+        // A ceiling that only observes admits every recipient (and alerts).
+        let observed = self.responses().mode == crate::rules::Mode::Observe
+            || rules.mode_of(RecipientCeiling::NAME) == crate::rules::Mode::Observe;
         for _ in 0..n {
-            if rules.recipient_ceiling.admits(&acct.rcpts, secs).is_ok() {
+            if observed || rules.recipient_ceiling.admits(&acct.rcpts, secs).is_ok() {
                 acct.rcpts.record(secs);
                 acct.totals.rcpts_accepted += 1;
                 counted.accepted += 1;
@@ -1122,8 +1136,9 @@ impl Engine {
     }
 
     /// Lifts the blocks on `net` and inside it (for one address, also the network
-    /// block covering it), tells the external actions, and forgets the failures counted
-    /// against the addresses in it that are tracked; `by` names the administrator.
+    /// block covering it), tells the external actions, and, for one address, forgets the
+    /// failures and sprayed accounts counted against it (the next failure does not block
+    /// it again at once); `by` names the administrator.
     /// Returns the blocks lifted (empty: none was in force).
     pub fn unblock(&self, net: IpNet, now: Timestamp, by: &str) -> Vec<(IpNet, Block)> {
         let secs = now.as_second();
@@ -1133,6 +1148,7 @@ impl Engine {
             && let Some(mut rec) = self.state.tracked_ip_mut(net.addr())
         {
             rec.rules.failed_logins_ip.failures.clear();
+            rec.rules.password_spraying.accounts.clear();
         }
         for (n, _) in &lifted {
             self.send_action(Step::Unblock { net: *n });
@@ -1168,6 +1184,7 @@ impl Engine {
             .retain(|_, (_, seen)| *seen > secs - idle_secs as Secs);
         self.sessions
             .retain(|_, (_, seen)| *seen > secs - observe::MATCH_OK_SECS);
+        self.observed.retain(|_, until| *until > secs);
         let ended = self.state.blocks().sweep(secs, &self.responses().sizing());
         let familiar_days = self.rules().failed_logins_account.familiar_days;
         self.state
@@ -1199,3 +1216,7 @@ fn audit_verdict(r: &mut audit::Record, reply: &Reply) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests/responses.rs"]
+mod responses_tests;

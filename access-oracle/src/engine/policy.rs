@@ -246,7 +246,9 @@ impl Engine {
         if let Some(refused) = self.gate(gate::Ask::Login, &standing, secs) {
             return reject(&refused.message, refused.rule);
         }
-        if let Some(acct) = acct {
+        // The account's failures do not slow its owner down where a hold would spare it:
+        // from its familiar networks (`hold_scope = "unfamiliar"`).
+        if let Some(acct) = acct.filter(|_| !self.familiar_to(&rules, &key, ip, secs)) {
             let window = rules.failed_logins_account.window_secs as i64;
             let n = acct
                 .rules
@@ -274,6 +276,26 @@ impl Engine {
         } else {
             PolicyVerdict::Continue
         }
+    }
+
+    /// Whether `ip` is in one of the networks `key` logged in from within `familiar_days`,
+    /// with `[rules.failed_logins_account] hold_scope = "unfamiliar"`.
+    fn familiar_to(
+        &self,
+        rules: &crate::rules::RulesConfig,
+        key: &str,
+        ip: Option<IpAddr>,
+        secs: crate::state::Secs,
+    ) -> bool {
+        let rule = &rules.failed_logins_account;
+        let Some(ip) = ip.filter(|_| rule.hold_scope == crate::state::HoldScope::Unfamiliar) else {
+            return false;
+        };
+        let since = secs.saturating_sub(rule.familiar_days.saturating_mul(86_400) as i64);
+        self.state
+            .familiar(key, since)
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     /// Records Dovecot's `report` of an attempt whose password was checked: the same

@@ -66,14 +66,57 @@ impl Engine {
     pub(crate) fn respond(&self, trips: &[Trip], subject: &Subject<'_>, now: Timestamp) {
         let observe_all = self.responses().mode == crate::rules::Mode::Observe;
         let rules = self.rules();
+        let secs = now.as_second();
         for trip in trips {
             let observed = observe_all || rules.mode_of(trip.rule) == crate::rules::Mode::Observe;
+            // Observed, nothing is put in force, so the rule trips again at each further
+            // failure: alert once while what it would have done would be in force, as an
+            // enforcing rule does.
+            if observed && self.observed_in_force(trip, subject, secs) {
+                continue;
+            }
+            let held = matches!(trip.response, Response::HoldAccount | Response::DenyAccount);
+            let info = match subject.user {
+                Some(user) if held => self.hold_info(trip, user, subject.ip, secs),
+                _ => None,
+            };
             let done = if observed {
                 None
             } else {
-                self.apply(trip, subject.user, subject.ip, now.as_second())
+                self.apply(trip, subject.user, subject.ip, secs, info.clone())
             };
-            let mut alert = Alert::from_trip(trip, now, subject.user, subject.ip, subject.protocol);
+            // A repeat offender's block lasts longer than the rule says, and an IPv6
+            // address's covers its network: the alert says what was done.
+            let block = match (observed, trip.response, subject.ip) {
+                (false, Response::BlockIp | Response::DeferIpAuth, Some(ip)) => self
+                    .state
+                    .blocks()
+                    .covering(ip, secs)
+                    .filter(|(_, b)| b.hold.rule == trip.rule && b.hold.since == secs),
+                _ => None,
+            };
+            let mut alert = match &block {
+                Some((_, b)) if b.hold.until != trip.expires => {
+                    let trip = Trip {
+                        expires: b.hold.until,
+                        ..trip.clone()
+                    };
+                    Alert::from_trip(&trip, now, subject.user, subject.ip, subject.protocol)
+                }
+                _ => Alert::from_trip(trip, now, subject.user, subject.ip, subject.protocol),
+            };
+            if let Some((net, b)) = &block {
+                if net.prefix_len() != net.max_prefix_len() {
+                    alert.summary.push_str(&format!("; the block covers {net}"));
+                }
+                if b.repeats > 0 {
+                    alert.summary.push_str(&format!(
+                        "; repeat offender: blocked {} time(s) before within {}, so for longer",
+                        b.repeats,
+                        crate::time::human_secs(self.responses().repeat_memory_secs)
+                    ));
+                }
+            }
             alert.rdns = subject.rdns.map(str::to_string);
             alert.observed = observed;
             let action = match &done {
@@ -87,11 +130,20 @@ impl Engine {
             if observed {
                 alert.summary = format!("[observed] {}", alert.summary);
             }
-            if !observed
-                && matches!(trip.response, Response::HoldAccount | Response::DenyAccount)
-                && let Some(note) = subject.user.and_then(|u| self.scope_note(u))
-            {
-                alert.summary.push_str(&note);
+            if held {
+                // Enforced: the scope of the hold in force (a stronger one may have
+                // stayed); observed: the scope it would have had.
+                let in_force = match (observed, subject.user) {
+                    (false, Some(user)) => self
+                        .state
+                        .account(user)
+                        .and_then(|a| a.hold_info.as_deref().cloned())
+                        .map(Box::new),
+                    _ => info,
+                };
+                if let Some(note) = self.scope_note(trip, in_force.as_deref()) {
+                    alert.summary.push_str(&note);
+                }
             }
             alert.context = Some(Box::new(self.context(subject, done.as_ref(), action, now)));
             self.raise(alert);
@@ -109,6 +161,7 @@ impl Engine {
         user: Option<&str>,
         ip: Option<IpAddr>,
         now: Secs,
+        info: Option<Box<crate::state::HoldInfo>>,
     ) -> Option<Done> {
         let Some(message) = trip.message.clone() else {
             return match (trip.response, user) {
@@ -139,7 +192,6 @@ impl Engine {
             Response::HoldAccount | Response::DenyAccount => {
                 let user = user?;
                 let deny = trip.response == Response::DenyAccount;
-                let info = self.hold_info(trip, user, ip, now);
                 let mut acct = self.state.account_mut(user);
                 let new = hold(deny);
                 strengthen(&mut acct.hold, new.clone(), now);
@@ -191,11 +243,46 @@ impl Engine {
         }
     }
 
-    /// What the scope of `user`'s hold means, for its alert's summary.
-    fn scope_note(&self, user: &str) -> Option<String> {
+    /// Whether what an observed `trip` would have done is still "in force": an earlier
+    /// observed trip of the same rule on the same account (or address network) would
+    /// not have ended yet. If not, notes this one until its end. Responses that put
+    /// nothing in force (alerts, refusals by a listing, the ceiling's own window) are
+    /// never held back.
+    fn observed_in_force(&self, trip: &Trip, subject: &Subject<'_>, now: Secs) -> bool {
+        if trip.message.is_none() {
+            return false;
+        }
+        let target: Box<str> = match (trip.response, subject.user, subject.ip) {
+            (
+                Response::HoldAccount | Response::DenyAccount | Response::ThrottleRcpt,
+                Some(user),
+                _,
+            ) => user.into(),
+            (Response::BlockIp | Response::DeferIpAuth, _, Some(ip)) => {
+                self.responses().sizing().network_of(ip).to_string().into()
+            }
+            _ => return false,
+        };
+        let mut until = self
+            .observed
+            .entry((trip.rule, target))
+            .or_insert(Secs::MIN);
+        if *until > now {
+            return true;
+        }
+        *until = trip.expires;
+        false
+    }
+
+    /// What the scope of a hold means, for its alert's summary: from its `info`, or for
+    /// `failed_logins_account` with `hold_scope = "all"` (no info), that.
+    fn scope_note(&self, trip: &Trip, info: Option<&crate::state::HoldInfo>) -> Option<String> {
         use crate::state::HoldScope;
-        let acct = self.state.account(user)?;
-        let info = acct.hold_info.as_ref()?;
+        let Some(info) = info else {
+            return (trip.rule == crate::rules::FailedLoginsAccount::NAME).then(|| {
+                "; scope all (hold_scope = \"all\"): every source is refused".to_string()
+            });
+        };
         Some(match info.scope {
             HoldScope::Unfamiliar => {
                 let nets: Vec<String> = info.familiar.iter().map(|n| n.to_string()).collect();
