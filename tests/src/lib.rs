@@ -12,6 +12,7 @@
 //! | [`world`] | a test's private temporary tree (spool, logs, passwd file, sockets, state) |
 //! | [`oracle`] | `access-oracle serve` as a child process, its alerts and `ctl`; a stale socket and a silent listener as stand-ins for a crashed or hung oracle |
 //! | [`exim`] | `exim -C <shipped config> -D...` runs: `-bh` sessions (whole or line by line) and a loopback daemon |
+//! | [`crowdsec`] | a real CrowdSec Local API (`crowdsec -no-cs`) with its own config, database and loopback port; `cscli` against it |
 //! | [`debian`] | Debian's split configuration generated with the shipped `exim-config/debian/` files |
 //! | [`fail2ban`] | a real `fail2ban-server` with its own config, socket and jail (a dummy action recording bans and unbans); `fail2ban-client` against it |
 //! | [`swaks`] | the swaks client against that daemon |
@@ -40,6 +41,7 @@
 //! Dovecot (directories and ports), so they run in parallel. `E2E_KEEP=1` keeps each
 //! test's directory for inspection.
 
+pub mod crowdsec;
 pub mod debian;
 pub mod dovecot;
 pub mod exim;

@@ -128,8 +128,12 @@ impl CrowdsecConfig {
         self.machine_id.is_some() || self.password_file.is_some()
     }
 
-    /// The table of decisions the bouncer fills, answering as `response` says.
+    /// The table of decisions the bouncer fills, answering as `response` says; without
+    /// `bouncer_key_file`, a table that stays empty and is not shown.
     pub fn decisions(&self) -> Decisions {
+        if self.bouncer_key_file.is_none() {
+            return Decisions::default();
+        }
         Decisions::new(self.response == BanResponse::Deny)
     }
 
@@ -746,21 +750,16 @@ pub fn scope_value(net: IpNet) -> (&'static str, String) {
     }
 }
 
-/// The scenario of a block made by `by` (a rule, or `admin`): `exim-access/<by>`, with
-/// anything but letters, digits, `_`, `-` and `.` as `_`.
+/// The scenario of a block made by `by`: `exim-access/<rule>` for a rule (a name of
+/// lower-case letters, digits and `_`), `exim-access/admin` for an administrator's
+/// (`by` names the caller then, `uid 0 (root)`: the alert's message keeps it).
 pub fn scenario(by: &str) -> String {
-    let by: String = by
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{SCENARIO_PREFIX}{by}")
+    let rule = !by.is_empty()
+        && by.len() <= 64
+        && by
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    format!("{SCENARIO_PREFIX}{}", if rule { by } else { "admin" })
 }
 
 /// The alert pushed for a block of `net` for `left` seconds from `now`.
@@ -778,7 +777,10 @@ pub fn alert_body(net: IpNet, left: Secs, by: &str, reason: &str, now: Secs) -> 
         "scenario": scenario,
         "scenario_hash": "",
         "scenario_version": "",
-        "message": format!("exim-access blocked {value} ({by}): {reason}"),
+        "message": format!(
+            "exim-access blocked {value} ({}): {reason}",
+            crate::text::escape_controls(by)
+        ),
         "events_count": 1,
         "start_at": at,
         "stop_at": at,

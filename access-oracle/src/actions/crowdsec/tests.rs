@@ -176,7 +176,9 @@ fn networks_become_scopes_and_blocks_become_alerts() {
         scenario("password_spraying"),
         "exim-access/password_spraying"
     );
-    assert_eq!(scenario("a b/c"), "exim-access/a_b_c");
+    assert_eq!(scenario("admin"), "exim-access/admin");
+    assert_eq!(scenario("uid 0 (root)"), "exim-access/admin");
+    assert_eq!(scenario(""), "exim-access/admin");
     let body = alert_body(
         net("192.0.2.7/32"),
         3600,
