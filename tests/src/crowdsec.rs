@@ -11,6 +11,9 @@
 //! [`Crowdsec::machine_file`] register the oracle as a bouncer and as a machine and
 //! write their credentials into 0600 files.
 //!
+//! [`Crowdsec::start_tls`] serves the API over HTTPS with a [`TestCa`]'s server
+//! certificate (cscli, which only talks to it, skips the check).
+//!
 //! [`Crowdsec::start`] returns once this crowdsec logs that its API listens (polled
 //! with a deadline); a port a parallel test took first makes it exit, and another port
 //! is tried. Drop stops it (SIGTERM, SIGKILL after a grace period) and prints its log
@@ -28,6 +31,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::process::{self, Finished};
+use crate::tlsca::TestCa;
 use crate::world::World;
 
 /// crowdsec as Debian installs it.
@@ -48,12 +52,23 @@ pub struct Crowdsec {
     dir: PathBuf,
     config: PathBuf,
     port: u16,
+    tls: bool,
 }
 
 impl Crowdsec {
     /// Writes the configuration into `<world>/crowdsec/` and starts the Local API;
     /// returns once it listens.
     pub fn start(world: &World) -> Crowdsec {
+        Crowdsec::start_with(world, None)
+    }
+
+    /// [`Crowdsec::start`] with the API over HTTPS, presenting `ca`'s server
+    /// certificate.
+    pub fn start_tls(world: &World, ca: &TestCa) -> Crowdsec {
+        Crowdsec::start_with(world, Some(ca))
+    }
+
+    fn start_with(world: &World, tls: Option<&TestCa>) -> Crowdsec {
         let dir = world.path("crowdsec");
         fs::create_dir_all(dir.join("data")).expect("create crowdsec's directories");
         fs::write(
@@ -73,12 +88,13 @@ impl Crowdsec {
         for _ in 0..5 {
             let port = crate::exim::free_port();
             let config = dir.join("config.yaml");
-            fs::write(&config, config_yaml(&dir, port)).expect("write crowdsec's config");
+            fs::write(&config, config_yaml(&dir, port, tls)).expect("write crowdsec's config");
             let mut c = Crowdsec {
                 child: None,
                 dir: dir.clone(),
                 config,
                 port,
+                tls: tls.is_some(),
             };
             // cscli's own machine: it adds and deletes decisions through the API (its
             // credentials file names the port).
@@ -92,6 +108,13 @@ impl Crowdsec {
                 &dir.join("cscli.yaml").display().to_string(),
             ])
             .assert_success();
+            if c.tls {
+                // cscli writes the URL as plain HTTP whatever the server does.
+                let creds = dir.join("cscli.yaml");
+                let text = fs::read_to_string(&creds).expect("read cscli's credentials");
+                fs::write(&creds, text.replace("url: http://", "url: https://"))
+                    .expect("write cscli's credentials");
+            }
             match c.spawn() {
                 Ok(()) => return c,
                 Err(why) => {
@@ -143,7 +166,8 @@ impl Crowdsec {
 
     /// The Local API's URL, for `[crowdsec] lapi_url`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Runs `cscli -c CONFIG --error ARGS...` (30 s at most).
@@ -276,8 +300,19 @@ fn write_private(path: &Path, text: &str) {
 }
 
 /// crowdsec's configuration: the Local API only, everything under `dir`.
-fn config_yaml(dir: &Path, port: u16) -> String {
+fn config_yaml(dir: &Path, port: u16, tls: Option<&TestCa>) -> String {
     let d = dir.display();
+    let (skip_verify, tls) = match tls {
+        Some(ca) => (
+            "true",
+            format!(
+                "\x20   tls:\n\x20     cert_file: {}\n\x20     key_file: {}\n",
+                ca.server_cert.display(),
+                ca.server_key.display()
+            ),
+        ),
+        None => ("false", String::new()),
+    };
     format!(
         "common:\n\
          \x20 daemonize: false\n\
@@ -301,12 +336,13 @@ fn config_yaml(dir: &Path, port: u16) -> String {
          \x20 use_wal: false\n\
          api:\n\
          \x20 client:\n\
-         \x20   insecure_skip_verify: false\n\
+         \x20   insecure_skip_verify: {skip_verify}\n\
          \x20   credentials_path: {d}/cscli.yaml\n\
          \x20 server:\n\
          \x20   log_level: info\n\
          \x20   listen_uri: 127.0.0.1:{port}\n\
          \x20   profiles_path: {d}/profiles.yaml\n\
+         {tls}\
          \x20   trusted_ips:\n\
          \x20     - 127.0.0.1\n\
          prometheus:\n\

@@ -543,3 +543,45 @@ fn a_hung_local_api_holds_no_verdict() {
     assert!(alerts_of(&oracle, "action_failed").is_empty());
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "one poll, one login");
 }
+
+/// A Local API over HTTPS with a certificate of a private CA: trusted through `ca_file`,
+/// its bans refuse; an oracle trusting another CA reads nothing and counts each failed
+/// poll with the certificate error.
+#[test]
+fn an_https_local_api_is_trusted_through_ca_file() {
+    let world = World::new(&["alice"]);
+    let ca = exim_access_e2e::tlsca::TestCa::create(&world.path("ca"));
+    let lapi = Crowdsec::start_tls(&world, &ca);
+    assert!(lapi.url().starts_with("https://"));
+    let key = lapi.bouncer_key_file("exim-access");
+    let oracle = Oracle::start_with_policy(
+        &world,
+        "tarpit_after = 0\ntarpit_after_ip = 0",
+        &crowdsec_toml(&lapi, &key, &format!("ca_file = \"{}\"", ca.ca.display())),
+    );
+    lapi.cscli(&["decisions", "add", "--ip", "192.0.2.70", "--duration", "1h"])
+        .assert_success();
+    wait_until(&oracle, "the ban read over HTTPS", || {
+        allow(&oracle, "192.0.2.70", "alice")["status"] != 0
+    });
+    assert_eq!(status(&oracle)["poll_errors"], 0);
+
+    let other = World::new(&["alice"]);
+    let wrong = Oracle::start_with_policy(
+        &other,
+        "tarpit_after = 0\ntarpit_after_ip = 0",
+        &crowdsec_toml(
+            &lapi,
+            &key,
+            &format!("ca_file = \"{}\"", ca.other_ca.display()),
+        ),
+    );
+    wait_until(&wrong, "failed polls", || {
+        status(&wrong)["poll_errors"].as_u64().unwrap_or(0) >= 2
+    });
+    let s = status(&wrong);
+    assert_eq!(s["polls"], 0, "{s}");
+    let error = s["last_error"]["error"].as_str().unwrap();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert_eq!(allow(&wrong, "192.0.2.70", "alice")["status"], 0);
+}
