@@ -150,6 +150,23 @@ impl AdminRequest {
             AdminRequest::Holds => "holds",
         }
     }
+
+    /// Why the request cannot be carried out as asked, if so: a `for_secs` of 0 or
+    /// beyond a year (`ctl` checks its `--for`; a script writing the JSON may not).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            AdminRequest::Hold {
+                for_secs: Some(s), ..
+            }
+            | AdminRequest::Block {
+                for_secs: Some(s), ..
+            } if *s == 0 || *s > MAX_FOR_SECS => Some(format!(
+                "{}: for_secs must be between 1 and {MAX_FOR_SECS} (a year), got {s}",
+                self.name()
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,9 @@ async fn connection(
                     "permission denied: uid {} may not {} (needs the {:?} role)",
                     uid, req.name(), req.required_role()) })
             }
+            Ok(req) if req.problem().is_some() => {
+                json!({ "ok": false, "error": req.problem() })
+            }
             Ok(req) => {
                 if req.required_role() == Role::Admin {
                     tracing::info!(uid = uid.as_raw(), request = ?req, "admin change");

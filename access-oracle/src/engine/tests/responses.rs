@@ -995,3 +995,35 @@ fn holds_with_their_scope_blocks_with_their_history_and_familiar_networks_surviv
     assert_eq!(b.repeats, 1);
     assert_eq!(b.hold.until, t(109 + 7200));
 }
+
+#[test]
+fn a_hold_or_block_for_no_time_or_beyond_a_year_is_refused_with_a_reason() {
+    use crate::admin::AdminRequest;
+    for json in [
+        r#"{"cmd":"hold","user":"alice","for_secs":0}"#,
+        r#"{"cmd":"block","ip":"192.0.2.7","for_secs":31536001}"#,
+    ] {
+        let req: AdminRequest = serde_json::from_str(json).unwrap();
+        let why = req.problem().expect(json);
+        assert!(
+            why.contains("for_secs must be between 1 and 31536000 (a year)"),
+            "{why}"
+        );
+    }
+    for json in [
+        r#"{"cmd":"hold","user":"alice"}"#,
+        r#"{"cmd":"block","ip":"198.51.100.0/24","for_secs":600,"reason":"x"}"#,
+        r#"{"cmd":"holds"}"#,
+    ] {
+        let req: AdminRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(req.problem(), None, "{json}");
+    }
+    // ctl's own --for is checked before anything is sent.
+    assert!(crate::cli::parse_duration("0").is_err());
+    assert!(crate::cli::parse_duration("366d").is_err());
+    assert_eq!(crate::cli::parse_duration("15m"), Ok(900));
+    assert_eq!(crate::cli::parse_duration("2h"), Ok(7200));
+    assert_eq!(crate::cli::parse_duration("7d"), Ok(7 * 86_400));
+    assert_eq!(crate::cli::parse_duration("90"), Ok(90));
+    assert!(crate::cli::parse_duration("1w").is_err());
+}
