@@ -78,6 +78,8 @@ impl Receivers {
 
 /// Answers every request on a keep-alive connection with 200.
 fn serve_http(stream: std::net::TcpStream) {
+    // As HTTP servers do: without it, each answer waits for the client's delayed ACK.
+    let _ = stream.set_nodelay(true);
     let mut out = match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,

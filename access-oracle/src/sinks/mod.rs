@@ -665,7 +665,11 @@ pub fn run_apart(
     stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a sink busy on the CPU (a file written, a batch serialised) leaves
+    // the other to the sinks waiting on their peers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("alert-sinks")
         .enable_all()
         .build()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
