@@ -64,6 +64,8 @@ pub struct Engine {
     responses: RwLock<Arc<ResponsesConfig>>,
     /// External actions on blocks (firewall, fail2ban, CrowdSec), when any run.
     actions: OnceLock<Actions>,
+    /// Whether any rule, or `[responses]`, observes: the gate reads the modes only then.
+    observing: std::sync::atomic::AtomicBool,
     /// Observe mode: until when what a rule would have done to an account or an address
     /// network would be in force, by rule and target (its alert is not repeated).
     observed: dashmap::DashMap<(&'static str, Box<str>), Secs>,
@@ -230,9 +232,11 @@ impl Engine {
             audit: OnceLock::new(),
             responses: RwLock::new(Arc::new(config.raw.responses.clone())),
             actions: OnceLock::new(),
+            observing: std::sync::atomic::AtomicBool::new(false),
             observed: dashmap::DashMap::new(),
             ctl: context::ctl_prefix(&config.admin_socket.path).into(),
         };
+        engine.note_observing();
         (engine, rx)
     }
 
@@ -245,6 +249,10 @@ impl Engine {
         standing: &gate::Standing<'_>,
         now: Secs,
     ) -> Option<gate::Refused> {
+        // Nothing observes (the usual case): one load, no lock.
+        if !self.observing.load(std::sync::atomic::Ordering::Relaxed) {
+            return gate::decide(ask, standing, now);
+        }
         let rules = self.rules();
         let standing = gate::Standing {
             observing: gate::Observing {
@@ -267,6 +275,18 @@ impl Engine {
     /// Replaces `[responses]` (on reload).
     pub fn set_responses(&self, responses: ResponsesConfig) {
         *self.responses.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(responses);
+        self.note_observing();
+    }
+
+    /// Sets [`Engine::observing`] from the rules and `[responses]` in force.
+    fn note_observing(&self) {
+        let rules = self.rules();
+        let any = self.responses().mode == crate::rules::Mode::Observe
+            || RulesConfig::NAMES
+                .iter()
+                .any(|n| rules.mode_of(n) == crate::rules::Mode::Observe);
+        self.observing
+            .store(any, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Hands blocks and unblocks to the external actions from now on, and every block
@@ -308,6 +328,7 @@ impl Engine {
     /// Replaces the rules (on reload); state is kept.
     pub fn set_rules(&self, rules: RulesConfig) {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        self.note_observing();
     }
 
     /// How baselines learn.

@@ -64,6 +64,9 @@ pub(crate) struct Subject<'a> {
 impl Engine {
     /// Applies every trip, then records and raises its alert.
     pub(crate) fn respond(&self, trips: &[Trip], subject: &Subject<'_>, now: Timestamp) {
+        if trips.is_empty() {
+            return;
+        }
         let observe_all = self.responses().mode == crate::rules::Mode::Observe;
         let rules = self.rules();
         let secs = now.as_second();
