@@ -421,7 +421,9 @@ fn render_status(s: &StatusView, width: u16) -> String {
     out.push(render_counters(&s.counters, width));
     if !s.actions.is_empty() {
         let mut t = table(width);
-        t.set_header(["action", "applied", "failed", "retried", "dropped", "expired"]);
+        t.set_header([
+            "action", "applied", "failed", "retried", "dropped", "expired",
+        ]);
         for a in &s.actions {
             t.add_row([
                 esc(&a.name),
