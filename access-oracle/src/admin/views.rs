@@ -837,6 +837,10 @@ pub struct AlertView {
     /// and the command that undoes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Box<Context>>,
+    /// The rule only observes: nothing was done (the context's action says what would
+    /// have been).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
 }
 
 impl From<&Alert> for AlertView {
@@ -857,6 +861,7 @@ impl From<&Alert> for AlertView {
             expires: a.expires,
             summary: a.summary.clone(),
             context: a.context.clone(),
+            observed: a.observed,
         }
     }
 }

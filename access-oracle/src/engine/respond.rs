@@ -113,10 +113,15 @@ impl Engine {
                     alert.summary.push_str(&format!("; the block covers {net}"));
                 }
                 if b.repeats > 0 {
+                    let memory = self.responses().repeat_memory_secs;
+                    let within = if memory >= 86_400 && memory % 86_400 == 0 {
+                        format!("{} days", memory / 86_400)
+                    } else {
+                        crate::time::human_secs(memory)
+                    };
                     alert.summary.push_str(&format!(
-                        "; repeat offender: blocked {} time(s) before within {}, so for longer",
-                        b.repeats,
-                        crate::time::human_secs(self.responses().repeat_memory_secs)
+                        "; repeat offender: blocked {} time(s) before within {within}, so for longer",
+                        b.repeats
                     ));
                 }
             }

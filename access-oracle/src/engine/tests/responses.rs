@@ -451,6 +451,8 @@ fn observe_mode_alerts_with_what_would_have_been_done_and_refuses_nothing() {
     assert!(a.summary.starts_with("[observed] "), "{}", a.summary);
     let json = serde_json::to_value(&**a).unwrap();
     assert_eq!(json["observed"], true);
+    let listed = serde_json::to_value(views::alerts(&e, 10)).unwrap();
+    assert_eq!(listed[0]["observed"], true, "ctl alerts --json: {listed:#}");
     let action = a.context.as_ref().unwrap().action.clone().unwrap();
     assert!(
         action
@@ -754,7 +756,9 @@ fn a_rule_blocks_an_ipv6_sprayer_by_its_64_and_a_repeat_offender_longer() {
     let until = t(again + 9 + 7200);
     assert_eq!(alerts[0].expires, until, "{}", alerts[0].summary);
     assert!(
-        alerts[0].summary.contains("repeat"),
+        alerts[0].summary.contains(
+            "; address blocked for 2 h; the block covers 2001:db8:bad::/64; repeat offender: blocked 1 time(s) before within 30 days, so for longer"
+        ),
         "{}",
         alerts[0].summary
     );
