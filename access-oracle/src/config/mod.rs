@@ -2,6 +2,7 @@
 //! [`Config`]. Every problem is reported at once; a config with problems is refused (at
 //! start) or ignored in favour of the running one (on reload).
 
+pub mod metrics;
 pub mod policy;
 pub mod raw;
 pub mod responses;
@@ -360,6 +361,7 @@ impl Config {
             ));
         }
         raw.policy.validate(&mut p, &raw.rules);
+        raw.metrics.validate(&mut p);
         raw.notify_owner.validate(&raw.sinks, &mut p);
         raw.audit.validate(&mut p);
         raw.responses.validate(&mut p);

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub responses: super::responses::ResponsesConfig,
     /// "Was this you?" e-mails to account owners (`[notify_owner]`, off by default).
     pub notify_owner: crate::sinks::owner::NotifyOwnerConfig,
+    /// The Prometheus endpoint (`[metrics]`); off unless `listen` is set.
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 impl RawConfig {

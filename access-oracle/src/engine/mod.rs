@@ -411,6 +411,7 @@ impl Engine {
 
     /// Decides on one request at `now`.
     pub fn handle(&self, cmd: &Command, now: Timestamp) -> Reply {
+        let started = std::time::Instant::now();
         self.stats.request(cmd.verb());
         let secs = now.as_second();
         let reply = match cmd {
@@ -489,6 +490,7 @@ impl Engine {
             Command::Connect(c) => self.connect(c.ip, now),
         };
         self.stats.reply(&reply);
+        self.stats.verdict(cmd.verb(), &reply, started.elapsed());
         reply
     }
 

@@ -428,7 +428,7 @@ impl Engine {
         let alert = Arc::new(alert);
         // A rule that fired may have put a hold or block in place: snapshot it.
         self.state.mark_dirty();
-        self.stats.alerts_raised.fetch_add(1, Ordering::Relaxed);
+        self.stats.alert_raised(alert.rule, alert.severity);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() >= self.recent_cap.max(1) {

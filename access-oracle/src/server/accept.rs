@@ -106,6 +106,8 @@ pub struct Listeners {
     pub policy: ListenerStats,
     /// The admin socket.
     pub admin: ListenerStats,
+    /// The metrics endpoint (`[metrics]`; its counters are in `/metrics` only).
+    pub metrics: ListenerStats,
 }
 
 /// [`Listeners`] at one moment.

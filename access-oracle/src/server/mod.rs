@@ -10,6 +10,7 @@ pub mod admin;
 pub mod exim;
 pub mod follow;
 pub mod housekeeping;
+pub mod metrics;
 pub mod policy;
 pub mod preflight;
 pub mod unix;
@@ -50,6 +51,8 @@ pub struct Running {
     pub engine: Arc<Engine>,
     /// Where the Dovecot policy endpoint listens, when it is on.
     pub policy_addr: Option<std::net::SocketAddr>,
+    /// Where the metrics endpoint listens, when it is on.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The listeners' connection counters (sheddings, refusals, timeouts).
     pub listeners: Arc<accept::Listeners>,
     policy: Option<Arc<policy::Shared>>,
@@ -136,6 +139,20 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         ),
         None => None,
     };
+    let metrics_endpoint = match config.raw.metrics.listen {
+        Some(_) => Some(
+            metrics::start(
+                &config.raw.metrics,
+                metrics::Scrape::new(engine.clone(), listeners.clone(), config.state_dir.clone()),
+                listeners.clone(),
+                shutdown_rx.clone(),
+            )
+            .await
+            .context("cannot start the metrics endpoint")?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_endpoint.as_ref().map(|m| m.addr);
     let policy_addr = policy_endpoint.as_ref().map(|p| p.addr);
     let policy_shared = policy_endpoint.as_ref().map(|p| p.shared());
     // Queued alerts get at least a second to be written, whatever the grace.
@@ -262,6 +279,14 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
                 "shutdown grace expired with dovecot policy connections still open"
             );
         }
+        if let Some(endpoint) = metrics_endpoint
+            && !endpoint.finish(deadline).await
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace expired with metrics connections still open"
+            );
+        }
         if waited.is_err() {
             tracing::warn!(
                 open_connections = task_engine
@@ -286,6 +311,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     Ok(Running {
         engine,
         policy_addr,
+        metrics_addr,
         listeners,
         policy: policy_shared,
         shutdown: shutdown_tx,
@@ -358,9 +384,10 @@ fn reload(running: &Running, current: &Config, source: &ConfigSource) -> Option<
                 || new.raw.notify_owner != current.raw.notify_owner
                 || new.sources != current.sources
                 || new.raw.audit != current.raw.audit
+                || new.raw.metrics != current.raw.metrics
             {
                 tracing::warn!(
-                    "socket, state, alert file, sink, source or audit settings changed: they take effect at the next restart"
+                    "socket, state, alert file, sink, source, audit or metrics settings changed: they take effect at the next restart"
                 );
             }
             if new.policy.listen != current.policy.listen

@@ -24,7 +24,8 @@
 //!   closed.
 //!
 //! Routing is one comparison: the configured path gets the [`Handler`], any other path
-//! 404, another method on it 405 with `Allow: POST`.
+//! 404, another method on it 405 with `Allow: POST` ([`Handler::METHOD`]: the metrics
+//! endpoint, `server::metrics`, serves `GET` on the same loop).
 //!
 //! Time ([`Limits`]): a request's head must be in within `head_timeout` of its first
 //! byte (a new connection's first head: of the connection's start), the whole request
@@ -191,13 +192,18 @@ impl<'a> Request<'a> {
     }
 }
 
-/// An answer: a status and a JSON body.
+/// The `Content-Type` of JSON answers.
+const JSON: &str = "application/json";
+
+/// An answer: a status, a body and its type (JSON unless made by [`Reply::typed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The status.
     pub status: Status,
-    /// The JSON body.
+    /// The body.
     pub body: Cow<'static, [u8]>,
+    /// The body's `Content-Type`.
+    pub content_type: &'static str,
 }
 
 impl Reply {
@@ -206,6 +212,16 @@ impl Reply {
         Reply {
             status: Status::Ok,
             body: body.into(),
+            content_type: JSON,
+        }
+    }
+
+    /// 200 with `body` of type `content_type`.
+    pub fn typed(content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Reply {
+        Reply {
+            status: Status::Ok,
+            body: body.into(),
+            content_type,
         }
     }
 
@@ -215,13 +231,17 @@ impl Reply {
         Reply {
             status,
             body: body.into(),
+            content_type: JSON,
         }
     }
 }
 
 /// What the server asks of the endpoint behind its route.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers a whole `POST` to the route.
+    /// The one method the route takes; any other is answered 405.
+    const METHOD: &'static str = "POST";
+
+    /// Answers a whole request to the route with [`Handler::METHOD`].
     fn handle(&self, request: &Request<'_>, peer: SocketAddr) -> Reply;
 
     /// Hears of a request refused before it could reach [`Handler::handle`] (400, 413,
@@ -502,9 +522,17 @@ fn chunked(
 }
 
 /// Appends `reply` to `out`, as one HTTP/1.1 response.
-fn write_response(out: &mut Vec<u8>, reply: &Reply, request: Option<&Request<'_>>, allow: bool) {
+/// `allow`: the method to name in an `Allow` field (with 405).
+fn write_response(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    request: Option<&Request<'_>>,
+    allow: Option<&str>,
+) {
     out.extend_from_slice(reply.status.line());
-    out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(reply.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
     match request {
         Some(r) if r.keep_alive && r.version == 0 => {
@@ -513,8 +541,9 @@ fn write_response(out: &mut Vec<u8>, reply: &Reply, request: Option<&Request<'_>
         Some(r) if r.keep_alive => {}
         _ => out.extend_from_slice(b"\r\nConnection: close"),
     }
-    if allow {
-        out.extend_from_slice(b"\r\nAllow: POST");
+    if let Some(method) = allow {
+        out.extend_from_slice(b"\r\nAllow: ");
+        out.extend_from_slice(method.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&reply.body);
@@ -529,25 +558,25 @@ fn answer<H: Handler>(
     out: &mut Vec<u8>,
 ) {
     const NOT_FOUND: &[u8] = br#"{"error":"not found"}"#;
-    const NOT_POST: &[u8] = br#"{"error":"method not allowed: use POST"}"#;
     let (reply, allow) = if request.path != route {
         (
             Reply {
                 status: Status::NotFound,
                 body: NOT_FOUND.into(),
+                content_type: JSON,
             },
-            false,
+            None,
         )
-    } else if request.method != "POST" {
+    } else if request.method != H::METHOD {
         (
-            Reply {
-                status: Status::MethodNotAllowed,
-                body: NOT_POST.into(),
-            },
-            true,
+            Reply::error(
+                Status::MethodNotAllowed,
+                &format!("method not allowed: use {}", H::METHOD),
+            ),
+            Some(H::METHOD),
         )
     } else {
-        (handler.handle(request, peer), false)
+        (handler.handle(request, peer), None)
     };
     write_response(out, &reply, Some(request), allow);
 }
@@ -674,7 +703,7 @@ async fn connection<H: Handler>(
                 }
                 Parsed::Refused(status, why) => {
                     handler.refused(peer, status, why);
-                    write_response(&mut output, &Reply::error(status, why), None, false);
+                    write_response(&mut output, &Reply::error(status, why), None, None);
                     close = true;
                     refused = true;
                 }
