@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `ctl`, `parse`, `replay`, `ingest`,
-//! `audit`, `demo`.
+//! `audit`, `report`, `demo`.
 
 use std::path::PathBuf;
 
@@ -142,6 +142,53 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// A report from the audit trail for an auditor: logins by outcome, protocol, day,
+    /// country and AS, the top failing addresses and accounts, alerts, holds and blocks,
+    /// admin actions, with `--user` every access of one account; anchored to the trail
+    /// by its verification result and chain head (see docs/REPORTS.md).
+    Report {
+        /// The config that says where the trail is (and the GeoIP databases); the
+        /// embedded defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The state directory (overrides server.state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The trail's directory (overrides [audit] dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The trail's key, to verify it and read encrypted records (overrides
+        /// [audit] key_file).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Events at or after this time (RFC 3339, e.g. `2026-11-01T00:00:00Z`).
+        #[arg(long, conflicts_with = "period")]
+        since: Option<jiff::Timestamp>,
+        /// Events before this time (RFC 3339); now without it.
+        #[arg(long, conflicts_with = "period")]
+        until: Option<jiff::Timestamp>,
+        /// The last complete day, week (Monday to Monday) or month, in UTC.
+        #[arg(long, value_enum)]
+        period: Option<crate::commands::report::Period>,
+        /// The per-account access report of this account.
+        #[arg(long)]
+        user: Option<String>,
+        /// The format.
+        #[arg(long, value_enum, default_value = "html")]
+        format: crate::commands::report::Format,
+        /// Where to write: a file (HTML, JSON) or a directory (CSV, one file per
+        /// table); standard output without it (HTML, JSON).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Pseudonymise accounts, addresses and other names (keyed HMAC-SHA256 under a
+        /// random key made for this export); reasons are left out.
+        #[arg(long)]
+        pseudonymise: bool,
+        /// Cut addresses to their /24 (IPv4) or /48 (IPv6), before pseudonymising or in
+        /// place; reasons are left out.
+        #[arg(long)]
+        truncate_addresses: bool,
     },
     /// Start the oracle on its defaults in a temporary directory and drive real Exim
     /// through a brute-force and a burst scenario, printing the alerts as they fire.
