@@ -761,3 +761,72 @@ impl<'a> Gatherer<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many more distinct failing names than the summary keeps: the heavy hitters stay
+    /// on top, counted at most `error_bound` low, and the list says it is approximate.
+    #[test]
+    fn the_top_lists_stay_bounded_and_keep_the_heavy_hitters() {
+        let mut h = Heavy::default();
+        for i in 0..(3 * TOP_CAPACITY) {
+            h.add(format!("one-off-{i}"));
+            if i % 10 == 0 {
+                h.add("attacker".into());
+            }
+            assert!(h.counts.len() <= TOP_CAPACITY);
+        }
+        let true_count = (3 * TOP_CAPACITY / 10) as u64;
+        let top = h.top();
+        assert_eq!(top.rows[0].name, "attacker");
+        assert!(top.approximate);
+        assert!(top.rows[0].failures <= true_count);
+        assert!(top.rows[0].failures + top.error_bound >= true_count);
+        assert!(top.rows.len() <= TOP_SHOWN);
+
+        let mut exact = Heavy::default();
+        for name in ["a", "b", "a"] {
+            exact.add(name.into());
+        }
+        let top = exact.top();
+        assert!(!top.approximate);
+        assert_eq!(
+            top.rows[0],
+            TopRow {
+                name: "a".into(),
+                failures: 2
+            }
+        );
+    }
+
+    #[test]
+    fn lists_keep_their_first_rows_and_count_the_rest() {
+        let mut l: List<u32> = List::default();
+        for i in 0..(LIST_CAP as u32 + 7) {
+            l.push(i);
+        }
+        assert_eq!(l.rows.len(), LIST_CAP);
+        assert_eq!(l.omitted, 7);
+        assert_eq!(l.rows[0], 0);
+    }
+
+    #[test]
+    fn login_outcomes_follow_the_password_then_the_verdict() {
+        let at = "2026-11-28T10:00:00Z".parse().unwrap();
+        let mut r = Record::new(Kind::Auth, crate::audit::Source::Live, at);
+        r.result = Some(Outcome::Fail);
+        r.verdict = Some("deny".into());
+        assert_eq!(LoginOutcome::of(&r), LoginOutcome::Failed);
+        r.result = Some(Outcome::Ok);
+        assert_eq!(LoginOutcome::of(&r), LoginOutcome::Refused);
+        r.verdict = Some("accept".into());
+        assert_eq!(LoginOutcome::of(&r), LoginOutcome::Ok);
+        r.verdict = None;
+        assert_eq!(LoginOutcome::of(&r), LoginOutcome::Ok);
+        r.result = None;
+        r.verdict = Some("deny".into());
+        assert_eq!(LoginOutcome::of(&r), LoginOutcome::Refused);
+    }
+}

@@ -152,6 +152,15 @@ pub fn tables(r: &Report) -> Vec<Table> {
         ("alerts", num(g.alerts.total)),
         ("messages_sent", num(g.sending.messages)),
         ("recipients", num(g.sending.recipients)),
+        (
+            "top_lists_approximate",
+            text(
+                (g.top_failing_addresses.approximate || g.top_failing_accounts.approximate)
+                    .to_string(),
+            ),
+        ),
+        ("holds_and_blocks_omitted", num(g.holds_and_blocks.omitted)),
+        ("admin_actions_omitted", num(g.admin_actions.omitted)),
     ];
     let top = |name, t: &super::aggregate::Top| Table {
         name,
