@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 client over a blocking `TcpStream`, to talk to the oracle's policy
 //! endpoint the way Dovecot does (or the way Dovecot must not): one keep-alive
 //! connection, `POST` with a JSON body and an optional `X-API-Key`, responses read by
-//! `Content-Length`. Every read and write has a 10 s timeout.
+//! `Content-Length`; and `GET` for the metrics endpoint. Every read and write has a 10 s
+//! timeout.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,11 +11,13 @@ use std::time::Duration;
 /// The bound on one read or write.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A response: status and body.
+/// A response: status, type and body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResponse {
     /// The status code.
     pub status: u16,
+    /// The `Content-Type` field, if there was one.
+    pub content_type: Option<String>,
     /// The body, as text.
     pub body: String,
 }
@@ -65,6 +68,16 @@ impl HttpClient {
         self.response()
     }
 
+    /// `GET target` (the metrics endpoint's `/metrics`).
+    pub fn get(&mut self, target: &str) -> HttpResponse {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        self.writer
+            .write_all(request.as_bytes())
+            .and_then(|()| self.writer.flush())
+            .expect("write an HTTP request");
+        self.response()
+    }
+
     fn response(&mut self) -> HttpResponse {
         let mut status_line = String::new();
         self.reader
@@ -76,6 +89,7 @@ impl HttpClient {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
         let mut length = 0;
+        let mut content_type = None;
         loop {
             let mut line = String::new();
             self.reader.read_line(&mut line).expect("read a header");
@@ -86,12 +100,17 @@ impl HttpClient {
                 && name.eq_ignore_ascii_case("content-length")
             {
                 length = value.trim().parse().expect("a Content-Length");
+            } else if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-type")
+            {
+                content_type = Some(value.trim().to_string());
             }
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body).expect("read the body");
         HttpResponse {
             status,
+            content_type,
             body: String::from_utf8_lossy(&body).into_owned(),
         }
     }

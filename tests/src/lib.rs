@@ -25,6 +25,7 @@
 //! | [`rsyslog`] | a real rsyslogd receiving syslog over TLS (with a test CA's certificate), TCP and UDP on loopback; what it parsed, per listener |
 //! | [`smtp`] | dialogues, reply parsing, pairing client lines with replies |
 //! | [`process`] | running a child with input, captured output and a deadline |
+//! | [`prometheus`] | a strict reader of the Prometheus text format, for the oracle's `/metrics` |
 //! | [`tlsca`] | a test CA made by the test: CA, server and client certificates as PEM files, a rustls server config |
 //!
 //! Prerequisites: run as root (Exim accepts `-C` with `-D` from root, the spool must be
@@ -55,6 +56,7 @@ pub mod parse;
 pub mod paths;
 pub mod pop3;
 pub mod process;
+pub mod prometheus;
 pub mod rsyslog;
 pub mod smtp;
 pub mod swaks;
