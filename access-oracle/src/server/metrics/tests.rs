@@ -222,3 +222,109 @@ async fn the_endpoint_answers_get_metrics_and_nothing_else() {
             .await
     );
 }
+
+#[tokio::test]
+async fn a_port_in_use_stops_the_start_with_the_key_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = MetricsConfig {
+        listen: Some(taken.local_addr().unwrap().to_string()),
+        ..MetricsConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    let err = start(
+        &config,
+        Scrape::new(engine(), Arc::default(), dir.path().into()),
+        Arc::default(),
+        stopped,
+    )
+    .await
+    .err()
+    .expect("the port is taken");
+    assert!(format!("{err:#}").contains("(metrics.listen)"), "{err:#}");
+}
+
+#[test]
+fn the_table_is_read_from_the_config_file_and_checked_there() {
+    let raw: RawConfig = toml::from_str(
+        "[metrics]\nlisten = \"127.0.0.1:9464\"\nmax_connections = 4\nidle_timeout_secs = 30\n",
+    )
+    .unwrap();
+    let config = Config::from_raw(raw).unwrap();
+    assert_eq!(
+        config.raw.metrics.listen_addr(),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(limits(&config.raw.metrics).max_connections, 4);
+    let bad: RawConfig = toml::from_str("[metrics]\nlisten = \"9464\"\n").unwrap();
+    let problems = Config::from_raw(bad).unwrap_err();
+    assert!(
+        problems
+            .to_string()
+            .contains("metrics.listen must be an address and port"),
+        "{problems}"
+    );
+    assert!(toml::from_str::<RawConfig>("[metrics]\nport = 9464\n").is_err());
+}
+
+/// Reads one answer (head and `Content-Length` body) from a keep-alive connection.
+async fn answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a whole answer");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_its_cap_the_idle_scraper_is_closed_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners: Arc<Listeners> = Arc::default();
+    let config = MetricsConfig {
+        listen: Some("127.0.0.1:0".into()),
+        max_connections: 1,
+        ..MetricsConfig::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let endpoint = start(
+        &config,
+        Scrape::new(engine(), listeners.clone(), dir.path().into()),
+        listeners.clone(),
+        stopped,
+    )
+    .await
+    .unwrap();
+    let scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(endpoint.addr).await.unwrap();
+    first.write_all(scrape).await.unwrap();
+    assert!(answer(&mut first).await.starts_with("HTTP/1.1 200"));
+    // `first` is idle on keep-alive: a second scraper takes its slot.
+    let mut second = tokio::net::TcpStream::connect(endpoint.addr).await.unwrap();
+    second.write_all(scrape).await.unwrap();
+    assert!(answer(&mut second).await.starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        first.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "the idle one was closed");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(listeners.metrics.shed_idle.load(Relaxed), 1);
+    assert_eq!(listeners.metrics.accepted.load(Relaxed), 2);
+    let _ = stop.send(true);
+}
