@@ -23,6 +23,8 @@ pub const LIST_CAP: usize = 10_000;
 pub const TOP_CAPACITY: usize = 20_000;
 /// How many rows a top list shows.
 pub const TOP_SHOWN: usize = 20;
+/// How the summary of an alert of a rule in observe mode begins.
+const OBSERVED: &str = "[observed]";
 /// The most distinct protocols or autonomous systems counted apart; the rest are
 /// counted under `other`.
 const KEYS_CAP: usize = 5_000;
@@ -160,6 +162,9 @@ pub struct Count {
 pub struct Alerts {
     /// All alerts in the period.
     pub total: u64,
+    /// Of those, alerts of rules in observe mode (`[observed]`): nothing was put in
+    /// force, so they are not in `holds_and_blocks`.
+    pub observed: u64,
     /// By rule, by name.
     pub by_rule: Vec<Count>,
     /// By severity, most severe first.
@@ -446,6 +451,7 @@ pub struct Gatherer<'a> {
     failing_addresses: Heavy,
     failing_accounts: Heavy,
     alerts_total: u64,
+    alerts_observed: u64,
     by_rule: BTreeMap<String, u64>,
     by_severity: BTreeMap<crate::rules::Severity, u64>,
     holds: List<HoldRow>,
@@ -470,6 +476,7 @@ impl<'a> Gatherer<'a> {
             failing_addresses: Heavy::default(),
             failing_accounts: Heavy::default(),
             alerts_total: 0,
+            alerts_observed: 0,
             by_rule: BTreeMap::new(),
             by_severity: BTreeMap::new(),
             holds: List::default(),
@@ -561,7 +568,12 @@ impl<'a> Gatherer<'a> {
                 if let Some(s) = r.severity {
                     *self.by_severity.entry(s).or_default() += 1;
                 }
-                if r.response.is_some_and(|resp| resp != Response::Alert) {
+                // A rule in observe mode writes what it would have done; its summary
+                // says so, and nothing was put in force.
+                let observed = r.reason.as_deref().is_some_and(|t| t.starts_with(OBSERVED));
+                if observed {
+                    self.alerts_observed += 1;
+                } else if r.response.is_some_and(|resp| resp != Response::Alert) {
                     let row = self.hold_row(r, r.rule.as_deref());
                     self.holds.push(row);
                 }
@@ -747,6 +759,7 @@ impl<'a> Gatherer<'a> {
             top_failing_accounts: self.failing_accounts.top(),
             alerts: Alerts {
                 total: self.alerts_total,
+                observed: self.alerts_observed,
                 by_rule: self
                     .by_rule
                     .into_iter()

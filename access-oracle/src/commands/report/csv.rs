@@ -150,6 +150,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
         ("logins_failed", num(g.logins.total.failed)),
         ("logins_refused", num(g.logins.total.refused)),
         ("alerts", num(g.alerts.total)),
+        ("alerts_observed", num(g.alerts.observed)),
         ("messages_sent", num(g.sending.messages)),
         ("recipients", num(g.sending.recipients)),
         (

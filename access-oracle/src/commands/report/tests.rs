@@ -189,6 +189,16 @@ fn write_trail(dir: &Path, encrypt: bool) {
     info.response = Some(Response::Alert);
     info.reason = Some("login from a new country <b>".into());
     recs.push(info);
+    // A rule in observe mode: what it would have done, nothing put in force.
+    let mut observed = Record::new(Kind::Alert, Source::Oracle, t("2026-11-27T06:00:00Z"))
+        .user("mallory@example.org")
+        .ip(Some("203.0.113.7".parse().unwrap()));
+    observed.rule = Some("failed_logins_account".into());
+    observed.severity = Some(Severity::High);
+    observed.response = Some(Response::HoldAccount);
+    observed.until = Some(t("2026-11-27T06:15:00Z"));
+    observed.reason = Some("[observed] 5 failed logins for mallory@example.org".into());
+    recs.push(observed);
     day("2026-11-27", recs);
     let mut hold = Record::new(Kind::Admin, Source::Admin, t("2026-11-28T09:00:00Z"))
         .user("carol@example.org");
@@ -293,7 +303,7 @@ fn the_period_and_account_reports_match_their_golden_json() {
     assert_eq!(g.top_failing_addresses.rows[0].name, "203.0.113.200");
     assert_eq!(g.top_failing_addresses.rows[0].failures, 5);
     assert_eq!(g.top_failing_accounts.rows[0].name, "bob@example.org");
-    assert_eq!(g.alerts.total, 2);
+    assert_eq!((g.alerts.total, g.alerts.observed), (3, 1));
     assert_eq!(g.holds_and_blocks.rows.len(), 5, "{:?}", g.holds_and_blocks);
     assert_eq!(g.admin_actions.rows.len(), 5);
     assert_eq!((g.sending.messages, g.sending.recipients), (1, 3));
