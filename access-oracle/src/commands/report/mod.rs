@@ -451,6 +451,8 @@ pub fn write(report: &Report, format: Format, output: Option<&Path>) -> anyhow::
 /// `access-oracle report`: exit 0 when the report was written (its verification
 /// result is in it), with a warning on standard error when the trail does not verify.
 pub fn run(o: &Options, now: Timestamp) -> anyhow::Result<ExitCode> {
+    // Whole seconds: the report's times are read by people.
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let at = resolve(o)?;
     let (geo, geo_text) = open_geoip(&at.geoip);
     let shown = if o.pseudonymise {
