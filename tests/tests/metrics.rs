@@ -87,7 +87,20 @@ fn imap_login(dovecot: &Dovecot, ip: &str, user: &str, password: &str) -> bool {
 #[test]
 fn metrics_count_the_traffic_through_exim_and_dovecot_policy() {
     let world = World::new(&["alice", "bob"]);
-    let oracle = Oracle::start_with_policy(&world, "", METRICS);
+    // A log source with a line of no known shape, a malformed line and an arrival.
+    let log = world.path("extra-mainlog");
+    std::fs::write(
+        &log,
+        "2026-11-28 04:53:08 frobnicate the widget\n\
+         2026-11-28 04:53:08 exim-access: {not json\n\
+         2026-11-28 04:53:08 1xXAQu-0008Bx-1S exim-access: {\"v\":1,\"event\":\"arrival\",\"user\":\"alice\",\"ip\":\"\",\"rcpts\":4,\"size\":309}\n",
+    )
+    .unwrap();
+    let sources = format!(
+        "{METRICS}\n[[sources]]\npath = {}\nformat = \"exim\"\nstart_at = \"beginning\"\n",
+        serde_json::to_string(&log.to_string_lossy()).unwrap()
+    );
+    let oracle = Oracle::start_with_policy(&world, "", &sources);
     let exim = Exim::new(&world, Via::Dlfunc, oracle.exim_socket());
     let dovecot = Dovecot::start_with(
         &world,
@@ -101,7 +114,29 @@ fn metrics_count_the_traffic_through_exim_and_dovecot_policy() {
         },
     );
 
-    let before = scrape(&oracle);
+    let path = log.display().to_string();
+    let source = [("path", path.as_str())];
+    let before = scrape_until(&oracle, "the log source read", |m| {
+        m.sum("exim_access_source_lines_total", &source) >= 3.0
+    });
+    assert_eq!(before.value("exim_access_source_lines_total", &source), 3.0);
+    assert_eq!(
+        before.value("exim_access_source_dead_letters_total", &source),
+        1.0
+    );
+    assert_eq!(
+        before.value("exim_access_source_events_total", &source),
+        1.0
+    );
+    assert_eq!(
+        before.value("exim_access_source_unrecognised_lines_total", &source),
+        1.0
+    );
+    assert_eq!(before.value("exim_access_dead_letters_total", &[]), 1.0);
+    assert_eq!(
+        before.value("exim_access_events_total", &[("source", "logs")]),
+        1.0
+    );
     assert_eq!(
         before.sum("exim_access_verdicts_total", &[("verb", "auth")]),
         0.0

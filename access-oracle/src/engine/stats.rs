@@ -51,6 +51,25 @@ pub struct Stats {
     pub policy: super::policy::PolicyStats,
     /// Each alert sink's delivery counters, registered when the sinks are built.
     sinks: RwLock<Vec<Arc<SinkCounters>>>,
+    /// Each `[[sources]]` entry's counters, registered when its follower starts.
+    sources: RwLock<Vec<Arc<SourceCounters>>>,
+}
+
+/// One `[[sources]]` entry's counters (the totals in [`Stats`] count them all).
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// The file followed.
+    pub path: String,
+    /// Lines read.
+    pub lines: AtomicU64,
+    /// Events fed to the engine.
+    pub events: AtomicU64,
+    /// Lines of no known shape.
+    pub unrecognised: AtomicU64,
+    /// Lines that looked relevant but did not parse.
+    pub dead_letters: AtomicU64,
+    /// Errors reading it or saving its position.
+    pub errors: AtomicU64,
 }
 
 /// The reply kinds, as [`Reply::kind`] names them.
@@ -60,6 +79,28 @@ impl Stats {
     /// Registers the running sinks' counters (replacing any registered before).
     pub fn set_sinks(&self, sinks: Vec<Arc<SinkCounters>>) {
         *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks;
+    }
+
+    /// The counters of the source following `path`, registered on first use.
+    pub fn source(&self, path: &str) -> Arc<SourceCounters> {
+        let mut all = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = all.iter().find(|c| c.path == path) {
+            return c.clone();
+        }
+        let c = Arc::new(SourceCounters {
+            path: path.to_string(),
+            ..SourceCounters::default()
+        });
+        all.push(c.clone());
+        c
+    }
+
+    /// Every registered source's counters, in the order registered.
+    pub fn sources(&self) -> Vec<Arc<SourceCounters>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts a request.

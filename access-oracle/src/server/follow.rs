@@ -21,6 +21,7 @@ use jiff::tz::TimeZone;
 use notify::{RecursiveMode, Watcher};
 
 use crate::engine::Engine;
+use crate::engine::stats::SourceCounters;
 use crate::sources::tail::{Position, Tailer};
 use crate::sources::{DeadLetterWriter, LineContext, Parsed, SourceConfig, parse_line};
 
@@ -61,6 +62,7 @@ impl Followers {
             wake.push(tx.clone());
             let ctx = Follower {
                 stopping: stopping.clone(),
+                counters: engine.stats.source(&source.path.display().to_string()),
                 source: source.clone(),
                 engine: engine.clone(),
                 shared: shared.clone(),
@@ -113,6 +115,8 @@ impl Shared {
 
 struct Follower {
     stopping: Arc<AtomicBool>,
+    /// This source's own counters (beside the engine's totals).
+    counters: Arc<SourceCounters>,
     source: SourceConfig,
     engine: Arc<Engine>,
     shared: Arc<Shared>,
@@ -174,6 +178,7 @@ impl Follower {
                     .stats
                     .source_errors
                     .fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %tailer.path().display(), error = %e, "cannot read log source");
                 return;
             }
@@ -188,6 +193,7 @@ impl Follower {
                 .stats
                 .source_lines
                 .fetch_add(1, Ordering::Relaxed);
+            self.counters.lines.fetch_add(1, Ordering::Relaxed);
             let parsed = parse_line(self.source.format, &line.bytes, &ctx);
             match &parsed {
                 Parsed::Unrecognised => {
@@ -195,12 +201,14 @@ impl Follower {
                         .stats
                         .source_unrecognised
                         .fetch_add(1, Ordering::Relaxed);
+                    self.counters.unrecognised.fetch_add(1, Ordering::Relaxed);
                 }
                 Parsed::DeadLetter(reason) => {
                     self.engine
                         .stats
                         .source_dead_letters
                         .fetch_add(1, Ordering::Relaxed);
+                    self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
                     let mut dl = self
                         .shared
                         .dead_letters
@@ -219,6 +227,7 @@ impl Follower {
                             .stats
                             .source_events
                             .fetch_add(1, Ordering::Relaxed);
+                        self.counters.events.fetch_add(1, Ordering::Relaxed);
                         self.engine.observe(event);
                     }
                 }
@@ -231,6 +240,7 @@ impl Follower {
                 .stats
                 .source_errors
                 .fetch_add(1, Ordering::Relaxed);
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot save the log position");
         }
     }

@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 use crate::admin::views::{self, StatusView};
 use crate::config::metrics::MetricsConfig;
 use crate::engine::Engine;
-use crate::engine::stats::{LATENCY_BOUNDS_MICROS, LatencySnapshot};
+use crate::engine::stats::{LATENCY_BOUNDS_MICROS, LatencySnapshot, SourceCounters};
 use crate::server::accept::{Limits as Caps, Listeners, Slots};
 use crate::server::policy::http::{self, Reply, Request};
 
@@ -286,6 +287,48 @@ impl Facts {
                 ),
                 (labels(&[("source", "logs")]), c.source_events as f64),
             ],
+        );
+        let sources = stats.sources();
+        let per_source = |pick: fn(&SourceCounters) -> &AtomicU64| -> Vec<Sample> {
+            sources
+                .iter()
+                .map(|c| {
+                    (
+                        labels(&[("path", &c.path)]),
+                        pick(c).load(Ordering::Relaxed) as f64,
+                    )
+                })
+                .collect()
+        };
+        f.add(
+            "exim_access_source_lines",
+            "Log lines read, per [[sources]] entry",
+            Counter,
+            per_source(|c| &c.lines),
+        );
+        f.add(
+            "exim_access_source_events",
+            "Events fed to the engine, per [[sources]] entry",
+            Counter,
+            per_source(|c| &c.events),
+        );
+        f.add(
+            "exim_access_source_dead_letters",
+            "Dead-lettered log lines, per [[sources]] entry",
+            Counter,
+            per_source(|c| &c.dead_letters),
+        );
+        f.add(
+            "exim_access_source_unrecognised_lines",
+            "Log lines of no known shape, per [[sources]] entry",
+            Counter,
+            per_source(|c| &c.unrecognised),
+        );
+        f.add(
+            "exim_access_source_read_errors",
+            "Errors reading a [[sources]] entry or saving its position",
+            Counter,
+            per_source(|c| &c.errors),
         );
         f.one(
             "exim_access_log_lines",

@@ -130,6 +130,14 @@ fn the_snapshot_age_is_the_files_and_alerts_are_counted_by_rule() {
     engine
         .stats
         .alert_raised("failed_logins_ip", crate::rules::Severity::High);
+    let source = engine.stats.source("/var/log/exim4/mainlog");
+    source
+        .lines
+        .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+    assert!(Arc::ptr_eq(
+        &source,
+        &engine.stats.source("/var/log/exim4/mainlog")
+    ));
     let scrape = Scrape::new(engine, Arc::default(), dir.path().into());
     let later = Timestamp::now() + jiff::SignedDuration::from_secs(30);
     let (_, samples) = read(&scrape.render(later));
@@ -138,6 +146,10 @@ fn the_snapshot_age_is_the_files_and_alerts_are_counted_by_rule() {
     assert_eq!(
         samples[r#"exim_access_alerts_total{rule="failed_logins_ip",severity="high"}"#],
         1.0
+    );
+    assert_eq!(
+        samples[r#"exim_access_source_lines_total{path="/var/log/exim4/mainlog"}"#],
+        7.0
     );
 }
 
