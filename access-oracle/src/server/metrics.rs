@@ -5,13 +5,13 @@
 //! Nothing is counted here: a scrape reads the counters that exist for `ctl status`
 //! (the engine's atomics, the sinks' and actions' counters, the listeners', the state
 //! maps' sizes, the audit writer's queue, the enrichment files' times), through the
-//! same [`views::status`] that `ctl status` answers with, plus the verdict counters and
-//! the latency histogram of [`crate::engine::stats`] and the snapshot file's time. Each
-//! scrape builds a `prometheus-client` registry holding one collector over those values
-//! and encodes it: a few hundred series, well under a millisecond, and nothing kept
+//! same [`views::status`] that `ctl status` answers with, plus the verdict counters, the
+//! latency histogram and the per-source counters of [`crate::engine::stats`] and the
+//! snapshot file's time. Each scrape builds a `prometheus-client` registry holding one
+//! collector over those values and encodes it (a few hundred series); nothing is kept
 //! between scrapes.
 //!
-//! Connections go through the policy endpoint's HTTP loop ([`policy::http`]: `httparse`,
+//! Connections go through the policy endpoint's HTTP loop ([`http`]: `httparse`,
 //! keep-alive, the caps, shedding and timeouts of `server::accept`) with a `GET` route.
 
 use std::net::SocketAddr;
