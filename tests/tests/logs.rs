@@ -625,7 +625,9 @@ fn followed_to_end(state_dir: &Path, file: &Path) -> bool {
 
 /// Five wrong IMAP passwords, seen only in Dovecot's log, hold the account; Exim then
 /// defers the right password over SMTP (435). Each failure counts once although the log
-/// reports it twice (auth process and login summary).
+/// reports it twice (auth process and login summary). The hold covers every source
+/// (`hold_scope = "all"`): the SMTP login comes from loopback, where alice logged in
+/// before, which the default scope would spare (tests/tests/responses.rs tests that).
 #[test]
 fn dovecot_failures_followed_live_hold_the_account_for_smtp() {
     let world = World::new(&["alice"]);
@@ -634,7 +636,8 @@ fn dovecot_failures_followed_live_hold_the_account_for_smtp() {
     let toml_path = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("a string");
     let sources = format!(
         "[[sources]]\npath = {}\nformat = \"exim\"\nstart_at = \"beginning\"\npoll_secs = 1\n\n\
-         [[sources]]\npath = {}\nformat = \"dovecot\"\nstart_at = \"beginning\"\npoll_secs = 1\n",
+         [[sources]]\npath = {}\nformat = \"dovecot\"\nstart_at = \"beginning\"\npoll_secs = 1\n\n\
+         [rules.failed_logins_account]\nhold_scope = \"all\"\n",
         toml_path(&mainlog),
         toml_path(&dovecot.log_path()),
     );

@@ -286,23 +286,27 @@ impl Actions {
 }
 
 /// The wall clock in seconds, moved on by tokio's clock from the task's start (paused
-/// time in tests moves it).
+/// time in tests moves it). Kept to the nanosecond, so a second is not lost to rounding
+/// at the start (a block's remaining time would come out one second long).
 struct Clock {
-    wall0: Secs,
+    wall0: jiff::Timestamp,
     start: tokio::time::Instant,
 }
 
 impl Clock {
     fn new() -> Clock {
         Clock {
-            wall0: jiff::Timestamp::now().as_second(),
+            wall0: jiff::Timestamp::now(),
             start: tokio::time::Instant::now(),
         }
     }
 
     fn now(&self) -> Secs {
+        let elapsed = jiff::SignedDuration::try_from(self.start.elapsed()).unwrap_or_default();
         self.wall0
-            .saturating_add(self.start.elapsed().as_secs() as Secs)
+            .checked_add(elapsed)
+            .unwrap_or(self.wall0)
+            .as_second()
     }
 }
 
