@@ -119,7 +119,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 path: config,
                 overrides,
             };
-            runtime()?.block_on(server::run(cfg, source))?;
+            // Scheduled reports ([reports], read at start) run beside the server; they
+            // stop with it.
+            let reports = cfg.clone();
+            runtime()?.block_on(async move {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let scheduled = tokio::spawn(access_oracle::commands::report::schedule::run(
+                    reports, stopped,
+                ));
+                let result = server::run(cfg, source).await;
+                let _ = stop.send(true);
+                scheduled.abort();
+                result
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => match config::load(Some(&file), &Overrides::default()) {

@@ -20,6 +20,7 @@
 //! | [`http`] | a minimal HTTP/1.1 client for the oracle's Dovecot policy endpoint |
 //! | [`https_receiver`] | an HTTPS receiver with a test CA's certificate for the webhook sink: records every request, can answer errors or hang |
 //! | [`netns`] | a network namespace of the test's own (`ip netns`), deleted when dropped; nft inside it and its sets' elements |
+//! | [`mail`] | the tests' mail system: Exim's `sendmail` wrapper delivering into one mbox file |
 //! | [`imap`], [`pop3`] | minimal IMAP and POP3 clients that can pose as any source address |
 //! | [`parse`] | `access-oracle parse` on a log a test produced: events, dead letters, counts |
 //! | [`rsyslog`] | a real rsyslogd receiving syslog over TLS (with a test CA's certificate), TCP and UDP on loopback; what it parsed, per listener |
@@ -50,6 +51,7 @@ pub mod fail2ban;
 pub mod http;
 pub mod https_receiver;
 pub mod imap;
+pub mod mail;
 pub mod netns;
 pub mod oracle;
 pub mod parse;

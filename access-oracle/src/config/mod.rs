@@ -5,6 +5,7 @@
 pub mod metrics;
 pub mod policy;
 pub mod raw;
+pub mod reports;
 pub mod responses;
 
 use std::os::unix::fs::PermissionsExt;
@@ -365,6 +366,10 @@ impl Config {
         raw.notify_owner.validate(&raw.sinks, &mut p);
         raw.audit.validate(&mut p);
         raw.responses.validate(&mut p);
+        raw.reports.validate(&mut p);
+        if raw.reports.schedule.is_some() && !raw.audit.enabled {
+            p.add("[reports] are made from the audit trail: they need [audit] enabled = true");
+        }
         for action in raw.action_tables() {
             let mut own = Vec::new();
             action.validate(&mut own);

@@ -53,6 +53,8 @@ pub struct RawConfig {
     pub fail2ban: Option<crate::actions::fail2ban::Fail2banConfig>,
     /// Enforce or observe; how address blocks are sized (`[responses]`).
     pub responses: super::responses::ResponsesConfig,
+    /// Compliance reports written and mailed after each period (`[reports]`).
+    pub reports: super::reports::ReportsConfig,
     /// "Was this you?" e-mails to account owners (`[notify_owner]`, off by default).
     pub notify_owner: crate::sinks::owner::NotifyOwnerConfig,
     /// The Prometheus endpoint (`[metrics]`); off unless `listen` is set.

@@ -12,6 +12,7 @@ pub mod csv;
 pub mod html;
 pub mod json;
 pub mod pseudo;
+pub mod schedule;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
