@@ -106,8 +106,10 @@ const MAX_STATE_BYTES: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyOwnerConfig {
-    /// Whether owners are told; default false.
-    pub enabled: bool,
+    /// Whether owners are told; default: when `rules` names any (no `[notify_owner]`,
+    /// or no rules: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// The rules whose alerts tell the owner (`new_country`, `impossible_travel`, ...);
     /// at least one when enabled.
     pub rules: Vec<String>,
@@ -130,10 +132,17 @@ pub struct NotifyOwnerConfig {
     pub template_file: Option<PathBuf>,
 }
 
+impl NotifyOwnerConfig {
+    /// Whether owners are told: `enabled`, else whether `rules` names any.
+    pub fn on(&self) -> bool {
+        self.enabled.unwrap_or(!self.rules.is_empty())
+    }
+}
+
 impl Default for NotifyOwnerConfig {
     fn default() -> Self {
         NotifyOwnerConfig {
-            enabled: false,
+            enabled: None,
             rules: Vec::new(),
             address: None,
             every_secs: 86_400,
@@ -159,7 +168,7 @@ impl NotifyOwnerConfig {
                 ));
             }
         }
-        if self.enabled && self.rules.is_empty() {
+        if self.on() && self.rules.is_empty() {
             own.push(
                 "rules must name at least one rule whose alerts tell the owner, e.g. rules = [\"new_country\"]"
                     .into(),
@@ -176,7 +185,7 @@ impl NotifyOwnerConfig {
                 self.every_secs
             ));
         }
-        if self.enabled
+        if self.on()
             && let Err(e) = email::sender("from", self.from.as_deref())
         {
             own.push(e);
@@ -194,7 +203,7 @@ impl NotifyOwnerConfig {
         if let Some(path) = &self.template_file {
             super::absolute("template_file", path, &mut own);
         }
-        if self.enabled && sinks.iter().any(|t| t.name == NAME) {
+        if self.on() && sinks.iter().any(|t| t.name == NAME) {
             own.push(format!(
                 "a [[sinks]] entry is named {NAME}, the name of this notice in ctl status: rename it"
             ));
@@ -207,7 +216,7 @@ impl NotifyOwnerConfig {
     /// Looks at what an enabled notice uses (the sendmail program, the template file)
     /// without changing anything, for `check-config` and `serve`'s preflight.
     pub fn preflight(&self, problems: &mut Problems) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut own = Vec::new();
@@ -248,7 +257,7 @@ pub fn build(
     config: &NotifyOwnerConfig,
     ctx: &BuildContext,
 ) -> std::io::Result<Option<(Settings, Box<dyn Sink>)>> {
-    if !config.enabled {
+    if !config.on() {
         return Ok(None);
     }
     let table = SinkTable {
