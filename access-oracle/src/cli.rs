@@ -304,27 +304,81 @@ pub enum CtlRequest {
     Holds,
 }
 
-/// A duration: a number of seconds, or a number with `s`, `m`, `h` or `d`.
+/// A duration: seconds (`900`), or numbers with units, added up: `90s`, `15m`, `2h`,
+/// `1h30m`, `7d`, `2w`, `3 days` (units `s`/`sec`/`seconds`, `m`/`min`/`minutes`,
+/// `h`/`hours`, `d`/`days`, `w`/`weeks`).
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: a duration is a number with s, m, h or d (15m, 2h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
-    };
+    let text = s.trim();
+    let bad = || format!("{text:?}: a duration is like 900, 15m, 2h, 1h30m or 7d");
+    let mut rest = text;
+    let mut secs: u64 = 0;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = rest[digits..].trim_start();
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = rest[..letters].to_ascii_lowercase();
+        rest = rest[letters..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+        let per = match unit.as_str() {
+            "" if parts == 0 && rest.is_empty() => 1,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 7 * 86_400,
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown unit {unit:?}; use s, m, h, d or w"
+                ));
+            }
+        };
+        secs = secs.saturating_add(n.saturating_mul(per));
+        parts += 1;
+    }
+    if parts == 0 {
+        return Err(bad());
+    }
     if secs == 0 || secs > crate::admin::MAX_FOR_SECS {
-        return Err(format!("{s:?}: must be between 1 second and a year"));
+        return Err(format!("{text:?}: must be between 1 second and a year"));
     }
     Ok(secs)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (text, secs) in [
+            ("900", 900),
+            ("90s", 90),
+            ("15m", 900),
+            ("15min", 900),
+            ("2h", 7200),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("7d", 604_800),
+            ("2w", 1_209_600),
+            ("3 days", 259_200),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "h", "15x", "0", "0s", "400d", "1.5h", "-5m", "5 5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 impl CtlRequest {
