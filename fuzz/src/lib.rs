@@ -14,8 +14,16 @@
 //! * [`audit_line`]: a line of an audit trail file.
 //! * [`policy_http`]: the bytes of a connection to the policy endpoint (HTTP/1.1 heads,
 //!   bodies, chunks).
-#![forbid(unsafe_code)]
+//! * [`dlfunc_abi`]: `libexim_access.so`'s exports called through their C ABI with
+//!   random `argc`/`argv` (null pointers, empty, non-UTF-8 and megabyte strings).
+//!
+//! Only `dlfunc_abi` holds unsafe code: the calls through the C ABI.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
+
+#[allow(unsafe_code)]
+mod dlfunc_abi;
+pub use dlfunc_abi::{MAX_FUZZ_ARGS, dlfunc_abi};
 
 use std::mem::MaybeUninit;
 use std::sync::LazyLock;
@@ -37,13 +45,14 @@ use jiff::tz::TimeZone;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
-pub const TARGETS: [(&str, Body); 6] = [
+pub const TARGETS: [(&str, Body); 7] = [
     ("protocol_line", protocol_line),
     ("exim_log", exim_log),
     ("dovecot_log", dovecot_log),
     ("policy_json", policy_json),
     ("policy_http", policy_http),
     ("audit_line", audit_line),
+    ("dlfunc_abi", dlfunc_abi),
 ];
 
 /// One line of an audit trail file, as `audit verify` and `audit search` read it (the
@@ -85,7 +94,8 @@ pub fn audit_line(data: &[u8]) {
     let mut buf = Vec::new();
     record::seal_into(&mut buf, &r, &prev, KEY, Some(&crypt));
     let line = String::from_utf8(buf).expect("UTF-8");
-    let (_, opened) = record::read_line(&line, Some(&crypt)).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let (_, opened) =
+        record::read_line(&line, Some(&crypt)).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     assert_eq!(opened, r, "{line:?}");
 }
 

@@ -131,6 +131,204 @@ const HTTP_REQUESTS: &[&[u8]] = &[
     b"",
 ];
 
+/// One argument of a `dlfunc_abi` call, encoded as `exim_access_fuzz::dlfunc_abi` reads it.
+enum Arg {
+    /// A null pointer in `argv`.
+    Null,
+    /// A C string of these bytes (at most 255).
+    Text(&'static [u8]),
+    /// `prefix` (at most 15 bytes) then `mib` MiB (1 to 4) of `fill`.
+    Huge(&'static [u8], u8, u8),
+}
+
+/// Function bytes of `dlfunc_abi`.
+const CONFIGURE: u8 = 0;
+const CHECK: u8 = 1;
+const AUTH: u8 = 2;
+/// `check` with a null result pointer.
+const CHECK_NULL_YIELD: u8 = 255;
+
+/// Calls for `dlfunc_abi`: what the shipped configuration passes, each way `argv` can be
+/// awkward (null entries, no arguments, too many, empty, non-UTF-8, megabytes) and
+/// `configure` with good and bad values.
+const DLFUNC_CALLS: &[&[(u8, &[Arg])]] = &[
+    &[(CHECK, &[Arg::Text(b"ping")])],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"rcpt"),
+            Arg::Text(b"user=alice"),
+            Arg::Text(b"ip=192.0.2.1"),
+            Arg::Text(b"rcpt=bob@example.net"),
+        ],
+    )],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"mail"),
+            Arg::Text(b"user=alice"),
+            Arg::Text(b"ip=192.0.2.1"),
+            Arg::Text(b"sender=a@example.org"),
+            Arg::Text(b"size=1024"),
+        ],
+    )],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"data"),
+            Arg::Text(b"user=alice"),
+            Arg::Text(b"ip=192.0.2.1"),
+            Arg::Text(b"rcpts=3"),
+            Arg::Text(b"+size=100 msgid=1xXAPn-0007UM-2H"),
+        ],
+    )],
+    &[(
+        AUTH,
+        &[
+            Arg::Text(b"user=alice"),
+            Arg::Text(b"ip=192.0.2.1"),
+            Arg::Text(b"result=ok"),
+            Arg::Text(b"password=secret"),
+        ],
+    )],
+    &[(
+        AUTH,
+        &[
+            Arg::Text(b"user=caf\xe9"),
+            Arg::Text(b"ip=2001:db8::1"),
+            Arg::Text(b"result=fail"),
+            Arg::Text(b"password=\xff\xfe"),
+        ],
+    )],
+    &[(AUTH, &[Arg::Text(b"+user=\"a b\" ip=192.0.2.1 result=ok")])],
+    &[(
+        CHECK,
+        &[Arg::Text(b"rcpt"), Arg::Null, Arg::Text(b"ip=192.0.2.1")],
+    )],
+    &[(AUTH, &[Arg::Null])],
+    &[(CHECK, &[]), (AUTH, &[]), (CONFIGURE, &[])],
+    &[(CHECK, &[Arg::Text(b""), Arg::Text(b""), Arg::Text(b"")])],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"ping"),
+            Arg::Text(b"a=1"),
+            Arg::Text(b"b=2"),
+            Arg::Text(b"c=3"),
+            Arg::Text(b"d=4"),
+            Arg::Text(b"e=5"),
+            Arg::Text(b"f=6"),
+            Arg::Text(b"g=7"),
+        ],
+    )],
+    &[(
+        AUTH,
+        &[
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+            Arg::Null,
+        ],
+    )],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"rcpt"),
+            Arg::Huge(b"user=", 4, b'x'),
+            Arg::Text(b"rcpt=a@b"),
+        ],
+    )],
+    &[(
+        AUTH,
+        &[
+            Arg::Text(b"user=a"),
+            Arg::Text(b"result=ok"),
+            Arg::Huge(b"password=", 2, 0xe9),
+        ],
+    )],
+    &[
+        (CONFIGURE, &[Arg::Huge(b"hash_nonce=", 1, b'n')]),
+        (CHECK, &[Arg::Huge(b"", 1, b'+')]),
+    ],
+    &[
+        (
+            CONFIGURE,
+            &[Arg::Text(b"timeout_ms=1"), Arg::Text(b"on_error=defer")],
+        ),
+        (CHECK, &[Arg::Text(b"rcpt"), Arg::Text(b"user=a")]),
+        (AUTH, &[Arg::Text(b"user=a"), Arg::Text(b"result=ok")]),
+    ],
+    &[(
+        CONFIGURE,
+        &[
+            Arg::Text(b"timeout_ms=0"),
+            Arg::Text(b"on_error=maybe"),
+            Arg::Text(b"unknown=1"),
+            Arg::Text(b"socket=relative.sock"),
+        ],
+    )],
+    &[
+        (
+            CONFIGURE,
+            &[
+                Arg::Text(b"socket=/run/access-oracle/exim.sock"),
+                Arg::Text(b"+timeout_ms=60000 socket=/tmp/x.sock"),
+            ],
+        ),
+        (CHECK, &[Arg::Text(b"ping")]),
+    ],
+    &[(CHECK_NULL_YIELD, &[Arg::Text(b"ping")])],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"connect"),
+            Arg::Text(b"ip=not-an-ip"),
+            Arg::Text(b"helo=\"a\r\nb\""),
+        ],
+    )],
+    &[(
+        CHECK,
+        &[
+            Arg::Text(b"\xff\xfe\x00hidden"),
+            Arg::Text(b"user=\x01\x7f"),
+        ],
+    )],
+];
+
+/// The bytes of one `dlfunc_abi` input.
+fn dlfunc_input(calls: &[(u8, &[Arg])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (function, args) in calls {
+        out.push(*function);
+        out.push(u8::try_from(args.len()).unwrap());
+        for arg in *args {
+            match arg {
+                Arg::Null => out.push(0),
+                Arg::Text(b"") => out.push(1),
+                Arg::Text(text) => {
+                    out.push(2);
+                    out.push(u8::try_from(text.len()).unwrap());
+                    out.extend_from_slice(text);
+                }
+                Arg::Huge(prefix, mib, fill) => {
+                    out.push(3);
+                    out.push(u8::try_from(prefix.len()).unwrap());
+                    out.extend_from_slice(prefix);
+                    out.push(mib - 1);
+                    out.push(*fill);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -192,6 +390,13 @@ fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         seeds.push(("many-headers".into(), many.into_bytes()));
         seeds.push(("tiny-chunks".into(), tiny));
         return seeds;
+    }
+    if target == "dlfunc_abi" {
+        return DLFUNC_CALLS
+            .iter()
+            .enumerate()
+            .map(|(i, calls)| (format!("calls-{i:02}"), dlfunc_input(calls)))
+            .collect();
     }
     let dovecot = target == "dovecot_log";
     let mut seeds = Vec::new();
@@ -296,14 +501,12 @@ fn seeds_pass_every_target() {
 fn fixture_lines_pass_the_log_targets() {
     for (name, data) in fixture_logs() {
         for line in data.split(|&b| b == b'\n') {
-            let log_targets = TARGETS
-                .into_iter()
-                .filter(|(t, _)| {
-                    !matches!(
-                        *t,
-                        "protocol_line" | "policy_json" | "policy_http" | "audit_line"
-                    )
-                });
+            let log_targets = TARGETS.into_iter().filter(|(t, _)| {
+                !matches!(
+                    *t,
+                    "protocol_line" | "policy_json" | "policy_http" | "audit_line" | "dlfunc_abi"
+                )
+            });
             for (target, body) in log_targets {
                 run(body, line, Path::new(&format!("{name} ({target})")));
             }
@@ -336,6 +539,13 @@ fn http_requests_pass_the_http_target() {
 fn protocol_lines_pass_the_protocol_target() {
     for (name, data) in made_seeds("protocol_line") {
         run(exim_access_fuzz::protocol_line, &data, Path::new(&name));
+    }
+}
+
+#[test]
+fn dlfunc_calls_pass_the_dlfunc_target() {
+    for (name, data) in made_seeds("dlfunc_abi") {
+        run(exim_access_fuzz::dlfunc_abi, &data, Path::new(&name));
     }
 }
 
