@@ -8,7 +8,10 @@
 //!   `error ...` lines (or is closed), nothing crashes, and a normal client's verdicts
 //!   keep coming;
 //! * a SIGHUP storm (200 reloads requested in a tight loop) while verdicts flow: no
-//!   crash, no verdict lost, the configuration still in force.
+//!   crash, no verdict lost, the configuration still in force;
+//! * the Exim socket file deleted while the oracle serves: recreated within seconds
+//!   (same mode and group), open connections unaffected, Exim's next session answered;
+//!   a file put in its place is reported and left alone.
 //!
 //! The listener limits themselves (idle connections shed, busy ones refused, half-sent
 //! lines timed out) are the hostile suite's (`tests/hostile/listeners.rs`).
@@ -108,9 +111,9 @@ fn verdicts_until(
     expect: &'static str,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
-    let socket = socket.to_path_buf();
+    // Connected before the thread starts: the caller knows the client is in.
+    let stream = UnixStream::connect(socket).expect("connect the verdict client");
     thread::spawn(move || {
-        let stream = UnixStream::connect(&socket).expect("connect the verdict client");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("read timeout");
@@ -319,4 +322,59 @@ fn a_sighup_storm_loses_no_verdict_and_keeps_the_config() {
         Some("defer held by the storm test's rule")
     );
     exim_gets_a_verdict(&world, &oracle);
+}
+
+#[test]
+fn a_deleted_exim_socket_is_recreated() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let world = World::new(&["alice"]);
+    let mut oracle = Oracle::start(&world);
+    let path = oracle.exim_socket().to_path_buf();
+    let before = std::fs::metadata(&path).expect("the socket file");
+    // A client connected before the deletion goes on through it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = verdicts_until(&path, "accept", stop.clone());
+    std::fs::remove_file(&path).expect("delete the socket file");
+    eventually(Duration::from_secs(20), "the socket file recreated", || {
+        oracle.ping()
+    });
+    let after = std::fs::metadata(&path).expect("the recreated socket file");
+    assert!(after.file_type().is_socket());
+    assert_ne!(after.ino(), before.ino(), "a new socket, not the old one");
+    assert_eq!(after.permissions().mode() & 0o7777, 0o660);
+    assert_eq!(after.gid(), before.gid(), "the configured group again");
+    assert!(
+        oracle
+            .log_text()
+            .contains("the socket file was deleted while serving: recreated"),
+        "{}",
+        oracle.log_text()
+    );
+    exim_gets_a_verdict(&world, &oracle);
+    stop.store(true, Ordering::Relaxed);
+    assert!(client.join().expect("the client") >= 1);
+
+    // Another file put in its place is reported and not touched; once it is removed,
+    // the socket is back.
+    let stranger = world.oracle_dir().join("stranger");
+    std::fs::write(&stranger, "not a socket\n").expect("write a file");
+    std::fs::rename(&stranger, &path).expect("put the file in the socket's place");
+    eventually(Duration::from_secs(20), "the replacement reported", || {
+        oracle
+            .log_text()
+            .contains("the socket file was replaced by another file")
+    });
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("the file is still there"),
+        "not a socket\n"
+    );
+    std::fs::remove_file(&path).expect("remove the file");
+    eventually(
+        Duration::from_secs(20),
+        "the socket file recreated again",
+        || oracle.ping(),
+    );
+    // A clean stop removes the recreated file as it would the first.
+    oracle.stop();
+    assert!(!path.exists(), "the socket file is removed at stop");
 }

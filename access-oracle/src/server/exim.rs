@@ -12,8 +12,8 @@
 //! closed; a line begun but not ended (no newline, no end of input) within
 //! `exim_request_timeout_ms` gets `error ...` and the connection is closed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -22,6 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::accept::{self, Expired, Refusal, Slot, Slots, Watched, WhenFull};
+use super::unix::Kept;
 use crate::engine::Engine;
 use crate::protocol::framing::{Frame, LineReader};
 use crate::protocol::{Reply, parse_line};
@@ -46,27 +47,43 @@ const MAX_REFUSING: usize = 64;
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Accepts connections until `shutdown` turns true; `slots` say when the open ones have
-/// closed.
+/// closed. Every few seconds `kept` checks the socket file: deleted, it is bound anew and
+/// accepting goes on there.
 pub async fn serve(
     listener: UnixListener,
+    mut kept: Kept,
     engine: Arc<Engine>,
     slots: Arc<Slots>,
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
 ) {
     let refusing = Arc::new(AtomicUsize::new(0));
-    let listener = &listener;
+    let current = Mutex::new(Arc::new(listener));
+    let current = &current;
+    let listening = move || {
+        current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    };
     accept::serve(
         slots,
         WhenFull::Refuse,
         shutdown,
-        move || async move { listener.accept().await.map(|(s, _)| (s, None)) },
+        move || {
+            let listener = listening();
+            async move { listener.accept().await.map(|(s, _)| (s, None)) }
+        },
         |stream, slot| {
             engine.stats.connections.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(connection(stream, engine.clone(), slot, timeouts));
         },
         |stream, _: Refusal| refuse(stream, &refusing),
-        || {},
+        || {
+            if let Some(renewed) = kept.check() {
+                *current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(renewed);
+            }
+        },
     )
     .await
 }

@@ -171,6 +171,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
     );
     let exim_task = tokio::spawn(exim::serve(
         exim_listener,
+        unix::Kept::new(&config.exim_socket),
         engine.clone(),
         exim_slots.clone(),
         exim::Timeouts {

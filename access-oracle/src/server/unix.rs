@@ -1,7 +1,8 @@
-//! Creating a Unix socket with the configured mode and group, safely replacing a stale one.
+//! Creating a Unix socket with the configured mode and group, safely replacing a stale one,
+//! and putting its file back when it is deleted while the oracle serves ([`Kept`]).
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -73,11 +74,97 @@ pub fn bind(cfg: &SocketConfig) -> Result<(UnixListener, SocketFile), BindError>
     }
     let listener = UnixListener::bind(path).map_err(io_err("cannot bind", path))?;
     let guard = SocketFile(path.to_path_buf());
+    set_owner_and_mode(cfg)?;
+    Ok((listener, guard))
+}
+
+fn set_owner_and_mode(cfg: &SocketConfig) -> Result<(), BindError> {
+    let path = cfg.path.as_path();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
         .map_err(io_err("cannot set mode of", path))?;
     if let Some(gid) = cfg.group {
         std::os::unix::fs::chown(path, None, Some(gid.as_raw()))
             .map_err(io_err("cannot set group of", path))?;
     }
-    Ok((listener, guard))
+    Ok(())
+}
+
+/// A file's device and inode: what tells the socket file we bound from another one at
+/// the same path.
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Watches over a bound socket's file. Deleted while the oracle serves (a careless
+/// cleanup of the socket directory, a package script), the listener would go on with no
+/// path to reach it: every client would find no socket. [`Kept::check`] notices and binds
+/// a new listener at the path; a file that another one replaced is reported, not touched.
+#[derive(Debug)]
+pub struct Kept {
+    cfg: SocketConfig,
+    identity: Option<(u64, u64)>,
+    reported: bool,
+}
+
+impl Kept {
+    /// Keeps the socket file just bound for `cfg`.
+    pub fn new(cfg: &SocketConfig) -> Kept {
+        Kept {
+            cfg: cfg.clone(),
+            identity: identity(&cfg.path).ok(),
+            reported: false,
+        }
+    }
+
+    /// Checks that the path still is the socket this process listens on. When the file
+    /// is gone, binds a new listener there (mode and group as configured) and returns it:
+    /// the caller accepts on it from then on. Problems are logged once until resolved.
+    pub fn check(&mut self) -> Option<UnixListener> {
+        let path = self.cfg.path.as_path();
+        match identity(path) {
+            Ok(found) if Some(found) == self.identity => {
+                self.reported = false;
+                None
+            }
+            Ok(_) => {
+                if !self.reported {
+                    self.reported = true;
+                    tracing::error!(path = %path.display(),
+                        "the socket file was replaced by another file: connections to it do not reach this oracle; remove it (it is then recreated) or restart the oracle");
+                }
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let bound = UnixListener::bind(path)
+                    .map_err(io_err("cannot bind", path))
+                    .and_then(|l| set_owner_and_mode(&self.cfg).map(|()| l));
+                match bound {
+                    Ok(listener) => {
+                        self.identity = identity(path).ok();
+                        self.reported = false;
+                        tracing::warn!(path = %path.display(),
+                            "the socket file was deleted while serving: recreated");
+                        Some(listener)
+                    }
+                    Err(e) => {
+                        if !self.reported {
+                            self.reported = true;
+                            tracing::error!(error = %e,
+                                "the socket file was deleted while serving and cannot be recreated: clients cannot connect");
+                        }
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.reported {
+                    self.reported = true;
+                    tracing::error!(path = %path.display(), error = %e,
+                        "cannot check the socket file");
+                }
+                None
+            }
+        }
+    }
 }
