@@ -11,7 +11,10 @@
 //!   crash, no verdict lost, the configuration still in force;
 //! * the Exim socket file deleted while the oracle serves: recreated within seconds
 //!   (same mode and group), open connections unaffected, Exim's next session answered;
-//!   a file put in its place is reported and left alone.
+//!   a file put in its place is reported and left alone;
+//! * started with a low limit of open files (256, as a service manager may set it),
+//!   `serve` raises its own limit to its listeners' caps: 1,100 connections are held up
+//!   to the cap of 1,024, not shed at 256.
 //!
 //! The listener limits themselves (idle connections shed, busy ones refused, half-sent
 //! lines timed out) are the hostile suite's (`tests/hostile/listeners.rs`).
@@ -24,7 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World};
+use std::process::{Child, Command, Stdio};
+
+use exim_access_e2e::{Dialogue, Exim, Oracle, PASSWORD, Via, World, paths, process};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -39,7 +44,19 @@ const FLOOD: usize = 10_000;
 
 /// One listener's counter from `ctl status --json`.
 fn counter(oracle: &Oracle, listener: &str, name: &str) -> u64 {
-    let status = oracle.ctl_json(&["status"]);
+    counter_at(oracle.admin_socket(), listener, name)
+}
+
+/// One listener's counter from `ctl status --json` on the admin socket `admin`.
+fn counter_at(admin: &Path, listener: &str, name: &str) -> u64 {
+    let mut cmd = Command::new(paths::oracle_bin());
+    cmd.args(["ctl", "--json", "--socket"])
+        .arg(admin)
+        .arg("status");
+    let out = process::run(cmd, b"", Duration::from_secs(30));
+    out.assert_success();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ctl status printed no JSON ({e}): {}", out.stdout_text()));
     status["listeners"][listener]
         .as_array()
         .and_then(|pairs| pairs.iter().find(|p| p[0] == name))
@@ -111,15 +128,22 @@ fn verdicts_until(
     expect: &'static str,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
-    // Connected before the thread starts: the caller knows the client is in.
+    // Connected and answered once before the thread starts: the caller knows the
+    // client is in.
     let stream = UnixStream::connect(socket).expect("connect the verdict client");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(format!("{VERDICT}\n").as_bytes())
+        .expect("send the first verdict request");
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("the first verdict");
+    assert_eq!(first.trim_end(), expect, "the first verdict");
     thread::spawn(move || {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("read timeout");
-        let mut writer = stream.try_clone().expect("clone");
-        let mut reader = BufReader::new(stream);
-        let mut got = 0u64;
+        let mut got = 1u64;
         while !stop.load(Ordering::Relaxed) {
             writer
                 .write_all(format!("{VERDICT}\n").as_bytes())
@@ -377,4 +401,97 @@ fn a_deleted_exim_socket_is_recreated() {
     // A clean stop removes the recreated file as it would the first.
     oracle.stop();
     assert!(!path.exists(), "the socket file is removed at stop");
+}
+
+/// An `access-oracle serve` started under `prlimit`, killed when dropped.
+struct Limited(Child);
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The soft limit of open files of process `pid`.
+fn soft_fd_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no open files limit in {limits}"))
+}
+
+#[test]
+fn serve_raises_a_low_open_files_limit_to_its_caps() {
+    raise_fd_limit(2_000);
+    let world = World::new(&["alice"]);
+    let exim_socket = world.oracle_dir().join("exim.sock");
+    let admin_socket = world.oracle_dir().join("admin.sock");
+    let config = world.path("oracle.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nexim_socket = {:?}\nadmin_socket = {:?}\nshutdown_grace_secs = 1\n",
+            exim_socket.to_string_lossy(),
+            admin_socket.to_string_lossy()
+        ),
+    )
+    .expect("write the config");
+    let log = std::fs::File::create(world.path("oracle.log")).expect("create the log");
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=256:")
+        .arg(paths::oracle_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(world.state_dir())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log"))
+        .stderr(log);
+    // prlimit sets the limit on itself and execs the oracle: the child is the oracle.
+    let mut oracle = Limited(cmd.spawn().expect("start prlimit access-oracle serve"));
+    let log_text = || std::fs::read_to_string(world.path("oracle.log")).unwrap_or_default();
+    eventually(Duration::from_secs(20), "the oracle answers", || {
+        assert!(
+            matches!(oracle.0.try_wait(), Ok(None)),
+            "the oracle exited: {}",
+            log_text()
+        );
+        exim_access_e2e::oracle::request(&exim_socket, "ping", Duration::from_secs(5)).as_deref()
+            == Some("pong")
+    });
+    let soft = soft_fd_limit(oracle.0.id());
+    assert!(
+        soft > 1024 + 64,
+        "the limit was raised above the Exim socket's cap: {soft}\n{}",
+        log_text()
+    );
+    assert!(
+        log_text().contains("raised the limit of open files"),
+        "{}",
+        log_text()
+    );
+    // More connections than the cap, far more than 256: the cap sheds, not the limit.
+    let conns: Vec<UnixStream> = (0..1_100)
+        .map(|i| {
+            UnixStream::connect(&exim_socket).unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    eventually(Duration::from_secs(30), "all connections accepted", || {
+        counter_at(&admin_socket, "exim", "accepted") >= 1_100
+    });
+    let shed = counter_at(&admin_socket, "exim", "shed_idle");
+    assert!(
+        (76..=80).contains(&shed),
+        "1,100 connections on a cap of 1,024: {shed} shed"
+    );
+    assert_eq!(
+        exim_access_e2e::oracle::request(&exim_socket, VERDICT, Duration::from_secs(5)).as_deref(),
+        Some("accept")
+    );
+    drop(conns);
 }

@@ -58,7 +58,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let refusing = Arc::new(AtomicUsize::new(0));
-    let current = Mutex::new(Arc::new(listener));
+    // The listener in use, and the one it replaced (for one more check period: what
+    // was already queued on it is still accepted).
+    let current = Mutex::new((Arc::new(listener), None::<Arc<UnixListener>>));
     let current = &current;
     let listening = move || {
         current
@@ -71,8 +73,18 @@ pub async fn serve(
         WhenFull::Refuse,
         shutdown,
         move || {
-            let listener = listening();
-            async move { listener.accept().await.map(|(s, _)| (s, None)) }
+            let (listener, retiring) = listening();
+            async move {
+                let accepted = match retiring {
+                    Some(old) => tokio::select! {
+                        biased;
+                        r = old.accept() => r,
+                        r = listener.accept() => r,
+                    },
+                    None => listener.accept().await,
+                };
+                accepted.map(|(s, _)| (s, None))
+            }
         },
         |stream, slot| {
             engine.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -80,8 +92,11 @@ pub async fn serve(
         },
         |stream, _: Refusal| refuse(stream, &refusing),
         || {
+            let mut listeners = current.lock().unwrap_or_else(PoisonError::into_inner);
+            listeners.1 = None;
             if let Some(renewed) = kept.check() {
-                *current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(renewed);
+                let old = std::mem::replace(&mut listeners.0, Arc::new(renewed));
+                listeners.1 = Some(old);
             }
         },
     )

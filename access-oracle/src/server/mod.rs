@@ -119,6 +119,13 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         tracing::warn!("the audit trail is off ([audit] enabled = false)");
     }
     let engine = Arc::new(engine);
+    raise_fd_limit(
+        (config.max_connections
+            + config.raw.server.admin_max_connections
+            + config.policy.max_connections
+            + config.raw.metrics.max_connections) as u64
+            + FD_HEADROOM,
+    );
     let (exim_listener, exim_file) = unix::bind(&config.exim_socket)?;
     let (admin_listener, admin_file) = unix::bind(&config.admin_socket)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -318,6 +325,39 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Open files beyond the listeners' caps: followed logs, the audit trail, the snapshot,
+/// sinks' connections, commands' pipes.
+const FD_HEADROOM: u64 = 1024;
+
+/// Raises the soft limit of open files to `wanted` (the listeners' caps and some room),
+/// within the hard limit. A service manager's default soft limit (1024 under systemd) is
+/// below the Exim socket's default cap alone; at the limit, accepting fails and idle
+/// connections are closed to make room before the cap is reached. Only as far as needed:
+/// commands the oracle runs inherit the limit.
+fn raise_fd_limit(wanted: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= wanted {
+        return;
+    }
+    let raised = wanted.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+        Ok(()) if raised < wanted => tracing::warn!(
+            soft = raised,
+            wanted,
+            "the hard limit of open files is below what the listeners' caps need: raise it (systemd: LimitNOFILE=) or lower the max_connections settings"
+        ),
+        Ok(()) => tracing::info!(
+            from = soft,
+            to = raised,
+            "raised the limit of open files to the listeners' caps"
+        ),
+        Err(e) => tracing::warn!(error = %e, soft, wanted, "cannot raise the limit of open files"),
+    }
 }
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the rules.
