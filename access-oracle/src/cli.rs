@@ -355,32 +355,6 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-#[cfg(test)]
-mod duration_tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        for (text, secs) in [
-            ("900", 900),
-            ("90s", 90),
-            ("15m", 900),
-            ("15min", 900),
-            ("2h", 7200),
-            ("1h30m", 5400),
-            ("1h 30m", 5400),
-            ("7d", 604_800),
-            ("2w", 1_209_600),
-            ("3 days", 259_200),
-        ] {
-            assert_eq!(parse_duration(text), Ok(secs), "{text}");
-        }
-        for bad in ["", "h", "15x", "0", "0s", "400d", "1.5h", "-5m", "5 5"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 impl CtlRequest {
     /// The admin protocol request, or why the arguments make none.
     pub fn to_request(&self) -> Result<crate::admin::AdminRequest, String> {
@@ -420,4 +394,30 @@ impl CtlRequest {
 /// An address or network argument.
 fn net_arg(s: &str) -> Result<crate::admin::Net, String> {
     crate::admin::Net::try_from(s.to_string())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (text, secs) in [
+            ("900", 900),
+            ("90s", 90),
+            ("15m", 900),
+            ("15min", 900),
+            ("2h", 7200),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("7d", 604_800),
+            ("2w", 1_209_600),
+            ("3 days", 259_200),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "h", "15x", "0", "0s", "400d", "1.5h", "-5m", "5 5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
