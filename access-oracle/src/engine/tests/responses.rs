@@ -1029,5 +1029,6 @@ fn a_hold_or_block_for_no_time_or_beyond_a_year_is_refused_with_a_reason() {
     assert_eq!(crate::cli::parse_duration("2h"), Ok(7200));
     assert_eq!(crate::cli::parse_duration("7d"), Ok(7 * 86_400));
     assert_eq!(crate::cli::parse_duration("90"), Ok(90));
-    assert!(crate::cli::parse_duration("1w").is_err());
+    assert_eq!(crate::cli::parse_duration("1w"), Ok(7 * 86_400));
+    assert!(crate::cli::parse_duration("1y").is_err());
 }
