@@ -124,6 +124,49 @@ pub fn read_text_bounded(path: &Path, limit: Limit) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| refused(format!("{} is not UTF-8 text", limit.what)))
 }
 
+/// Reads a secret file the config names (a key, a password, a shared secret) as
+/// [`read_bounded`] does, refused when every local user may read it; `key` names the
+/// setting in messages (`secret_file /etc/x is readable by every local user; ...`).
+pub fn read_secret_file(key: &str, path: &Path, limit: Limit) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let (bytes, meta) = read_bounded(path, limit).map_err(|e| format!("{key} {shown}: {e}"))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "{key} {shown} is readable by every local user; refusing it (chmod o-r)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The most read of a `ca_file`.
+const CA_LIMIT: Limit = Limit {
+    what: "a CA certificate file",
+    max_bytes: 1 << 20,
+    why: "a few PEM certificates",
+};
+
+/// Reads a `ca_file` the config names for an HTTPS client: at least one PEM certificate.
+pub fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let shown = path.display();
+    let (pem, _) = read_bounded(path, CA_LIMIT).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    let mut certs = Vec::new();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| format!("ca_file {shown}: not PEM certificates ({e})"))?;
+        let cert = reqwest::Certificate::from_der(&der)
+            .map_err(|e| format!("ca_file {shown}: a certificate that cannot be read ({e})"))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "ca_file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(certs)
+}
+
 /// Creates `dir` and its missing parents with mode 0700 (whatever the umask).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new()

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod alert;
 pub mod audit;
 pub mod cli;
+pub mod command;
 pub mod commands;
 pub mod config;
 pub mod engine;

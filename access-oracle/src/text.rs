@@ -56,6 +56,22 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes on one line (`error sending request: ...: invalid peer
+/// certificate`), each cause once, escaped for a terminal.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    escape_controls(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,10 +205,18 @@ fn the_audit_stream_survives_a_receiver_outage_a_restart_and_a_kill() {
 
     // Both receivers get the trail as it is written.
     traffic(&exim, 4);
-    wait_for("both receivers at the head", || {
-        let h = head(&world);
-        h > 4 && receivers.shipped().last() == Some(&h) && receivers.in_ecs().last() == Some(&h)
-    });
+    // The receivers have the records a moment before the sink has saved its position
+    // and counted them: wait for both.
+    wait_for(
+        "both receivers at the head, the shipper's count with them",
+        || {
+            let h = head(&world);
+            h > 4
+                && receivers.shipped().last() == Some(&h)
+                && receivers.in_ecs().last() == Some(&h)
+                && sink(&oracle, "shipper")["queued"] == 0
+        },
+    );
     let shipper = sink(&oracle, "shipper");
     assert_eq!(shipper["type"], "exec");
     assert_eq!(shipper["queued"], 0, "no lag: {shipper}");

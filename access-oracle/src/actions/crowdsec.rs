@@ -51,13 +51,6 @@ const SECRET_LIMIT: crate::files::Limit = crate::files::Limit {
     why: "a key is a line",
 };
 
-/// The most read of `ca_file`.
-const CA_LIMIT: crate::files::Limit = crate::files::Limit {
-    what: "a CA file",
-    max_bytes: 1 << 20,
-    why: "the limit for CA files",
-};
-
 /// The most read of one answer of the decision stream: 64 MiB (the first answer lists
 /// every decision in force, the Central API's community list included, a few MiB).
 const MAX_STREAM_BYTES: usize = 64 << 20;
@@ -174,13 +167,16 @@ impl CrowdsecConfig {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("exim-access/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &self.ca_file {
-            for cert in read_ca(path)? {
+            for cert in crate::files::read_ca_certs(path)? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        builder
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+        builder.build().map_err(|e| {
+            format!(
+                "cannot set up the HTTP client: {}",
+                crate::text::error_chain(&e)
+            )
+        })
     }
 }
 
@@ -255,7 +251,7 @@ impl ActionConfig for CrowdsecConfig {
             problems.push(e);
         }
         if let Some(path) = &self.ca_file
-            && let Err(e) = read_ca(path)
+            && let Err(e) = crate::files::read_ca_certs(path)
         {
             problems.push(e);
         }
@@ -273,15 +269,8 @@ impl ActionConfig for CrowdsecConfig {
 
 /// Reads a secret file: not readable by everyone, one printable line.
 fn read_secret(key: &str, path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    let (bytes, meta) = crate::files::read_bounded(path, SECRET_LIMIT)
-        .map_err(|e| format!("{key} {shown}: {e}"))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "{key} {shown} is readable by every local user; refusing it (chmod o-r)"
-        ));
-    }
+    let bytes = crate::files::read_secret_file(key, path, SECRET_LIMIT)?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{key} {shown} is not text"))?;
     let text = text.trim();
     if text.is_empty() {
@@ -298,15 +287,8 @@ fn read_secret(key: &str, path: &Path) -> Result<String, String> {
 /// Reads the machine's password: the file alone, or the `password:` of the credentials
 /// file `cscli machines add -f` writes (whose `login:` must then be `machine_id`).
 fn read_password(path: &Path, machine_id: &str) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    let (bytes, meta) = crate::files::read_bounded(path, SECRET_LIMIT)
-        .map_err(|e| format!("password_file {shown}: {e}"))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "password_file {shown} is readable by every local user; refusing it (chmod o-r)"
-        ));
-    }
+    let bytes = crate::files::read_secret_file("password_file", path, SECRET_LIMIT)?;
     let text =
         String::from_utf8(bytes).map_err(|_| format!("password_file {shown} is not text"))?;
     let field = |name: &str| {
@@ -340,43 +322,6 @@ fn read_password(path: &Path, machine_id: &str) -> Result<String, String> {
     Ok(password)
 }
 
-/// Reads `ca_file`: at least one PEM certificate.
-fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let shown = path.display();
-    let (pem, _) =
-        crate::files::read_bounded(path, CA_LIMIT).map_err(|e| format!("ca_file {shown}: {e}"))?;
-    let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| format!("ca_file {shown}: not PEM certificates ({e})"))?;
-        let cert = reqwest::Certificate::from_der(&der)
-            .map_err(|e| format!("ca_file {shown}: a certificate that cannot be read ({e})"))?;
-        certs.push(cert);
-    }
-    if certs.is_empty() {
-        return Err(format!(
-            "ca_file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    Ok(certs)
-}
-
-/// An error and its causes on one line, escaped.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    crate::text::escape_controls(&out).into_owned()
-}
-
 /// `path` under the LAPI's URL (which may have a path of its own, behind a proxy).
 fn endpoint(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
@@ -406,7 +351,7 @@ async fn exchange(
         Err(e) if e.is_timeout() => {
             return Err(format!("no answer within {} ms", timeout.as_millis()));
         }
-        Err(e) => return Err(chain(&e)),
+        Err(e) => return Err(crate::text::error_chain(&e)),
     };
     let status = answer.status();
     let mut body = Vec::new();
@@ -425,7 +370,7 @@ async fn exchange(
                     timeout.as_millis()
                 ));
             }
-            Err(e) => return Err(chain(&e)),
+            Err(e) => return Err(crate::text::error_chain(&e)),
         }
     }
     Ok((status, body))

@@ -33,7 +33,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -226,38 +225,34 @@ impl Fail2ban {
 
     /// Runs the client once with `args`.
     async fn run(&self, args: Vec<OsString>) -> Result<(), String> {
-        let child = tokio::process::Command::new(&self.client)
-            .args(&args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.client.display()))?;
-        // On the timeout the future is dropped, and with it the child: killed.
-        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Err(_) => Err(format!(
-                "fail2ban-client killed at its timeout ({} ms)",
-                self.timeout.as_millis()
-            )),
-            Ok(Err(e)) => Err(format!("fail2ban-client: {e}")),
-            Ok(Ok(out)) if out.status.success() => Ok(()),
-            Ok(Ok(out)) => {
-                use std::os::unix::process::ExitStatusExt;
-                let ended = match (out.status.code(), out.status.signal()) {
-                    (Some(code), _) => format!("fail2ban-client exited with {code}"),
-                    (None, Some(signal)) => format!("fail2ban-client ended by signal {signal}"),
-                    (None, None) => format!("fail2ban-client {}", out.status),
-                };
-                let why = first_line(&out.stdout).or_else(|| first_line(&out.stderr));
-                Err(match why {
-                    Some(why) => format!("{ended}: {why}"),
-                    None => ended,
-                })
+        use crate::command::RunError;
+        let out = match crate::command::run(&self.client, &args, None, self.timeout).await {
+            Ok(out) => out,
+            Err(RunError::Timeout(t)) => {
+                return Err(format!(
+                    "fail2ban-client killed at its timeout ({} ms)",
+                    t.as_millis()
+                ));
             }
+            Err(RunError::Start(e)) => {
+                return Err(format!("cannot run {}: {e}", self.client.display()));
+            }
+            Err(e) => return Err(format!("fail2ban-client: {e}")),
+        };
+        if out.status.success() {
+            return Ok(());
         }
+        use std::os::unix::process::ExitStatusExt;
+        let ended = match (out.status.code(), out.status.signal()) {
+            (Some(code), _) => format!("fail2ban-client exited with {code}"),
+            (None, Some(signal)) => format!("fail2ban-client ended by signal {signal}"),
+            (None, None) => format!("fail2ban-client {}", out.status),
+        };
+        let why = first_line(&out.stdout).or_else(|| first_line(&out.stderr));
+        Err(match why {
+            Some(why) => format!("{ended}: {why}"),
+            None => ended,
+        })
     }
 }
 

@@ -28,14 +28,13 @@
 //! killed; a failure's error is nft's exit status and the first line of its standard
 //! error, escaped. The shared runner ([`super`]) retries, counts and reports it.
 
+use crate::command::RunError;
 use std::fmt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Action, ActionConfig, Applying, Step};
 use crate::time::Secs;
@@ -446,73 +445,19 @@ impl Action for Firewall {
     }
 }
 
-/// Why one nft run failed.
-#[derive(Debug)]
-enum RunError {
-    /// It could not be started (or its script not written).
-    Start(std::io::Error),
-    /// It ran past the timeout and was killed.
-    Timeout(Duration),
-    /// It exited with this status; the first line of its standard error, escaped.
-    Exit(std::process::ExitStatus, String),
-}
-
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RunError::Start(e) => write!(f, "cannot run nft: {e}"),
-            RunError::Timeout(t) => write!(f, "killed after {} ms", t.as_millis()),
-            RunError::Exit(status, err) if err.is_empty() => write!(f, "{status}"),
-            RunError::Exit(status, err) => write!(f, "{status}: {err}"),
-        }
-    }
-}
-
-/// Runs `program` with the run's arguments (and script on standard input), without a
-/// shell, killed at `timeout`.
+/// Runs `program` with the run's arguments (and script on standard input), killed at
+/// `timeout`; a failure carries nft's error ([`nft_error`]).
 async fn run_nft(program: &std::path::Path, run: &Run, timeout: Duration) -> Result<(), RunError> {
-    let mut child = tokio::process::Command::new(program)
-        .args(&run.args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .stdin(if run.script.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(RunError::Start)?;
-    let stdin = child.stdin.take();
-    let mut stderr = child.stderr.take();
-    let work = async {
-        if let (Some(mut stdin), Some(script)) = (stdin, &run.script) {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(RunError::Start)?;
-            // Dropped: nft reads to the end of its input.
-        }
-        let mut err = Vec::new();
-        if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.take(4096).read_to_end(&mut err).await;
-        }
-        let status = child.wait().await.map_err(RunError::Start)?;
-        Ok::<_, RunError>((status, err))
-    };
-    match tokio::time::timeout(timeout, work).await {
-        // The child is killed when dropped (kill_on_drop).
-        Err(_) => Err(RunError::Timeout(timeout)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok((status, _))) if status.success() => Ok(()),
-        Ok(Ok((status, err))) => Err(RunError::Exit(
-            status,
-            nft_error(&String::from_utf8_lossy(&err)),
-        )),
+    let input = run.script.as_deref().map(str::as_bytes);
+    let ran = crate::command::run(program, &run.args, input, timeout).await?;
+    if !ran.status.success() {
+        return Err(RunError::Exit(
+            ran.status,
+            nft_error(&String::from_utf8_lossy(&ran.stderr)),
+        ));
     }
+    // nft reads to the end of its script: one not all written did not run whole.
+    ran.written.map_err(RunError::Start)
 }
 
 /// The error in nft's standard error, escaped: its first line, and for a script the

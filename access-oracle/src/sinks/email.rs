@@ -28,7 +28,7 @@
 //!
 //! Sending runs `sendmail -i -f FROM -- TO...` (the command line of lettre's sendmail
 //! transport) directly, never through a shell, with the message on its standard
-//! input, an empty environment but `PATH`, and a timeout after which it is killed.
+//! input, an empty environment but `PATH` and `LC_ALL=C`, and a timeout after which it is killed.
 //! Exit status 0 delivered the batch; anything else is retried, then counted as
 //! failed (and logged with the first line sendmail wrote to standard error). Exim
 //! ignores `-f` from a user it does not trust (the oracle's, normally) and puts the
@@ -39,7 +39,6 @@
 //! public here.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +47,6 @@ use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BuildContext, Delivery, Outcome, Sink, SinkConfig};
 use crate::alert::Alert;
@@ -89,9 +87,6 @@ const MAX_RECIPIENTS: usize = 100;
 
 /// The longest a run of sendmail may be given.
 const MAX_TIMEOUT_MS: u64 = 600_000;
-
-/// The environment sendmail runs with.
-const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `/usr/sbin/sendmail`.
 pub fn default_sendmail() -> PathBuf {
@@ -287,26 +282,7 @@ pub struct Sendmail {
 }
 
 /// Why one run of sendmail failed.
-#[derive(Debug)]
-pub enum SendError {
-    /// It could not be started (or its input not written).
-    Start(std::io::Error),
-    /// It ran past the timeout and was killed.
-    Timeout,
-    /// It exited with this status; the first line of its standard error, escaped.
-    Exit(std::process::ExitStatus, String),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Start(e) => write!(f, "cannot run it: {e}"),
-            SendError::Timeout => write!(f, "killed at its timeout"),
-            SendError::Exit(status, err) if err.is_empty() => write!(f, "{status}"),
-            SendError::Exit(status, err) => write!(f, "{status}: {err}"),
-        }
-    }
-}
+pub use crate::command::RunError as SendError;
 
 /// What sending one message came to.
 #[derive(Debug)]
@@ -318,64 +294,27 @@ pub struct Sent {
 }
 
 impl Sendmail {
-    /// The command line: `sendmail -i -f FROM -- TO...` (lettre's, run here without a
-    /// shell and with a timeout).
-    fn command(&self, message: &Message) -> tokio::process::Command {
+    /// The arguments: `-i -f FROM -- TO...` (lettre's sendmail transport's).
+    fn args(message: &Message) -> Vec<String> {
         let envelope = message.envelope();
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("-i");
+        let mut args = vec!["-i".to_string()];
         if let Some(from) = envelope.from() {
-            cmd.arg("-f").arg(from);
+            args.push("-f".into());
+            args.push(from.to_string());
         }
-        cmd.arg("--")
-            .args(envelope.to().iter().map(ToString::to_string))
-            .env_clear()
-            .env("PATH", PATH)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
+        args.push("--".into());
+        args.extend(envelope.to().iter().map(ToString::to_string));
+        args
     }
 
-    /// One run with the message on standard input.
+    /// One run with the message on standard input. A sendmail that stops reading (it
+    /// refused the message) says why in its exit status: that is the error to report,
+    /// not the broken pipe.
     async fn run(&self, message: &Message, bytes: &[u8]) -> Result<(), SendError> {
-        let mut child = self.command(message).spawn().map_err(SendError::Start)?;
-        let mut stdin = child.stdin.take();
-        let mut stderr = child.stderr.take();
-        let work = async {
-            // A sendmail that stops reading (it refused the message) says why in its
-            // exit status: that is the error to report, not the broken pipe.
-            let mut written = Ok(());
-            if let Some(mut stdin) = stdin.take() {
-                written = stdin.write_all(bytes).await;
-                // Dropped here: sendmail sees the end of the message.
-            }
-            let mut err = Vec::new();
-            if let Some(stderr) = stderr.as_mut() {
-                let _ = stderr.take(4096).read_to_end(&mut err).await;
-            }
-            let status = child.wait().await.map_err(SendError::Start)?;
-            Ok::<_, SendError>((status, written, err))
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            // The child is killed when dropped (kill_on_drop).
-            Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((status, Ok(()), _))) if status.success() => Ok(()),
-            Ok(Ok((status, Err(e), _))) if status.success() => Err(SendError::Start(e)),
-            Ok(Ok((status, _, err))) => {
-                let first = String::from_utf8_lossy(&err)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                Err(SendError::Exit(
-                    status,
-                    crate::text::escape_controls(&first).into_owned(),
-                ))
-            }
-        }
+        let ran = crate::command::run(&self.program, &Self::args(message), Some(bytes), self.timeout)
+            .await?
+            .success()?;
+        ran.written.map_err(SendError::Start)
     }
 
     /// Sends `message`, retrying a failed run after pauses doubling from 1 s; `what`

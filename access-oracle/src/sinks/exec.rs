@@ -16,7 +16,7 @@
 //! A run that exits 0 delivered the alert; a non-zero exit, a kill at the timeout or a
 //! command that cannot be started failed it (counted, and logged with the first line of
 //! what it wrote to standard error, escaped). The command runs as the oracle's user, with
-//! an empty environment but `PATH=/usr/sbin:/usr/bin:/sbin:/bin`; its standard output is
+//! an empty environment but `PATH=/usr/sbin:/usr/bin:/sbin:/bin` and `LC_ALL=C`; its standard output is
 //! discarded. One command runs at a time per sink: a slow one holds this sink's queue
 //! only, never the verdicts or another sink.
 //!
@@ -33,14 +33,13 @@
 //! to deduplicate on.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::file::Format;
+use crate::command::RunError;
 use super::{AuditItem, BuildContext, Delivery, Forward, Forwarding, Outcome, Sink, SinkConfig};
 use crate::alert::Alert;
 
@@ -153,71 +152,14 @@ pub struct ExecSink {
     format: Format,
 }
 
-/// Why one run failed.
-#[derive(Debug)]
-enum RunError {
-    /// It could not be started (or its input not written).
-    Start(std::io::Error),
-    /// It ran past the timeout and was killed.
-    Timeout,
-    /// It exited with this status; the first line of its standard error.
-    Exit(std::process::ExitStatus, String),
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RunError::Start(e) => write!(f, "cannot run it: {e}"),
-            RunError::Timeout => write!(f, "killed at its timeout"),
-            RunError::Exit(status, err) if err.is_empty() => write!(f, "{status}"),
-            RunError::Exit(status, err) => write!(f, "{status}: {err}"),
-        }
-    }
-}
-
 impl ExecSink {
-    /// One run with `input` on standard input.
+    /// One run with `input` on standard input. A command that does not read its input
+    /// is not a failure of ours.
     async fn run(&self, input: &[u8]) -> Result<(), RunError> {
-        let mut child = tokio::process::Command::new(&self.program)
-            .args(&self.args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(RunError::Start)?;
-        let mut stdin = child.stdin.take();
-        let mut stderr = child.stderr.take();
-        let work = async {
-            if let Some(mut stdin) = stdin.take() {
-                // A command that does not read its input is not a failure of ours.
-                let _ = stdin.write_all(input).await;
-            }
-            let mut err = Vec::new();
-            if let Some(stderr) = stderr.as_mut() {
-                let _ = stderr.take(4096).read_to_end(&mut err).await;
-            }
-            let status = child.wait().await.map_err(RunError::Start)?;
-            Ok::<_, RunError>((status, err))
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Err(_) => Err(RunError::Timeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((status, _))) if status.success() => Ok(()),
-            Ok(Ok((status, err))) => {
-                let first = String::from_utf8_lossy(&err)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                Err(RunError::Exit(
-                    status,
-                    crate::text::escape_controls(&first).into_owned(),
-                ))
-            }
-        }
+        crate::command::run(&self.program, &self.args, Some(input), self.timeout)
+            .await?
+            .success()
+            .map(drop)
     }
 }
 

@@ -12,7 +12,7 @@
 //! gets the new block's duration times `repeat_factor` per earlier block, capped at
 //! `max_block_secs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -88,21 +88,38 @@ pub struct Past {
 #[derive(Debug, Default)]
 struct Inner {
     active: HashMap<IpNet, Block>,
-    /// Prefix lengths in use, per family (v4, v6), for lookups.
-    lens: (BTreeSet<u8>, BTreeSet<u8>),
+    /// Prefix lengths in use, per family (v4, v6), with how many blocks have each: a
+    /// lookup tries each length once.
+    lens: (BTreeMap<u8, usize>, BTreeMap<u8, usize>),
     past: HashMap<IpNet, Past>,
 }
 
 impl Inner {
-    fn relens(&mut self) {
-        let mut lens = (BTreeSet::new(), BTreeSet::new());
-        for net in self.active.keys() {
-            match net {
-                IpNet::V4(n) => lens.0.insert(n.prefix_len()),
-                IpNet::V6(n) => lens.1.insert(n.prefix_len()),
-            };
+    fn lens_of(&mut self, net: &IpNet) -> &mut BTreeMap<u8, usize> {
+        match net {
+            IpNet::V4(_) => &mut self.lens.0,
+            IpNet::V6(_) => &mut self.lens.1,
         }
-        self.lens = lens;
+    }
+
+    /// Puts `block` on `net`, replacing what was there.
+    fn insert(&mut self, net: IpNet, block: Block) {
+        if self.active.insert(net, block).is_none() {
+            *self.lens_of(&net).entry(net.prefix_len()).or_default() += 1;
+        }
+    }
+
+    /// Takes the block off `net`.
+    fn remove(&mut self, net: &IpNet) -> Option<Block> {
+        let block = self.active.remove(net)?;
+        let lens = self.lens_of(net);
+        if let Some(n) = lens.get_mut(&net.prefix_len()) {
+            *n -= 1;
+            if *n == 0 {
+                lens.remove(&net.prefix_len());
+            }
+        }
+        Some(block)
     }
 }
 
@@ -135,7 +152,7 @@ impl Blocks {
             IpAddr::V6(_) => &inner.lens.1,
         };
         let mut best: Option<(IpNet, &Block)> = None;
-        for &len in lens {
+        for &len in lens.keys() {
             let Ok(net) = IpNet::new(ip, len).map(|n| n.trunc()) else {
                 continue;
             };
@@ -199,8 +216,7 @@ impl Blocks {
                 until: new.hold.until,
             },
         );
-        inner.active.insert(net, new.clone());
-        inner.relens();
+        inner.insert(net, new.clone());
         self.len.store(inner.active.len(), Ordering::Relaxed);
         new
     }
@@ -223,7 +239,7 @@ impl Blocks {
             .collect();
         let mut out = Vec::new();
         for n in lifted {
-            if let Some(b) = inner.active.remove(&n) {
+            if let Some(b) = inner.remove(&n) {
                 // Lifted early: remember it ended now, for repeats.
                 if let Some(p) = inner.past.get_mut(&n) {
                     p.until = p.until.min(now);
@@ -231,7 +247,6 @@ impl Blocks {
                 out.push((n, b));
             }
         }
-        inner.relens();
         self.len.store(inner.active.len(), Ordering::Relaxed);
         out.sort_by_key(|(n, _)| *n);
         out
@@ -264,8 +279,7 @@ impl Blocks {
         if let Some(p) = past {
             inner.past.insert(net, p);
         }
-        inner.active.insert(net, block);
-        inner.relens();
+        inner.insert(net, block);
         self.len.store(inner.active.len(), Ordering::Relaxed);
     }
 
@@ -285,15 +299,12 @@ impl Blocks {
             .map(|(n, _)| *n)
             .collect();
         for n in &ended {
-            inner.active.remove(n);
+            inner.remove(n);
         }
         let memory = sizing.repeat_memory_secs as Secs;
         inner
             .past
             .retain(|_, p| p.until.saturating_add(memory) > now);
-        if !ended.is_empty() {
-            inner.relens();
-        }
         self.len.store(inner.active.len(), Ordering::Relaxed);
         ended
     }

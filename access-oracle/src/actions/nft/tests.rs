@@ -405,7 +405,7 @@ async fn a_run_reports_the_exit_and_the_first_line_of_standard_error() {
     let e = run_nft(std::path::Path::new("/nonexistent/nft"), &shell(""), t)
         .await
         .unwrap_err();
-    assert!(e.to_string().starts_with("cannot run nft: "), "{e}");
+    assert!(e.to_string().starts_with("cannot run it: "), "{e}");
 }
 
 #[tokio::test]
@@ -423,7 +423,7 @@ async fn a_run_past_its_timeout_is_killed() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.to_string(), "killed after 300 ms");
+    assert_eq!(e.to_string(), "killed at its timeout (300 ms)");
     assert!(started.elapsed() < Duration::from_secs(60));
     // The process is gone (killed and reaped in the background): poll with a deadline.
     let pid = std::fs::read_to_string(pid_file.path()).unwrap();

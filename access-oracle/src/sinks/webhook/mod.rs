@@ -139,11 +139,6 @@ const SECRET_LIMIT: crate::files::Limit = crate::files::Limit {
     why: "a shared secret is a few dozen bytes",
 };
 
-const CA_LIMIT: crate::files::Limit = crate::files::Limit {
-    what: "a CA certificate file",
-    max_bytes: 1 << 20,
-    why: "a few PEM certificates",
-};
 
 /// How much of a refusing answer is read and logged.
 const ANSWER_SHOWN: usize = 200;
@@ -206,7 +201,7 @@ impl SinkConfig for WebhookConfig {
 
     fn preflight(&self, _ctx: &BuildContext, problems: &mut Vec<String>) {
         if let Some(path) = &self.ca_file
-            && let Err(e) = read_ca(path)
+            && let Err(e) = crate::files::read_ca_certs(path)
         {
             problems.push(e);
         }
@@ -272,42 +267,12 @@ pub fn shown_url(url: &str, format: Format) -> String {
     u.to_string()
 }
 
-/// Reads `ca_file`: at least one PEM certificate.
-fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let shown = path.display();
-    let (pem, _) =
-        crate::files::read_bounded(path, CA_LIMIT).map_err(|e| format!("ca_file {shown}: {e}"))?;
-    let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| format!("ca_file {shown}: not PEM certificates ({e})"))?;
-        let cert = reqwest::Certificate::from_der(&der)
-            .map_err(|e| format!("ca_file {shown}: a certificate that cannot be read ({e})"))?;
-        certs.push(cert);
-    }
-    if certs.is_empty() {
-        return Err(format!(
-            "ca_file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    Ok(certs)
-}
-
 /// Reads `secret_file`: not readable by everyone, not empty.
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let (bytes, meta) = crate::files::read_bounded(path, SECRET_LIMIT)
-        .map_err(|e| format!("secret_file {shown}: {e}"))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "secret_file {shown} is readable by every local user; refusing it (chmod o-r)"
-        ));
-    }
+    let bytes = crate::files::read_secret_file("secret_file", path, SECRET_LIMIT)?;
     let secret = bytes.trim_ascii();
     if secret.is_empty() {
-        return Err(format!("secret_file {shown} is empty"));
+        return Err(format!("secret_file {} is empty", path.display()));
     }
     Ok(secret.to_vec())
 }
@@ -402,7 +367,7 @@ impl Poster {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("exim-access/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_file {
-            for cert in read_ca(path).map_err(invalid)? {
+            for cert in crate::files::read_ca_certs(path).map_err(invalid)? {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -411,7 +376,7 @@ impl Poster {
             None => None,
         };
         let client = builder.build().map_err(|e| {
-            std::io::Error::other(format!("cannot set up the HTTP client: {}", chain(&e)))
+            std::io::Error::other(format!("cannot set up the HTTP client: {}", crate::text::error_chain(&e)))
         })?;
         Ok(Poster {
             client,
@@ -462,7 +427,7 @@ impl Poster {
             Err(e) if e.is_timeout() => {
                 return Attempt::Retry(format!("no answer within {} ms", self.timeout.as_millis()));
             }
-            Err(e) => return Attempt::Retry(chain(&e.without_url())),
+            Err(e) => return Attempt::Retry(crate::text::error_chain(&e.without_url())),
         };
         let status = answer.status();
         // Read a little of the answer: shown when refused, and a connection whose
@@ -522,21 +487,6 @@ impl Poster {
             }
         }
     }
-}
-
-/// An error with its causes: `error sending request: ... : invalid peer certificate`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    crate::text::escape_controls(&out).into_owned()
 }
 
 /// The running webhook sink.
