@@ -49,6 +49,8 @@ pub struct Oracle {
     policy_port: Option<u16>,
     /// The network namespace it runs in (`ip netns exec NAME`), if not the test's own.
     netns: Option<String>,
+    /// Variables added to its environment (and kept for restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Oracle {
@@ -78,6 +80,21 @@ impl Oracle {
     pub fn start_in_netns(world: &World, netns: &str, extra_toml: &str) -> Oracle {
         let mut oracle = Oracle::configure(world, extra_toml);
         oracle.netns = Some(netns.to_string());
+        if let Err(why) = oracle.spawn() {
+            panic!("{why}");
+        }
+        oracle
+    }
+
+    /// Starts an oracle as [`Oracle::start_with`] does, with `env` added to its
+    /// environment (e.g. `LD_PRELOAD` of libfaketime and its settings, to step its wall
+    /// clock); restarts keep them.
+    pub fn start_with_env(world: &World, extra_toml: &str, env: &[(&str, &str)]) -> Oracle {
+        let mut oracle = Oracle::configure(world, extra_toml);
+        oracle.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Err(why) = oracle.spawn() {
             panic!("{why}");
         }
@@ -146,6 +163,7 @@ impl Oracle {
             log: world.path("oracle.log"),
             policy_port: None,
             netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -171,6 +189,7 @@ impl Oracle {
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);

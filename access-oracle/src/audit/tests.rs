@@ -99,6 +99,38 @@ fn records_are_chained_across_batches_restarts_and_days() {
 }
 
 #[test]
+fn a_clock_stepping_back_a_day_keeps_writing_the_later_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = |time: &str| auth("alice", "192.0.2.1", Outcome::Fail, time);
+    let at = |time: &str, trail: &mut Trail| trail.append(&mut [rec(time)], t(time)).unwrap();
+    let mut trail = Trail::open(&config(d), d, t("2026-11-28T00:20:00Z")).unwrap();
+    at("2026-11-28T00:20:00Z", &mut trail);
+    // Stepped back an hour, into the day before: still the 28th's file.
+    at("2026-11-27T23:20:00Z", &mut trail);
+    // Forward again, then a restart while the clock is behind the last segment's day.
+    at("2026-11-28T01:20:00Z", &mut trail);
+    drop(trail);
+    let mut trail = Trail::open(&config(d), d, t("2026-11-27T23:30:00Z")).unwrap();
+    at("2026-11-27T23:30:00Z", &mut trail);
+    assert!(!segment_path(d, "2026-11-27").exists());
+    // The next day begins a segment as usual.
+    at("2026-11-29T00:00:01Z", &mut trail);
+    drop(trail);
+    let v = verify(&audit_dir(d), &key(d)).unwrap();
+    assert!(v.problems.is_empty(), "{}", problems(&v));
+    assert_eq!(v.files, 2);
+    assert_eq!(
+        (v.records, v.last_seq),
+        (7, Some(7)),
+        "two segment records and five auth records, in one chain"
+    );
+    let first = lines(&segment_path(d, "2026-11-28"));
+    assert_eq!(first.len(), 5, "{first:?}");
+    assert!(first[2].contains("2026-11-27T23:20:00Z"), "{}", first[2]);
+}
+
+#[test]
 fn verify_names_the_first_record_changed_removed_inserted_or_reordered() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -151,11 +151,13 @@ impl Trail {
         trail.check_end(state_dir, now).map_err(err)?;
         publish_head(&trail.dir, &trail.key, &trail.head, trail.seq, &trail.chain)
             .map_err(|e| err(format!("cannot write the head file: {e}")))?;
-        // A segment of an earlier day is closed: the next record starts today's.
+        // A segment of an earlier day is closed: the next record starts today's. One of
+        // a later day (the clock is behind it: it stepped back) stays open, so that the
+        // files stay in the chain's order.
         if trail
             .open
             .as_ref()
-            .is_some_and(|(day, _, _)| *day != segment::day_of(now))
+            .is_some_and(|(day, _, _)| *day < segment::day_of(now))
         {
             trail.open = None;
         }
@@ -359,15 +361,20 @@ impl Trail {
     }
 
     /// Appends `records` (setting their `seq` and `logged`), opening the day's segment
-    /// first when the day changed. On an error nothing of the batch stays in the file
+    /// first when a new day began. On an error nothing of the batch stays in the file
     /// and the chain is where it was.
+    ///
+    /// Segments only move forward: when the clock steps back into an earlier day, the
+    /// records go on in the open segment (a segment holds what was written on its day
+    /// or before, as `search` reads it), never into an earlier day's file, which would
+    /// put them in the chain before records already written.
     pub fn append<R: std::borrow::BorrowMut<Record>>(
         &mut self,
         records: &mut [R],
         now: Timestamp,
     ) -> std::io::Result<()> {
         let today = segment::day_of(now);
-        if self.open.as_ref().is_none_or(|(day, _, _)| *day != today) {
+        if self.open.as_ref().is_none_or(|(day, _, _)| *day < today) {
             self.start_segment(today, now)?;
         }
         self.write(records, now)

@@ -138,4 +138,26 @@ mod tests {
         // Two periods later the sketch starts over.
         assert!(w.record(100 + 1300, 600, 1) <= 2);
     }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_the_counts_sane() {
+        let mut w = DistinctWindow::default();
+        assert_eq!(w.record(10_000, 600, 1), 1);
+        // Stepped back an hour: the key seen "later" still counts, the new one too.
+        assert_eq!(w.record(6_400, 600, 2), 2);
+        // Key 2 leaves 600 s after its own time; key 1 is still in its window.
+        assert_eq!(w.record(7_100, 600, 3), 2);
+        // Past key 1's window, only what came since counts.
+        assert_eq!(w.record(10_700, 600, 4), 1);
+        // The sketch: its period does not go back with the clock, and nothing panics.
+        let mut w = DistinctWindow::default();
+        for k in 0..200u64 {
+            w.record(10_000, 600, k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        assert!(w.is_estimate());
+        let before = w.count();
+        assert!(w.record(10_000 - 3_600, 600, 1) >= before);
+        // Two periods after the latest, it starts over.
+        assert!(w.record(10_000 + 1_300, 600, 2) <= 2);
+    }
 }

@@ -1,4 +1,11 @@
 //! Sliding time windows: the counters every rate rule is built on. Pure; time is passed in.
+//!
+//! Times are the wall clock's, and the wall clock can step back (an NTP correction, an
+//! administrator's `date -s`): a `now` earlier than events already kept is normal input.
+//! Events stay in time order whatever order they come in, so pruning from the front and
+//! the binary searches stay right; an event counts while `now` is less than
+//! `window_secs` past its own time, so one from before a step back (in the future of
+//! the stepped clock) counts until the clock passes it again.
 
 use std::collections::VecDeque;
 
@@ -18,13 +25,19 @@ impl DedupWindow {
     /// Records an event at `now` and returns how many distinct events the window holds.
     pub fn record(&mut self, now: Secs, window_secs: Secs, key: Option<u64>, cap: usize) -> usize {
         self.prune(now, window_secs);
+        let mut at = now;
         if let Some(key) = key
             && let Some(i) = self.entries.iter().position(|&(_, k)| k == Some(key))
         {
-            // A repeat refreshes its time but does not count again.
+            // A repeat refreshes its time but does not count again; a time from before
+            // the clock stepped back is not moved earlier.
+            at = at.max(self.entries[i].0);
             self.entries.remove(i);
         }
-        self.entries.push_back((now, key));
+        // In time order: after a step back of the clock, `now` goes before the events
+        // stamped by the clock as it was.
+        let i = self.entries.partition_point(|&(t, _)| t <= at);
+        self.entries.insert(i, (at, key));
         while self.entries.len() > cap.max(1) {
             self.entries.pop_front();
         }
@@ -85,9 +98,16 @@ impl CountWindow {
         }
     }
 
-    /// Records an event at `now`; call [`CountWindow::prune`] first.
+    /// Records an event at `now`; call [`CountWindow::prune`] first. Kept in time
+    /// order: after a step back of the clock, `now` goes before the later times.
     pub fn record(&mut self, now: Secs) {
-        self.times.push_back(now);
+        match self.times.back() {
+            Some(&last) if last > now => {
+                let i = self.times.partition_point(|&t| t <= now);
+                self.times.insert(i, now);
+            }
+            _ => self.times.push_back(now),
+        }
     }
 
     /// How many events are recorded (after pruning: how many are in the window).
@@ -193,5 +213,54 @@ mod tests {
         assert_eq!(w.below_limit_at(2, 3600), Some(3620));
         w.prune(3610, 3600);
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn dedup_window_counts_right_when_the_clock_steps_back() {
+        let mut w = DedupWindow::default();
+        assert_eq!(w.record(1000, 300, None, 64), 1);
+        // The clock steps back: the event at 1000 lies ahead of it and still counts.
+        assert_eq!(w.record(100, 300, None, 64), 2);
+        assert_eq!(w.count(100, 300), 2);
+        // The event at 100 leaves the window at 400; the one at 1000 stays (it went
+        // after the later one in arrival, and is not counted in its place).
+        assert_eq!(w.record(500, 300, None, 64), 2);
+        assert_eq!(w.count(500, 300), 2);
+        let times: Vec<Secs> = w.entries().map(|(t, _)| t).collect();
+        assert_eq!(times, [500, 1000], "kept in time order");
+        // Past the window of the latest: everything before has gone.
+        assert_eq!(w.record(1400, 300, None, 64), 1);
+        // A repeat from after the step keeps the later time of its first count.
+        let mut w = DedupWindow::default();
+        w.record(1000, 300, Some(7), 64);
+        assert_eq!(w.record(100, 300, Some(7), 64), 1);
+        assert_eq!(w.entries().collect::<Vec<_>>(), [(1000, Some(7))]);
+        // Bounded as before: the oldest go first.
+        let mut w = DedupWindow::default();
+        for t in (0..100).rev() {
+            w.record(10_000 + t, 10_000, None, 10);
+        }
+        let times: Vec<Secs> = w.entries().map(|(t, _)| t).collect();
+        assert_eq!(times, (90..100).map(|t| 10_000 + t).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn count_window_stays_in_order_when_the_clock_steps_back() {
+        let mut w = CountWindow::default();
+        w.record(1000);
+        w.prune(100, 300);
+        w.record(100);
+        w.prune(250, 300);
+        w.record(250);
+        assert_eq!(w.times().collect::<Vec<_>>(), [100, 250, 1000]);
+        assert_eq!(w.count_since(150), 2);
+        assert_eq!(w.count_since(-50), 3);
+        // Under three when the event at 100 leaves, under two when the one at 250 does.
+        assert_eq!(w.limit_reached(3, 250, 300), Some(400));
+        assert_eq!(w.limit_reached(2, 250, 300), Some(550));
+        w.prune(500, 300);
+        assert_eq!(w.times().collect::<Vec<_>>(), [250, 1000]);
+        w.prune(1300, 300);
+        assert!(w.is_empty());
     }
 }
