@@ -11,7 +11,11 @@
 //!   day it was active).
 //!
 //! It also times the restart: the snapshot of those baselines written and read back into
-//! a fresh state (DESIGN: 1,000,000 accounts restored in <= 2 s).
+//! a fresh state (DESIGN: 1,000,000 accounts restored in <= 2 s), then with a journal of
+//! `JOURNAL_REQUESTS` requests (default 200,000: failed and good logins, recipients)
+//! made after the snapshot replayed on top, as a start after `kill -9` does. The same
+//! requests are timed through an engine without a journal and one with it: the
+//! journal's cost per request, against the floor of none, in the same run.
 //!
 //! Run: `cargo bench -p access-oracle --bench memory` (prints a table; results in
 //! `docs/PERFORMANCE.md`). `ACCOUNTS=N` changes the count.
@@ -22,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use access_oracle::config::{Config, RawConfig};
 use access_oracle::engine::Engine;
 use access_oracle::enrich::{CountryCode, GeoInfo, Location};
-use access_oracle::persist::snapshot;
+use access_oracle::persist::{journal, restore, snapshot};
 use access_oracle::protocol::parse_line;
 use access_oracle::state::State;
 use jiff::Timestamp;
@@ -119,8 +123,56 @@ fn main() {
     COUNTING.store(false, Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let t = std::time::Instant::now();
-    snapshot::write(engine.state(), dir.path(), 1_800_000_000, None).expect("write");
+    let mark = journal::Mark {
+        generation: 1,
+        seq: 0,
+    };
+    snapshot::write(engine.state(), dir.path(), 1_800_000_000, None, Some(mark)).expect("write");
     let wrote = t.elapsed();
+    // The requests after the snapshot, through an engine without a journal and one with.
+    let requests: usize = std::env::var("JOURNAL_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let commands: Vec<_> = (0..requests)
+        .map(|i| {
+            let user = format!("user{:07}@example.org", (i * 7919) % n);
+            let ip = format!("198.51.{}.{}", (i / 250) % 250, i % 250);
+            let line = match i % 4 {
+                0 | 1 => format!("auth user={user} ip={ip} result=fail pwhash={i:x}"),
+                2 => format!("rcpt user={user} ip=192.0.2.1 rcpt=x@example.net"),
+                _ => format!("auth user={user} ip=192.0.2.1 result=ok"),
+            };
+            parse_line(line.as_bytes()).expect("valid")
+        })
+        .collect();
+    let run = |e: &Engine| {
+        let t = std::time::Instant::now();
+        for (i, cmd) in commands.iter().enumerate() {
+            let at = Timestamp::from_second(1_800_000_060 + (i / 10_000) as i64).unwrap();
+            e.handle(cmd, at);
+        }
+        t.elapsed()
+    };
+    let (plain, _plain_alerts) = Engine::new(&config, start);
+    let without = run(&plain);
+    drop(plain);
+    let (journaled, _journaled_alerts) = Engine::new(&config, start);
+    let j = journal::JournalFile::open(
+        dir.path(),
+        mark.generation,
+        mark.seq,
+        std::time::Duration::from_secs(1),
+    );
+    journaled.set_journal(j.clone());
+    let with = run(&journaled);
+    let appended = j
+        .status()
+        .appended
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let journal_bytes = j.status().bytes.load(std::sync::atomic::Ordering::Relaxed);
+    j.close();
+    drop(journaled);
     let size = std::fs::metadata(dir.path().join(snapshot::FILE_NAME))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -129,6 +181,15 @@ fn main() {
     snapshot::read(&fresh, dir.path(), 1_800_000_000).expect("read");
     let read = t.elapsed();
     assert_eq!(fresh.baseline_count(), n);
+    drop(fresh);
+    // The start after a crash: the snapshot, then the journal replayed on top.
+    let fresh = State::default();
+    let t = std::time::Instant::now();
+    let restored = restore::restore(&fresh, dir.path(), 1_800_000_100);
+    let restarted = t.elapsed();
+    let replayed = restored.journal.expect("the journal replays");
+    assert!(replayed.damaged.is_empty());
+    assert_eq!(replayed.records, appended);
     drop(fresh);
     drop(dir);
     COUNTING.store(true, Ordering::Relaxed);
@@ -157,6 +218,19 @@ fn main() {
         size as f64 / (1 << 20) as f64,
         wrote.as_secs_f64(),
         read.as_secs_f64()
+    );
+    println!(
+        "journal: {requests} requests      {:.2} s without, {:.2} s with ({:.2}x, {:.2} us more per request); {appended} records, {:.1} MiB",
+        without.as_secs_f64(),
+        with.as_secs_f64(),
+        with.as_secs_f64() / without.as_secs_f64(),
+        (with.as_secs_f64() - without.as_secs_f64()) * 1e6 / requests as f64,
+        journal_bytes as f64 / (1 << 20) as f64,
+    );
+    println!(
+        "restart after a crash            snapshot + {appended} journal records restored in {:.2} s (snapshot alone {:.2} s)",
+        restarted.as_secs_f64(),
+        read.as_secs_f64(),
     );
     println!(
         "baselines {} / live accounts {}",

@@ -416,6 +416,24 @@ fn render_status(s: &StatusView, width: u16) -> String {
             ),
         },
     ]);
+    t.add_row([
+        "state journal".to_string(),
+        match &s.journal {
+            None => "off ([server] journal = false): a crash loses what changed since the last snapshot".to_string(),
+            Some(j) => format!(
+                "{} changes appended ({} bytes), {} flushes, {} errors{}",
+                j.appended,
+                j.bytes,
+                j.flushes,
+                j.errors,
+                if j.failing {
+                    format!("\nFAILING: {} changes in memory only until the next snapshot", j.lost)
+                } else {
+                    String::new()
+                }
+            ),
+        },
+    ]);
     out.push(t.to_string());
 
     out.push(render_counters(&s.counters, width));

@@ -990,6 +990,9 @@ pub struct StatusView {
     pub in_force: InForce,
     /// The audit trail's counters; `None` when it is off.
     pub audit: Option<AuditView>,
+    /// The state journal's counters; `None` when it is off.
+    #[serde(default)]
+    pub journal: Option<JournalView>,
     /// The engine's counters.
     pub counters: CountersView,
     /// Each listener's connection counters.
@@ -1042,6 +1045,7 @@ pub fn status(engine: &Engine, now: Timestamp, server: ServerFacts) -> StatusVie
         enrichment: EnrichmentView::of(&engine.enrichment()),
         in_force: in_force(engine, now),
         audit: engine.audit().map(|a| typed(a.status(), "audit")),
+        journal: engine.journal().map(|j| JournalView::of(j.status())),
         counters: CountersView::of(&engine.stats.snapshot()),
         listeners: server.listeners,
         actions: engine
@@ -1228,6 +1232,37 @@ pub struct AuditView {
     pub waiting: u64,
     /// Write errors.
     pub write_errors: u64,
+}
+
+/// The state journal's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalView {
+    /// Changes appended since start.
+    pub appended: u64,
+    /// Bytes appended since start.
+    pub bytes: u64,
+    /// Changes kept in memory only because appending failed.
+    pub lost: u64,
+    /// Flushes to disk.
+    pub flushes: u64,
+    /// Appends, flushes or new files that failed.
+    pub errors: u64,
+    /// Appending has failed and not resumed (it resumes at the next snapshot).
+    pub failing: bool,
+}
+
+impl JournalView {
+    fn of(s: &crate::persist::journal::Status) -> JournalView {
+        use std::sync::atomic::Ordering::Relaxed;
+        JournalView {
+            appended: s.appended.load(Relaxed),
+            bytes: s.bytes.load(Relaxed),
+            lost: s.lost.load(Relaxed),
+            flushes: s.flushes.load(Relaxed),
+            errors: s.errors.load(Relaxed),
+            failing: s.failed.load(Relaxed),
+        }
+    }
 }
 
 /// GeoIP, lists, reverse DNS and the disabled-accounts file.

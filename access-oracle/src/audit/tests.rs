@@ -462,6 +462,7 @@ fn snapshot_with(d: &Path, head: &crate::persist::snapshot::AuditHead) {
         d,
         1_800_000_000,
         Some(head),
+        None,
     )
     .unwrap();
 }

@@ -289,6 +289,7 @@ impl Trail {
             Ok(Some(snapshot::Header {
                 audit: Some(h),
                 written,
+                ..
             })) => {
                 if record::check_head(&self.key, h.seq, &h.chain, &h.mac) {
                     claim(h.seq, h.chain, "the state snapshot");

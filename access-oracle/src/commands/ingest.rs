@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::config::{self, Overrides};
 use crate::engine::Engine;
-use crate::persist::snapshot;
+use crate::persist::{journal, snapshot};
 use crate::sources::{DeadLetterWriter, Format, LogEvent, ParseStats, Parsed, reader};
 
 /// Events buffered per file between its reader thread and the merge.
@@ -139,8 +139,21 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     engine.set_enrichment(crate::server::enrichment(&config)?);
     crate::server::report_inactive_rules(&engine);
     let now = Timestamp::now().as_second();
-    if let Err(e) = snapshot::read(engine.state(), &config.state_dir, now) {
-        anyhow::bail!("{e}: move it aside or remove it to start from empty state");
+    let mark = match snapshot::read(engine.state(), &config.state_dir, now) {
+        Ok(c) => c.and_then(|c| c.journal),
+        Err(e) => anyhow::bail!("{e}: move it aside or remove it to start from empty state"),
+    };
+    // What the oracle journaled after its last snapshot (it may have been killed).
+    let replayed = journal::replay(engine.state(), &config.state_dir, mark, now)
+        .context("reading the state journal")?;
+    for d in &replayed.damaged {
+        eprintln!(
+            "warning: the state journal is damaged: {d}; the records before the damage were applied{}",
+            match &d.moved_to {
+                Some(to) => format!(", the file moved to {}", to.display()),
+                None => String::new(),
+            }
+        );
     }
     // The history goes into the audit trail too, each record with its own time.
     let audit_writer = engine
@@ -242,8 +255,20 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     }
     // The trail's head goes into the snapshot too: its second copy (audit verify).
     let audit_head = engine.audit().and_then(|a| a.head());
-    snapshot::write(engine.state(), &config.state_dir, now, audit_head.as_ref())
-        .context("writing the state snapshot")?;
+    // It holds what the journal held: the journal's files go once it is on disk.
+    let mark = journal::Mark {
+        generation: replayed.last_generation + 1,
+        seq: replayed.last_seq,
+    };
+    snapshot::write(
+        engine.state(),
+        &config.state_dir,
+        now,
+        audit_head.as_ref(),
+        Some(mark),
+    )
+    .context("writing the state snapshot")?;
+    journal::forget_before(&config.state_dir, mark);
     Ok(report)
 }
 

@@ -75,6 +75,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Grace period on shutdown, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How often the state journal is flushed to disk, in milliseconds (`None`: no
+    /// journal).
+    pub journal_flush_ms: Option<u64>,
     /// Roles on the admin socket.
     pub roles: Roles,
     /// The alert file.
@@ -274,6 +277,12 @@ impl Config {
                 ));
             }
         }
+        if s.journal && !(10..=60_000).contains(&s.journal_flush_ms) {
+            p.add(format!(
+                "server.journal_flush_ms must be between 10 and 60000, got {}",
+                s.journal_flush_ms
+            ));
+        }
         if s.shutdown_grace_secs > 600 {
             p.add(format!(
                 "server.shutdown_grace_secs must be at most 600, got {}",
@@ -389,6 +398,7 @@ impl Config {
             state_dir: s.state_dir.clone(),
             max_connections: s.max_connections,
             shutdown_grace_secs: s.shutdown_grace_secs,
+            journal_flush_ms: s.journal.then_some(s.journal_flush_ms),
             roles,
             alert_file,
             alert_queue_capacity: raw.alerts.queue_capacity,

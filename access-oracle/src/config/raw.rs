@@ -142,6 +142,14 @@ pub struct RawServer {
     pub admin_request_timeout_ms: u64,
     /// How long SIGTERM waits for open connections before it stops anyway, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Whether every change to the state (failures and recipients counted, holds,
+    /// blocks, releases, baselines) is appended to a journal in `state_dir` as it is
+    /// made, so a crash (`kill -9`, an OOM kill) loses nothing acknowledged. Off: a
+    /// crash loses what changed since the last snapshot (at most a minute).
+    pub journal: bool,
+    /// How often the journal is flushed to disk, in milliseconds: what a power cut can
+    /// lose. Appending never waits for it.
+    pub journal_flush_ms: u64,
 }
 
 impl Default for RawServer {
@@ -162,6 +170,8 @@ impl Default for RawServer {
             admin_idle_timeout_secs: 60,
             admin_request_timeout_ms: 5000,
             shutdown_grace_secs: 5,
+            journal: true,
+            journal_flush_ms: 1000,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Engine {
     responses: RwLock<Arc<ResponsesConfig>>,
     /// External actions on blocks (firewall, fail2ban, CrowdSec), when any run.
     actions: OnceLock<Actions>,
+    /// The state journal, when it is on (set once, after the replay).
+    journal: OnceLock<Arc<crate::persist::journal::JournalFile>>,
     /// Whether any rule, or `[responses]`, observes: the gate reads the modes only then.
     observing: std::sync::atomic::AtomicBool,
     /// Observe mode: until when what a rule would have done to an account or an address
@@ -235,6 +237,7 @@ impl Engine {
             observing: std::sync::atomic::AtomicBool::new(false),
             observed: dashmap::DashMap::new(),
             ctl: context::ctl_prefix(&config.admin_socket.path).into(),
+            journal: OnceLock::new(),
         };
         engine.note_observing();
         (engine, rx)
@@ -381,6 +384,19 @@ impl Engine {
     /// The audit trail's writer, when it is on.
     pub fn audit(&self) -> Option<&AuditSink> {
         self.audit.get()
+    }
+
+    /// From now on, every change to the state is appended to `journal` (once: after the
+    /// snapshot and the journal were read back).
+    pub fn set_journal(&self, journal: Arc<crate::persist::journal::JournalFile>) {
+        if self.journal.set(journal.clone()).is_ok() {
+            self.state.set_journal(journal);
+        }
+    }
+
+    /// The state journal, when it is on.
+    pub fn journal(&self) -> Option<&Arc<crate::persist::journal::JournalFile>> {
+        self.journal.get()
     }
 
     /// Records `record()` in the audit trail, when it is on.
@@ -780,6 +796,7 @@ impl Engine {
                             ..failure
                         };
                         rules.account_failure(&failure, &mut acct.rules, &mut trips);
+                        self.state.journal_account(&user, &mut acct, false);
                     }
                 }
                 reply
@@ -811,6 +828,7 @@ impl Engine {
                 ..failure
             };
             rules.address_failure(&failure, &mut rec.rules, &mut trips);
+            self.state.journal_ip(ip, &mut rec);
         }
         // A log event is a record of what already happened: nobody refused it.
         if reply != Reply::Accept
@@ -981,6 +999,15 @@ impl Engine {
             }
         }
         if counted.accepted > 0 {
+            let n = counted.accepted.min(u64::from(u32::MAX)) as u32;
+            let seq = self.state.journal(crate::state::journal::Change::Rcpts {
+                user,
+                at: secs,
+                n,
+            });
+            if seq > 0 {
+                acct.journal_seq = seq;
+            }
             let config = self.baseline_config();
             if !acct.send.is_current(secs) {
                 let mut b = self.state.baseline_mut(user, secs);
@@ -1038,6 +1065,7 @@ impl Engine {
         let throttled = !acct.rcpts.is_empty() || acct.throttle.is_some();
         acct.rcpts.clear();
         acct.throttle = None;
+        self.state.journal_account(&key, &mut acct, true);
         drop(acct);
         self.audit_record(|| {
             let mut r =
@@ -1087,6 +1115,7 @@ impl Engine {
                 scope: crate::state::HoldScope::All,
                 familiar: Vec::new(),
             }));
+            self.state.journal_account(&key, &mut acct, false);
         }
         self.state.mark_dirty();
         self.audit_record(|| {
@@ -1172,6 +1201,7 @@ impl Engine {
         {
             rec.rules.failed_logins_ip.failures.clear();
             rec.rules.password_spraying.accounts.clear();
+            self.state.journal_ip(net.addr(), &mut rec);
         }
         for (n, _) in &lifted {
             self.send_action(Step::Unblock { net: *n });
@@ -1243,3 +1273,7 @@ mod tests;
 #[cfg(test)]
 #[path = "tests/responses.rs"]
 mod responses_tests;
+
+#[cfg(test)]
+#[path = "tests/journal.rs"]
+mod journal_tests;

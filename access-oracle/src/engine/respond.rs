@@ -206,6 +206,7 @@ impl Engine {
                 if acct.hold.as_ref() == Some(&new) {
                     acct.hold_info = info;
                 }
+                self.state.journal_account(user, &mut acct, false);
                 let target = Target::Account(user.to_string());
                 kept(&acct.hold, target, (InForceKind::Hold, InForceKind::Deny))
             }
@@ -240,6 +241,7 @@ impl Engine {
                 let user = user?;
                 let mut acct = self.state.account_mut(user);
                 strengthen(&mut acct.throttle, hold(false), now);
+                self.state.journal_account(user, &mut acct, false);
                 let target = Target::Account(user.to_string());
                 kept(
                     &acct.throttle,
@@ -411,7 +413,7 @@ impl Engine {
     }
 
     /// Queues an alert for the sinks and keeps it for `ctl alerts`.
-    fn raise(&self, alert: Alert) {
+    pub(super) fn raise(&self, alert: Alert) {
         self.audit_record(|| {
             let mut r = audit::Record::new(audit::Kind::Alert, audit::Source::Oracle, alert.time)
                 .ip(alert.ip)

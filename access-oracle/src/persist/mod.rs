@@ -1,8 +1,12 @@
-//! Persistence: what must survive a restart.
+//! Persistence: what must survive a restart, and a crash.
 //!
-//! [`snapshot`] writes the baselines and the holds and blocks in force to
-//! `<state_dir>/state.snapshot` (postcard records, written to a temporary file, fsynced
-//! and renamed) every minute and at shutdown, and reads it back at start. Windows
-//! (failure counts, recipient counts) are short-lived and start empty after a restart.
+//! [`snapshot`] writes the baselines, the holds and blocks in force and the counting
+//! windows to `<state_dir>/state.snapshot` (checksummed postcard records, written to a
+//! temporary file, fsynced and renamed) every minute when something changed and at
+//! shutdown, and reads it back at start. [`journal`] appends every change made between
+//! two snapshots as it is made, and is replayed on top of the snapshot at start, so a
+//! `kill -9` loses nothing the oracle acknowledged.
 
+pub mod journal;
+pub mod restore;
 pub mod snapshot;

@@ -6,11 +6,12 @@
 //! of how far the trail had reached, so that `audit verify` and the next start notice
 //! a trail cut short, removed or begun again.
 //!
-//! Format (version 4), all integers little endian:
+//! Format (version 5), all integers little endian:
 //!
 //! ```text
-//! exim-access snapshot 4\n                     magic line
-//! u32 length, postcard Header                  when written, the audit trail's head
+//! exim-access snapshot 5\n                     magic line
+//! u32 length, postcard Header                  when written, the audit trail's head,
+//!                                              where it stands in the journal
 //! u32 CRC-32 of everything before it           (magic, length, header)
 //! { u64 length (> 0), postcard records,        one section per 16,384 records
 //!   u32 CRC-32 of the length and the records } ...
@@ -25,6 +26,15 @@
 //! every checksum matched, so a damaged file leaves nothing behind in the state:
 //! [`read`] refuses it whole, with the byte offset of the damage, and the oracle moves
 //! it aside ([`set_aside`]: `state.snapshot.bad-<time>`) and starts from empty state.
+//!
+//! Version 4 is the same without the journal's mark in the header: it is read, and
+//! every journal file found is replayed after it.
+//!
+//! Each account's and address's records are written from one visit of its entry,
+//! with the journal's number of its last change ([`crate::state::Account::journal_seq`])
+//! when that is past the mark: the journal's replay then skips the changes the
+//! snapshot already holds, however long the snapshot took to write while changes went
+//! on.
 //!
 //! Versions 2 (without windows) and 3 (with windows) have neither header nor checksums:
 //! they are still read, with a warning in the log that damage in them cannot be told
@@ -46,6 +56,8 @@ use serde::{Deserialize, Serialize};
 use crate::rules;
 use ipnet::IpNet;
 
+pub use super::journal::Mark;
+
 use crate::state::blocks::Past;
 use crate::state::{
     Baseline, Block, CountWindow, DedupWindow, DistinctWindow, Hold, HoldInfo, HoldScope, Secs,
@@ -55,7 +67,10 @@ use crate::state::{
 /// The file name inside the state directory.
 pub const FILE_NAME: &str = "state.snapshot";
 
-const MAGIC: &[u8] = b"exim-access snapshot 4\n";
+const MAGIC: &[u8] = b"exim-access snapshot 5\n";
+
+/// The version before the journal's mark in the header: read the same way.
+const MAGIC_4: &[u8] = b"exim-access snapshot 4\n";
 
 /// The version before the checksums and the header: read the same way (no checks).
 const MAGIC_3: &[u8] = b"exim-access snapshot 3\n";
@@ -80,13 +95,22 @@ pub struct AuditHead {
     pub mac: [u8; 32],
 }
 
-/// The first part of a snapshot (version 4 on).
+/// The first part of a snapshot (version 4 on; `journal` from version 5).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     /// When the snapshot was written (seconds since the epoch).
     pub written: Secs,
     /// The audit trail's head then, when the trail is on.
     pub audit: Option<AuditHead>,
+    /// Where the snapshot stands in the journal (none: written without one).
+    pub journal: Option<Mark>,
+}
+
+/// The header of version 4.
+#[derive(Debug, Deserialize)]
+struct Header4 {
+    written: Secs,
+    audit: Option<AuditHead>,
 }
 
 /// A CRC-32 (IEEE, as zlib and gzip use) of `parts`, one after the other.
@@ -145,7 +169,7 @@ impl StoredWindows {
 
 /// A hold as stored: the rule's name as text.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredHold<'a> {
+pub(super) struct StoredHold<'a> {
     since: Secs,
     until: Secs,
     rule: &'a str,
@@ -155,7 +179,7 @@ struct StoredHold<'a> {
 
 /// A network block as stored (`ctl block` and rule blocks, with who and why).
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredBlock<'a> {
+pub(super) struct StoredBlock<'a> {
     #[serde(borrow)]
     hold: StoredHold<'a>,
     by: &'a str,
@@ -181,6 +205,12 @@ enum RecordRef<'a> {
     BlockPast(IpNet, Past),
     HoldInfo(&'a str, StoredHoldInfo<'a>),
     Familiar(&'a str, &'a [(IpNet, Secs)]),
+    /// The journal's number of an account's last change (version 5).
+    AccountSeq(&'a str, u64),
+    /// The journal's number of an address's last change (version 5).
+    IpSeq(IpAddr, u64),
+    /// An account's throttle in force (version 5).
+    Throttle(&'a str, StoredHold<'a>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,15 +225,18 @@ enum Record<'a> {
     BlockPast(IpNet, Past),
     HoldInfo(&'a str, #[serde(borrow)] StoredHoldInfo<'a>),
     Familiar(&'a str, Vec<(IpNet, Secs)>),
+    AccountSeq(&'a str, u64),
+    IpSeq(IpAddr, u64),
+    Throttle(&'a str, #[serde(borrow)] StoredHold<'a>),
 }
 
 /// Who put an account's hold there, why, and its scope.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredHoldInfo<'a> {
-    by: &'a str,
-    reason: Option<&'a str>,
-    scope: HoldScope,
-    familiar: Vec<IpNet>,
+pub(super) struct StoredHoldInfo<'a> {
+    pub(super) by: &'a str,
+    pub(super) reason: Option<&'a str>,
+    pub(super) scope: HoldScope,
+    pub(super) familiar: Vec<IpNet>,
 }
 
 /// Why a snapshot could not be written or read.
@@ -238,8 +271,11 @@ pub struct Counts {
     pub ip_blocks: u64,
     /// Accounts and addresses whose counting windows were kept.
     pub windows: u64,
-    /// The file's format version (4 on: with checksums and the audit trail's head).
+    /// The file's format version (4 on: with checksums and the audit trail's head; 5
+    /// on: with the journal's mark).
     pub version: u8,
+    /// Where it stands in the journal (version 5, written with a journal).
+    pub journal: Option<Mark>,
 }
 
 impl Counts {
@@ -251,7 +287,7 @@ impl Counts {
     }
 }
 
-fn stored(h: &Hold) -> StoredHold<'_> {
+pub(super) fn stored(h: &Hold) -> StoredHold<'_> {
     StoredHold {
         since: h.since,
         until: h.until,
@@ -284,7 +320,7 @@ fn rule_name(name: &str) -> &'static str {
         .unwrap_or("restored")
 }
 
-fn restore(h: &StoredHold<'_>) -> Hold {
+pub(super) fn restore(h: &StoredHold<'_>) -> Hold {
     Hold {
         since: h.since,
         until: h.until,
@@ -294,27 +330,73 @@ fn restore(h: &StoredHold<'_>) -> Hold {
     }
 }
 
+pub(super) fn stored_info(i: &HoldInfo) -> StoredHoldInfo<'_> {
+    StoredHoldInfo {
+        by: &i.by,
+        reason: i.reason.as_deref(),
+        scope: i.scope,
+        familiar: i.familiar.clone(),
+    }
+}
+
+pub(super) fn stored_block(b: &Block, past: Option<Past>) -> StoredBlock<'_> {
+    StoredBlock {
+        hold: stored(&b.hold),
+        by: &b.by,
+        reason: b.reason.as_deref(),
+        repeats: b.repeats,
+        past,
+    }
+}
+
+pub(super) fn restore_block(b: &StoredBlock<'_>) -> Block {
+    Block {
+        hold: restore(&b.hold),
+        by: Arc::from(b.by),
+        reason: b.reason.map(Arc::from),
+        repeats: b.repeats,
+    }
+}
+
 /// Records per section: sections are decoded in parallel at start.
 const SECTION_RECORDS: usize = 16_384;
 
-/// Writes the snapshot of `state` at `now`, with the audit trail's head `audit`, into
-/// `dir` (temporary file, fsync, rename, fsync of the directory).
+/// Writes the snapshot of `state` at `now`, with the audit trail's head `audit` and the
+/// journal's mark `journal` (taken just before: [`super::journal::JournalFile::rotate`]),
+/// into `dir` (temporary file, fsync, rename, fsync of the directory). On an error the
+/// temporary file is removed and the snapshot there before is untouched.
 pub fn write(
     state: &State,
     dir: &Path,
     now: Secs,
     audit: Option<&AuditHead>,
+    journal: Option<Mark>,
+) -> Result<Counts, SnapshotError> {
+    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+    let written = write_to(state, dir, &tmp, now, audit, journal);
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_to(
+    state: &State,
+    dir: &Path,
+    tmp: &Path,
+    now: Secs,
+    audit: Option<&AuditHead>,
+    journal: Option<Mark>,
 ) -> Result<Counts, SnapshotError> {
     let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let io = |source| SnapshotError::Io {
-        path: tmp.clone(),
+        path: tmp.to_path_buf(),
         source,
     };
     // The hour in progress of every account's sending, into its baseline first.
     state.flush_sends();
     // Account names and addresses: the oracle's user only, whatever the umask.
-    let file = crate::files::private_create().open(&tmp).map_err(io)?;
+    let file = crate::files::private_create().open(tmp).map_err(io)?;
     let mut out = Summing {
         inner: BufWriter::with_capacity(1 << 20, file),
         sum: crc32fast::Hasher::new(),
@@ -323,6 +405,7 @@ pub fn write(
     let header = postcard::to_stdvec(&Header {
         written: now,
         audit: audit.copied(),
+        journal,
     })
     .map_err(|e| io(std::io::Error::other(e)))?;
     out.write_all(&(header.len() as u32).to_le_bytes())
@@ -331,9 +414,11 @@ pub fn write(
     let header_sum = out.sum.clone().finalize();
     out.write_all(&header_sum.to_le_bytes()).map_err(io)?;
     let mut counts = Counts {
-        version: 4,
+        version: 5,
+        journal,
         ..Counts::default()
     };
+    let mark_seq = journal.map_or(0, |m| m.seq);
     let mut section: Vec<u8> = Vec::with_capacity(1 << 22);
     let mut in_section = 0usize;
     let flush =
@@ -362,22 +447,9 @@ pub fn write(
         put(&mut out, &RecordRef::Baseline(b.key(), b.value()))?;
         counts.baselines += 1;
     }
-    // Records beside the counted ones: a hold's who and why, a past block's history.
+    // Records beside the counted ones: a hold's who and why, a past block's history,
+    // a throttle, the journal's numbers.
     let mut histories = 0u64;
-    for (user, hold, info) in state.active_holds(now) {
-        put(&mut out, &RecordRef::Hold(&user, stored(&hold)))?;
-        counts.holds += 1;
-        if let Some(i) = &info {
-            let note = StoredHoldInfo {
-                by: &i.by,
-                reason: i.reason.as_deref(),
-                scope: i.scope,
-                familiar: i.familiar.clone(),
-            };
-            put(&mut out, &RecordRef::HoldInfo(&user, note))?;
-            histories += 1;
-        }
-    }
     let past = state.blocks().past();
     let active = state.blocks().active(now);
     for (net, block) in &active {
@@ -407,7 +479,32 @@ pub fn write(
     });
     result?;
     let mut result = Ok(());
+    // Everything of one account from one visit of its entry, with the journal's
+    // number of its last change: the replay skips exactly what this holds.
     state.for_each_account(|user, acct| {
+        if result.is_err() {
+            return;
+        }
+        if let Some(hold) = acct.active_hold(now) {
+            result = put(&mut out, &RecordRef::Hold(user, stored(hold)));
+            counts.holds += 1;
+            if let Some(i) = acct.hold_info.as_deref()
+                && result.is_ok()
+            {
+                result = put(&mut out, &RecordRef::HoldInfo(user, stored_info(i)));
+                histories += 1;
+            }
+        }
+        if let Some(t) = acct.throttle.as_ref().filter(|t| t.active(now))
+            && result.is_ok()
+        {
+            result = put(&mut out, &RecordRef::Throttle(user, stored(t)));
+            histories += 1;
+        }
+        if acct.journal_seq > mark_seq && result.is_ok() {
+            result = put(&mut out, &RecordRef::AccountSeq(user, acct.journal_seq));
+            histories += 1;
+        }
         let w = StoredWindows {
             failures: acct
                 .rules
@@ -424,6 +521,10 @@ pub fn write(
         }
     });
     state.for_each_ip(|ip, rec| {
+        if rec.journal_seq > mark_seq && result.is_ok() {
+            result = put(&mut out, &RecordRef::IpSeq(ip, rec.journal_seq));
+            histories += 1;
+        }
         let w = StoredWindows {
             failures: rec.rules.failed_logins_ip.failures.entries().collect(),
             times: Vec::new(),
@@ -438,7 +539,11 @@ pub fn write(
     flush(&mut out, &mut section).map_err(io)?;
     out.write_all(&0u64.to_le_bytes()).map_err(io)?;
     let total = counts.baselines + counts.holds + counts.ip_blocks + counts.windows + histories;
-    postcard::to_io(&RecordRef::End(total), &mut out).map_err(|e| io(std::io::Error::other(e)))?;
+    // Encoded first, then written: `postcard::to_io` reports a failed write (a full
+    // disk) as "the serialize buffer is full".
+    let end =
+        postcard::to_stdvec(&RecordRef::End(total)).map_err(|e| io(std::io::Error::other(e)))?;
+    out.write_all(&end).map_err(io)?;
     let Summing {
         inner: mut out,
         sum,
@@ -447,7 +552,7 @@ pub fn write(
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
-    fs::rename(&tmp, &path).map_err(|source| SnapshotError::Io {
+    fs::rename(tmp, &path).map_err(|source| SnapshotError::Io {
         path: path.clone(),
         source,
     })?;
@@ -534,6 +639,21 @@ fn read_section(
                     familiar: i.familiar,
                 }));
             }
+            Record::AccountSeq(user, seq) => {
+                let mut acct = state.account_mut(user);
+                acct.journal_seq = acct.journal_seq.max(seq);
+            }
+            Record::IpSeq(ip, seq) => {
+                let mut rec = state.ip_mut(ip);
+                rec.journal_seq = rec.journal_seq.max(seq);
+            }
+            Record::Throttle(user, h) => {
+                if h.until > now {
+                    let mut acct = state.account_mut(user);
+                    acct.last_seen = acct.last_seen.max(now);
+                    acct.throttle = Some(restore(&h));
+                }
+            }
             Record::AccountWindows(user, w) => {
                 let mut acct = state.account_mut(user);
                 acct.last_seen = acct.last_seen.max(w.latest());
@@ -562,6 +682,8 @@ struct Layout<'a> {
     sections: Vec<(usize, &'a [u8])>,
     /// How many records the end record says came before it.
     expected: u64,
+    /// The header (version 4 on).
+    header: Option<Header>,
 }
 
 /// The u32 at `at` in `bytes`, if all four bytes are there.
@@ -572,15 +694,15 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// The version, and where the body starts, from the magic line.
 fn version_of(bytes: &[u8]) -> Option<(u8, usize)> {
-    [(4, MAGIC), (3, MAGIC_3), (2, MAGIC_2)]
+    [(5, MAGIC), (4, MAGIC_4), (3, MAGIC_3), (2, MAGIC_2)]
         .into_iter()
         .find(|(_, m)| bytes.starts_with(m))
         .map(|(v, m)| (v, m.len()))
 }
 
-/// Reads the header of a version 4 file at `at` (just after the magic line); returns
-/// it and the offset after its checksum.
-fn header_at(bytes: &[u8], at: usize) -> Result<(Header, usize), String> {
+/// Reads the header of a version 4 or 5 file at `at` (just after the magic line);
+/// returns it and the offset after its checksum.
+fn header_at(bytes: &[u8], at: usize, version: u8) -> Result<(Header, usize), String> {
     let len =
         u32_at(bytes, at).ok_or_else(|| format!("truncated at byte {at}: no header length"))?;
     if len > MAX_HEADER_BYTES {
@@ -601,8 +723,17 @@ fn header_at(bytes: &[u8], at: usize) -> Result<(Header, usize), String> {
             end + 4
         ));
     }
-    let header = postcard::from_bytes::<Header>(body)
-        .map_err(|e| format!("the header at byte {start} does not decode: {e}"))?;
+    let bad = |e: postcard::Error| format!("the header at byte {start} does not decode: {e}");
+    let header = if version >= 5 {
+        postcard::from_bytes::<Header>(body).map_err(bad)?
+    } else {
+        let h = postcard::from_bytes::<Header4>(body).map_err(bad)?;
+        Header {
+            written: h.written,
+            audit: h.audit,
+            journal: None,
+        }
+    };
     Ok((header, end + 4))
 }
 
@@ -621,9 +752,10 @@ fn layout(bytes: &[u8]) -> Result<Layout<'_>, String> {
     } else {
         bytes.len()
     };
+    let mut header = None;
     if summed {
-        // Checked here; its content is for `read_header`.
-        let (_, next) = header_at(&bytes[..end_of_body], at)?;
+        let (h, next) = header_at(&bytes[..end_of_body], at, version)?;
+        header = Some(h);
         at = next;
     }
     let body = &bytes[..end_of_body];
@@ -686,6 +818,7 @@ fn layout(bytes: &[u8]) -> Result<Layout<'_>, String> {
         version,
         sections,
         expected,
+        header,
     })
 }
 
@@ -798,6 +931,7 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
         )));
     }
     counts.version = layout.version;
+    counts.journal = layout.header.and_then(|h| h.journal);
     Ok(Some(counts))
 }
 
@@ -826,7 +960,9 @@ pub fn read_header(dir: &Path) -> Result<Option<Header>, SnapshotError> {
     match version_of(&start) {
         None => Err(corrupt("not an exim-access snapshot (bad header)".into())),
         Some((v, _)) if v < 4 => Ok(None),
-        Some((_, at)) => header_at(&start, at).map(|(h, _)| Some(h)).map_err(corrupt),
+        Some((v, at)) => header_at(&start, at, v)
+            .map(|(h, _)| Some(h))
+            .map_err(corrupt),
     }
 }
 
@@ -898,7 +1034,7 @@ mod tests {
     fn round_trips_baselines_holds_and_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let s = sample();
-        let counts = write(&s, dir.path(), 100, None).unwrap();
+        let counts = write(&s, dir.path(), 100, None, None).unwrap();
         assert_eq!(
             counts,
             Counts {
@@ -906,7 +1042,8 @@ mod tests {
                 holds: 1,
                 ip_blocks: 1,
                 windows: 0,
-                version: 4,
+                version: 5,
+                journal: None,
             }
         );
         let back = State::default();
@@ -958,7 +1095,7 @@ mod tests {
         }
         // An account with nothing in its windows is not written.
         s.account_mut("idle").last_seen = 50;
-        let counts = write(&s, dir.path(), 100, None).unwrap();
+        let counts = write(&s, dir.path(), 100, None, None).unwrap();
         assert_eq!(counts.windows, 2);
         let back = State::default();
         assert_eq!(read(&back, dir.path(), 100).unwrap(), Some(counts));
@@ -1014,7 +1151,7 @@ mod tests {
     #[test]
     fn versions_2_and_3_are_still_read_without_checksums() {
         let dir = tempfile::tempdir().unwrap();
-        write(&sample(), dir.path(), 100, None).unwrap();
+        write(&sample(), dir.path(), 100, None, None).unwrap();
         let path = dir.path().join(FILE_NAME);
         let v4 = fs::read(&path).unwrap();
         assert!(v4.starts_with(MAGIC));
@@ -1037,12 +1174,13 @@ mod tests {
             chain: [7; 32],
             mac: [9; 32],
         };
-        write(&sample(), dir.path(), 1_800_000_000, Some(&head)).unwrap();
+        write(&sample(), dir.path(), 1_800_000_000, Some(&head), None).unwrap();
         assert_eq!(
             read_header(dir.path()).unwrap(),
             Some(Header {
                 written: 1_800_000_000,
                 audit: Some(head),
+                journal: None,
             })
         );
         // The rest of the file reads as before.
@@ -1113,7 +1251,7 @@ mod tests {
             chain: [1; 32],
             mac: [2; 32],
         };
-        let counts = write(&small(), dir.path(), 100, Some(&head)).unwrap();
+        let counts = write(&small(), dir.path(), 100, Some(&head), None).unwrap();
         assert_eq!((counts.baselines, counts.holds, counts.windows), (1, 1, 2));
         let path = dir.path().join(FILE_NAME);
         let good = fs::read(&path).unwrap();
@@ -1145,7 +1283,7 @@ mod tests {
     fn an_old_snapshot_with_a_bad_record_keeps_nothing_either() {
         // Version 3 has no checksums: the last record damaged, the ones before it fine.
         let dir = tempfile::tempdir().unwrap();
-        write(&sample(), dir.path(), 100, None).unwrap();
+        write(&sample(), dir.path(), 100, None, None).unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut v3 = as_version(&fs::read(&path).unwrap(), MAGIC_3);
         // The end: [... last record][0u64][End]; make the last record's last byte a
@@ -1163,7 +1301,7 @@ mod tests {
     #[test]
     fn damaged_files_are_refused_with_the_place() {
         let dir = tempfile::tempdir().unwrap();
-        write(&sample(), dir.path(), 100, None).unwrap();
+        write(&sample(), dir.path(), 100, None, None).unwrap();
         let path = dir.path().join(FILE_NAME);
         let full = fs::read(&path).unwrap();
         fs::write(&path, &full[..full.len() - 3]).unwrap();

@@ -1,5 +1,7 @@
-//! Periodic upkeep of the running oracle: forget idle state, write the state snapshot,
-//! reread the accounts file when it changes. Restores the snapshot at start.
+//! Periodic upkeep of the running oracle: forget idle state, write the state snapshot
+//! (each one starts the journal's next file), report a journal that cannot write,
+//! reread the accounts file when it changes. Restores the snapshot and replays the
+//! journal at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::persist::snapshot;
+use crate::persist::{self, journal, snapshot};
 
 /// How often idle accounts and addresses are forgotten and the snapshot is written.
 const EVERY: Duration = Duration::from_secs(60);
@@ -25,11 +27,15 @@ pub struct Upkeep {
     pub state_dir: PathBuf,
 }
 
-/// Reads the snapshot into the engine's state. A damaged snapshot is moved aside and
-/// reported; the oracle then starts from empty state rather than not at all.
-pub fn restore(engine: &Engine, dir: &Path) {
+/// Reads the snapshot into the engine's state and replays the journal after it, then
+/// opens the journal (when `journal_flush_ms` is set: flushed that often). A damaged
+/// snapshot is moved aside and reported, and the oracle starts from what the journal
+/// holds rather than not at all; a damaged journal file is applied up to the damage,
+/// moved aside and reported.
+pub fn restore(engine: &Engine, dir: &Path, journal_flush_ms: Option<u64>) {
     let now = Timestamp::now().as_second();
-    match snapshot::read(engine.state(), dir, now) {
+    let restored = persist::restore::restore(engine.state(), dir, now);
+    match &restored.snapshot {
         Ok(Some(c)) => tracing::info!(
             baselines = c.baselines,
             holds = c.holds,
@@ -38,14 +44,59 @@ pub fn restore(engine: &Engine, dir: &Path) {
             version = c.version,
             "state restored from the snapshot"
         ),
-        Ok(None) => tracing::info!(dir = %dir.display(), "no state snapshot yet: starting empty"),
+        Ok(None) => tracing::info!(dir = %dir.display(), "no state snapshot yet"),
         // Nothing of a damaged file is kept (snapshot::read refuses it whole).
-        Err(e) => match snapshot::set_aside(dir, now) {
-            Ok(to) => tracing::error!(error = %e, moved_to = %to.display(),
-                "the state snapshot is damaged: nothing of it was restored; starting empty, the file kept aside for inspection"),
-            Err(why) => tracing::error!(error = %e, cannot_move = %why,
-                "the state snapshot is damaged: nothing of it was restored; starting empty, and the file could not be moved aside (the next snapshot replaces it)"),
+        Err(e) => match &restored.set_aside {
+            Some(Ok(to)) => tracing::error!(error = %e, moved_to = %to.display(),
+                "the state snapshot is damaged: nothing of it was restored; starting from what the journal holds, the file kept aside for inspection"),
+            Some(Err(why)) => tracing::error!(error = %e, cannot_move = %why,
+                "the state snapshot is damaged: nothing of it was restored; starting from what the journal holds, and the file could not be moved aside (the next snapshot replaces it)"),
+            None => tracing::error!(error = %e, "the state snapshot is damaged"),
         },
+    }
+    match &restored.journal {
+        Ok(r) => {
+            if r.files > 0 {
+                tracing::info!(
+                    files = r.files,
+                    records = r.records,
+                    applied = r.applied,
+                    "state journal replayed"
+                );
+            }
+            for d in &r.damaged {
+                match &d.moved_to {
+                    Some(to) => tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason, moved_to = %to.display(),
+                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file kept aside for inspection"),
+                    None => tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason,
+                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file could not be moved aside"),
+                }
+            }
+        }
+        Err(e) => tracing::error!(dir = %dir.display(), error = %e,
+            "cannot read the state journal: what changed after the snapshot was not restored"),
+    }
+    match journal_flush_ms {
+        Some(ms) => {
+            let j = journal::JournalFile::open(
+                dir,
+                restored.next.generation,
+                restored.next.seq,
+                Duration::from_millis(ms),
+            );
+            engine.set_journal(j);
+        }
+        // The journal was on before and is off now: what its files held goes into a
+        // snapshot at once, and they go (later snapshots, without a journal, would
+        // otherwise have them replayed over newer state at every start).
+        None if restored.journal.as_ref().is_ok_and(|r| r.files > 0) => {
+            match snapshot::write(engine.state(), dir, now, None, Some(restored.next)) {
+                Ok(_) => journal::forget_before(dir, restored.next),
+                Err(e) => tracing::error!(error = %e,
+                    "cannot write the state snapshot after replaying the journal; its files are kept and replayed again at the next start"),
+            }
+        }
+        None => {}
     }
 }
 
@@ -60,8 +111,18 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
     let now = Timestamp::now().as_second();
     let head = engine.audit().and_then(|a| a.head());
     let writer = engine.clone();
+    let journal = engine.journal().cloned();
     let result = tokio::task::spawn_blocking(move || {
-        snapshot::write(writer.state(), &dir, now, head.as_ref())
+        // The journal's next file starts before the snapshot reads the state: what the
+        // snapshot may miss is in the new file, and the older files go once it is on disk.
+        let mark = journal.as_ref().map(|j| j.rotate());
+        let written = snapshot::write(writer.state(), &dir, now, head.as_ref(), mark);
+        if written.is_ok()
+            && let (Some(j), Some(m)) = (&journal, mark)
+        {
+            j.forget_before(m);
+        }
+        written
     })
     .await;
     match result {
@@ -127,5 +188,46 @@ pub async fn watch_accounts_file(
             }
             _ = shutdown.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RawConfig};
+
+    fn engine() -> Engine {
+        let config = Config::from_raw(RawConfig::default()).unwrap();
+        Engine::new(&config, Timestamp::now()).0
+    }
+
+    fn held(e: &Engine, user: &str) -> bool {
+        let cmd = crate::protocol::parse_line(
+            format!("auth user={user} ip=192.0.2.9 result=ok").as_bytes(),
+        )
+        .unwrap();
+        e.handle(&cmd, Timestamp::now()).to_string() != "accept"
+    }
+
+    #[test]
+    fn a_journal_turned_off_is_put_into_a_snapshot_and_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = engine();
+            restore(&e, dir.path(), Some(1000));
+            e.hold("dave", 3600, None, Timestamp::now(), "uid 0 (root)");
+            // Killed: no snapshot.
+        }
+        assert!(!dir.path().join(snapshot::FILE_NAME).exists());
+        let e = engine();
+        restore(&e, dir.path(), None);
+        assert!(held(&e, "dave"));
+        assert!(e.journal().is_none());
+        assert!(journal::files(dir.path()).unwrap().is_empty());
+        assert!(dir.path().join(snapshot::FILE_NAME).exists());
+        // The next start has it from the snapshot alone.
+        let e = engine();
+        restore(&e, dir.path(), None);
+        assert!(held(&e, "dave"));
     }
 }

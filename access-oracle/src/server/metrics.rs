@@ -467,6 +467,32 @@ impl Facts {
                 a.write_errors as f64,
             );
         }
+        if let Some(j) = &status.journal {
+            f.one(
+                "exim_access_journal_records_appended",
+                "State changes appended to the journal",
+                Counter,
+                j.appended as f64,
+            );
+            f.one(
+                "exim_access_journal_records_lost",
+                "State changes kept in memory only because the journal could not be written",
+                Counter,
+                j.lost as f64,
+            );
+            f.one(
+                "exim_access_journal_errors",
+                "State journal appends, flushes or new files that failed",
+                Counter,
+                j.errors as f64,
+            );
+            f.one(
+                "exim_access_journal_failing",
+                "1 while the state journal cannot be written (until the next snapshot)",
+                Gauge,
+                if j.failing { 1.0 } else { 0.0 },
+            );
+        }
         let snapshot = state_dir.join(crate::persist::snapshot::FILE_NAME);
         if let Ok(modified) = std::fs::metadata(&snapshot).and_then(|m| m.modified())
             && let Ok(at) = Timestamp::try_from(modified)

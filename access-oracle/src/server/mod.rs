@@ -110,7 +110,7 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         rdns: rdns.clone(),
         ..enrichment
     });
-    housekeeping::restore(&engine, &config.state_dir);
+    housekeeping::restore(&engine, &config.state_dir, config.journal_flush_ms);
     report_inactive_rules(&engine);
     let audit_writer = engine
         .open_audit(&config.raw.audit, &config.state_dir, false)
@@ -312,6 +312,9 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
             let _ = tokio::task::spawn_blocking(move || writer.close()).await;
         }
         housekeeping::write_snapshot(task_engine.clone(), state_dir).await;
+        if let Some(journal) = task_engine.journal() {
+            journal.close();
+        }
         drop((exim_file, admin_file));
         tracing::info!("access-oracle stopped");
         Ok(())

@@ -129,9 +129,30 @@ pub struct Blocks {
     inner: RwLock<Inner>,
     /// Blocks in the table (possibly expired): 0 makes a lookup one load.
     len: AtomicUsize,
+    /// Where each change is journaled (with the table's lock held, so in order).
+    journal: std::sync::OnceLock<Arc<dyn super::journal::Journal>>,
 }
 
 impl Blocks {
+    /// Journals every change from now on (see [`super::State::set_journal`]).
+    pub(super) fn set_journal(
+        &self,
+        journal: Arc<dyn super::journal::Journal>,
+    ) -> Result<(), Arc<dyn super::journal::Journal>> {
+        self.journal.set(journal)
+    }
+
+    /// Journals `net` as `inner` now has it.
+    fn journal(&self, inner: &Inner, net: IpNet) {
+        if let Some(j) = self.journal.get() {
+            j.append(super::journal::Change::Net {
+                net,
+                block: inner.active.get(&net),
+                past: inner.past.get(&net).copied(),
+            });
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -218,6 +239,7 @@ impl Blocks {
         );
         inner.insert(net, new.clone());
         self.len.store(inner.active.len(), Ordering::Relaxed);
+        self.journal(&inner, net);
         new
     }
 
@@ -244,6 +266,7 @@ impl Blocks {
                 if let Some(p) = inner.past.get_mut(&n) {
                     p.until = p.until.min(now);
                 }
+                self.journal(&inner, n);
                 out.push((n, b));
             }
         }
@@ -280,6 +303,19 @@ impl Blocks {
             inner.past.insert(net, p);
         }
         inner.insert(net, block);
+        self.len.store(inner.active.len(), Ordering::Relaxed);
+    }
+
+    /// Takes the block off `net` (lifted while the journal was kept) and puts back its
+    /// history as it was then.
+    pub fn restore_lifted(&self, net: IpNet, past: Option<Past>) {
+        let net = net.trunc();
+        let mut inner = self.write();
+        inner.remove(&net);
+        match past {
+            Some(p) => inner.past.insert(net, p),
+            None => inner.past.remove(&net),
+        };
         self.len.store(inner.active.len(), Ordering::Relaxed);
     }
 

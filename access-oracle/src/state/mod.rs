@@ -10,6 +10,7 @@
 pub use crate::track::{baseline, distinct, timeline, window};
 
 pub mod blocks;
+pub mod journal;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -64,6 +65,9 @@ pub struct Account {
     pub send: SendCache,
     /// Every rule's own state about the account.
     pub rules: AccountSlots,
+    /// The journal's number of the last change to this entry (0: none since start or
+    /// since the snapshot it came from): a replay skips changes the entry already has.
+    pub journal_seq: u64,
 }
 
 impl Account {
@@ -98,6 +102,9 @@ pub struct IpRecord {
     pub last_seen: Secs,
     /// Every rule's own state about the address.
     pub rules: IpSlots,
+    /// The journal's number of the last change to this entry (see
+    /// [`Account::journal_seq`]).
+    pub journal_seq: u64,
 }
 
 /// The state maps' hasher: seeded at random per process, so an attacker choosing
@@ -109,6 +116,35 @@ pub type Hasher = foldhash::fast::RandomState;
 /// instead of following a pointer to another cache line, and a million baselines are a
 /// million allocations fewer.
 pub type Key = compact_str::CompactString;
+
+/// An account's baseline locked for a change; journaled whole when dropped.
+pub struct BaselineMut<'a> {
+    guard: RefMut<'a, Key, Box<Baseline>>,
+    state: &'a State,
+}
+
+impl std::ops::Deref for BaselineMut<'_> {
+    type Target = Box<Baseline>;
+
+    fn deref(&self) -> &Box<Baseline> {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for BaselineMut<'_> {
+    fn deref_mut(&mut self) -> &mut Box<Baseline> {
+        &mut self.guard
+    }
+}
+
+impl Drop for BaselineMut<'_> {
+    fn drop(&mut self) {
+        self.state.journal(journal::Change::Baseline {
+            user: self.guard.key(),
+            baseline: &self.guard,
+        });
+    }
+}
 
 /// Familiar networks kept per account.
 pub const MAX_FAMILIAR: usize = 16;
@@ -126,6 +162,8 @@ pub struct State {
     familiar: DashMap<Key, Vec<(ipnet::IpNet, Secs)>, Hasher>,
     /// Whether anything the snapshot keeps may have changed since it was last written.
     dirty: std::sync::atomic::AtomicBool,
+    /// Where changes are journaled, once the journal is open (after the replay).
+    journal: std::sync::OnceLock<Arc<dyn journal::Journal>>,
 }
 
 impl Default for State {
@@ -137,11 +175,54 @@ impl Default for State {
             blocks: Blocks::default(),
             familiar: DashMap::with_hasher_and_shard_amount(Hasher::default(), 64),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            journal: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl State {
+    /// From now on, tells `journal` every change the snapshot keeps. Set once, after
+    /// the snapshot and the journal were read back: what is replayed is not journaled
+    /// again.
+    pub fn set_journal(&self, journal: Arc<dyn journal::Journal>) {
+        let _ = self.blocks.set_journal(journal.clone());
+        let _ = self.journal.set(journal);
+    }
+
+    /// Journals `change` (returns its number; 0 when no journal is open). What is
+    /// journaled is also due in the next snapshot, which lets the journal's older files
+    /// go.
+    pub fn journal(&self, change: journal::Change<'_>) -> u64 {
+        match self.journal.get() {
+            Some(j) => {
+                self.mark_dirty();
+                j.append(change)
+            }
+            None => 0,
+        }
+    }
+
+    /// Journals an account's failure window and what is in force on it (call with its
+    /// entry locked, after the change).
+    pub fn journal_account(&self, user: &str, account: &mut Account, rcpts_cleared: bool) {
+        let seq = self.journal(journal::Change::Account {
+            user,
+            account,
+            rcpts_cleared,
+        });
+        if seq > 0 {
+            account.journal_seq = seq;
+        }
+    }
+
+    /// Journals an address's failure windows (call with its entry locked).
+    pub fn journal_ip(&self, ip: IpAddr, record: &mut IpRecord) {
+        let seq = self.journal(journal::Change::Ip { ip, record });
+        if seq > 0 {
+            record.journal_seq = seq;
+        }
+    }
+
     /// Notes that what the snapshot keeps (baselines, holds, blocks) changed. Read
     /// first: the flag's cache line is only written when it flips.
     pub fn mark_dirty(&self) {
@@ -158,14 +239,17 @@ impl State {
 
     /// The account's baseline, created at `now` when first needed. Lock order: take it
     /// after the account's record, never before.
-    pub fn baseline_mut(&self, user: &str, now: Secs) -> RefMut<'_, Key, Box<Baseline>> {
+    /// The baseline is journaled whole when the guard is dropped.
+    pub fn baseline_mut(&self, user: &str, now: Secs) -> BaselineMut<'_> {
         self.mark_dirty();
-        if let Some(r) = self.baselines.get_mut(user) {
-            return r;
-        }
-        self.baselines
-            .entry(user.into())
-            .or_insert_with(|| Box::new(Baseline::new(now)))
+        let guard = match self.baselines.get_mut(user) {
+            Some(r) => r,
+            None => self
+                .baselines
+                .entry(user.into())
+                .or_insert_with(|| Box::new(Baseline::new(now))),
+        };
+        BaselineMut { guard, state: self }
     }
 
     /// The account's baseline, if any.
@@ -310,6 +394,7 @@ impl State {
                 self.mark_dirty();
             }
         }
+        self.journal(journal::Change::Familiar { user, list: &list });
     }
 
     /// The networks `user` logged in from successfully at or after `since`.

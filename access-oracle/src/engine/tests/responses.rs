@@ -937,7 +937,7 @@ fn holds_with_their_scope_blocks_with_their_history_and_familiar_networks_surviv
         );
     }
     views::unblock(&e, net("203.0.113.66"), t(50), ROOT);
-    crate::persist::snapshot::write(e.state(), dir.path(), t(60).as_second(), None).unwrap();
+    crate::persist::snapshot::write(e.state(), dir.path(), t(60).as_second(), None, None).unwrap();
 
     let (back, _rx2) = engine();
     crate::persist::snapshot::read(back.state(), dir.path(), t(70).as_second())
