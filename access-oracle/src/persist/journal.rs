@@ -511,7 +511,11 @@ fn fail(status: &Status, path: &Path, e: &std::io::Error) {
     }
 }
 
-fn flush_loop(journal: std::sync::Weak<JournalFile>, stop: Arc<(Mutex<bool>, Condvar)>, every: Duration) {
+fn flush_loop(
+    journal: std::sync::Weak<JournalFile>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    every: Duration,
+) {
     let (lock, cv) = &*stop;
     loop {
         {
@@ -577,7 +581,12 @@ impl std::fmt::Display for Damage {
 /// before the mark's generation are removed (a snapshot holds them). A damaged file is
 /// applied up to the damage and moved aside. Call before [`JournalFile::open`], and
 /// before the state journals (what is replayed is not journaled again).
-pub fn replay(state: &State, dir: &Path, mark: Option<Mark>, now: Secs) -> std::io::Result<Replayed> {
+pub fn replay(
+    state: &State,
+    dir: &Path,
+    mark: Option<Mark>,
+    now: Secs,
+) -> std::io::Result<Replayed> {
     let mark = mark.unwrap_or_default();
     let mut out = Replayed {
         last_seq: mark.seq,
@@ -643,9 +652,15 @@ fn replay_file(
     }
     let mut at = MAGIC.len();
     while at < bytes.len() {
-        let frame = bytes
-            .get(at..at + FRAME)
-            .ok_or_else(|| (at as u64, format!("a record cut short: {} bytes of its 16-byte frame", bytes.len() - at)))?;
+        let frame = bytes.get(at..at + FRAME).ok_or_else(|| {
+            (
+                at as u64,
+                format!(
+                    "a record cut short: {} bytes of its 16-byte frame",
+                    bytes.len() - at
+                ),
+            )
+        })?;
         let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
         let sum = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
         let seq = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));

@@ -71,7 +71,11 @@ fn fail(e: &Engine, user: &str, ip: &str, n: usize, at: i64) {
 /// Recipients of `user` accepted until the first deferred one.
 fn rcpts_left(e: &Engine, user: &str, at: i64) -> usize {
     for n in 0..100 {
-        let reply = ask(e, &format!("rcpt user={user} ip=192.0.2.60 rcpt=x@example.org"), at);
+        let reply = ask(
+            e,
+            &format!("rcpt user={user} ip=192.0.2.60 rcpt=x@example.org"),
+            at,
+        );
         if reply != "accept" {
             assert!(reply.starts_with("defer "), "{reply}");
             return n;
@@ -93,19 +97,31 @@ fn journal_files(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
 fn what_was_acknowledged_is_back_after_a_crash_without_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (e, _rx) = journaled(dir.path(), journal::Mark { generation: 1, seq: 0 });
+        let (e, _rx) = journaled(
+            dir.path(),
+            journal::Mark {
+                generation: 1,
+                seq: 0,
+            },
+        );
         fail(&e, "alice", "198.51.100.1", 5, 10);
         assert!(held(&e, "alice", "198.51.100.1", 11));
         fail(&e, "bob", "198.51.100.2", 3, 10);
         for _ in 0..4 {
-            assert_eq!(ask(&e, "rcpt user=carol ip=192.0.2.60 rcpt=x@example.org", 10), "accept");
+            assert_eq!(
+                ask(&e, "rcpt user=carol ip=192.0.2.60 rcpt=x@example.org", 10),
+                "accept"
+            );
         }
         e.block(net("203.0.113.0/24"), 600, Some("scanner"), t(10), ROOT);
         e.hold("dave", 600, Some("stolen laptop"), t(10), ROOT);
         fail(&e, "erin", "198.51.100.3", 5, 10);
         assert!(held(&e, "erin", "198.51.100.3", 11));
         assert!(e.release("erin", t(12), ROOT).is_some());
-        assert_eq!(ask(&e, "auth user=frank ip=192.0.2.77 result=ok", 12), "accept");
+        assert_eq!(
+            ask(&e, "auth user=frank ip=192.0.2.77 result=ok", 12),
+            "accept"
+        );
         // No snapshot: the engine is dropped as a killed process leaves its files.
     }
     assert!(!dir.path().join(snapshot::FILE_NAME).exists());
@@ -118,10 +134,16 @@ fn what_was_acknowledged_is_back_after_a_crash_without_a_snapshot() {
     fail(&e, "bob", "198.51.100.2", 1, 21);
     assert!(!held(&e, "bob", "198.51.100.2", 21));
     fail(&e, "bob", "198.51.100.2", 1, 22);
-    assert!(held(&e, "bob", "198.51.100.2", 22), "bob after 5 failures in all");
+    assert!(
+        held(&e, "bob", "198.51.100.2", 22),
+        "bob after 5 failures in all"
+    );
     assert_eq!(rcpts_left(&e, "carol", 22), 6, "carol had 4 of 10");
     assert!(ask(&e, "connect ip=203.0.113.9", 22).starts_with("deny "));
-    assert!(held(&e, "dave", "192.0.2.5", 22), "the administrator's hold");
+    assert!(
+        held(&e, "dave", "192.0.2.5", 22),
+        "the administrator's hold"
+    );
     assert!(!held(&e, "erin", "198.51.100.3", 22), "erin was released");
     assert!(e.state().baseline("frank").is_some(), "frank's baseline");
     assert_eq!(
@@ -138,7 +160,10 @@ fn what_was_acknowledged_is_back_after_a_crash_without_a_snapshot() {
     fail(&e, "gina", "198.51.100.4", 2, 31);
     assert!(!held(&e, "gina", "198.51.100.4", 31));
     fail(&e, "gina", "198.51.100.4", 1, 32);
-    assert!(held(&e, "gina", "198.51.100.4", 32), "gina had 2 before the crash");
+    assert!(
+        held(&e, "gina", "198.51.100.4", 32),
+        "gina had 2 before the crash"
+    );
 }
 
 fn net(s: &str) -> ipnet::IpNet {
@@ -148,7 +173,13 @@ fn net(s: &str) -> ipnet::IpNet {
 #[test]
 fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (e, _rx) = journaled(dir.path(), journal::Mark { generation: 1, seq: 0 });
+    let (e, _rx) = journaled(
+        dir.path(),
+        journal::Mark {
+            generation: 1,
+            seq: 0,
+        },
+    );
     let j = e.journal().unwrap().clone();
     // Before the snapshot starts.
     for _ in 0..3 {
@@ -191,7 +222,13 @@ fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
 fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (e, _rx) = journaled(dir.path(), journal::Mark { generation: 1, seq: 0 });
+        let (e, _rx) = journaled(
+            dir.path(),
+            journal::Mark {
+                generation: 1,
+                seq: 0,
+            },
+        );
         e.hold("dave", 600, None, t(10), ROOT);
         e.hold("erin", 600, None, t(10), ROOT);
     }
@@ -223,7 +260,11 @@ fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() 
     drop(e);
     let (_, path) = journal_files(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
-    assert!(bytes.len() > 40, "the restart journaled nothing? {}", bytes.len());
+    assert!(
+        bytes.len() > 40,
+        "the restart journaled nothing? {}",
+        bytes.len()
+    );
     let magic = b"exim-access journal 1\n".len();
     bytes[magic + 20] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
@@ -240,4 +281,32 @@ fn with_no_journal_the_state_is_not_journaled() {
     fail(&e, "bob", "198.51.100.2", 3, 10);
     assert!(journal_files(dir.path()).is_empty());
     assert!(e.journal().is_none());
+}
+
+#[test]
+fn verdicts_append_to_the_journal_and_never_flush_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The flushing thread's interval is an hour: any flush would be the verdicts'.
+    let (e, _rx) = journaled(
+        dir.path(),
+        journal::Mark {
+            generation: 1,
+            seq: 0,
+        },
+    );
+    let status = e.journal().unwrap().status().clone();
+    fail(&e, "bob", "198.51.100.2", 3, 10);
+    for _ in 0..3 {
+        ask(&e, "rcpt user=carol ip=192.0.2.60 rcpt=x@example.org", 10);
+    }
+    e.hold("dave", 600, None, t(10), ROOT);
+    use std::sync::atomic::Ordering::Relaxed;
+    // Three failures (account and address each), three recipients (the first also
+    // copies the baseline's sending rate: the baseline), one hold.
+    assert_eq!(status.appended.load(Relaxed), 11);
+    assert_eq!(status.flushes.load(Relaxed), 0);
+    assert_eq!(status.lost.load(Relaxed), 0);
+    // The flush is the flushing thread's (and a snapshot's, and shutdown's).
+    e.journal().unwrap().flush();
+    assert_eq!(status.flushes.load(Relaxed), 1);
 }
