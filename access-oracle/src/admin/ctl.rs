@@ -419,7 +419,10 @@ fn render_status(s: &StatusView, width: u16) -> String {
     t.add_row([
         "state journal".to_string(),
         match &s.journal {
-            None => "off ([server] journal = false): a crash loses what changed since the last snapshot".to_string(),
+            None => {
+                "off ([server] journal = false): a crash loses what changed since the last snapshot"
+                    .to_string()
+            }
             Some(j) => format!(
                 "{} changes appended ({} bytes), {} flushes, {} errors{}",
                 j.appended,
@@ -427,7 +430,10 @@ fn render_status(s: &StatusView, width: u16) -> String {
                 j.flushes,
                 j.errors,
                 if j.failing {
-                    format!("\nFAILING: {} changes in memory only until the next snapshot", j.lost)
+                    format!(
+                        "\nFAILING: {} changes in memory only until the next snapshot",
+                        j.lost
+                    )
                 } else {
                     String::new()
                 }

@@ -66,10 +66,14 @@ pub fn restore(engine: &Engine, dir: &Path, journal_flush_ms: Option<u64>) {
             }
             for d in &r.damaged {
                 match &d.moved_to {
-                    Some(to) => tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason, moved_to = %to.display(),
-                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file kept aside for inspection"),
-                    None => tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason,
-                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file could not be moved aside"),
+                    Some(to) => {
+                        tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason, moved_to = %to.display(),
+                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file kept aside for inspection")
+                    }
+                    None => {
+                        tracing::error!(file = %d.file.display(), offset = d.offset, error = %d.reason,
+                        "the state journal is damaged: the records before the damage were applied, the rest of the file was not; the file could not be moved aside")
+                    }
                 }
             }
         }
