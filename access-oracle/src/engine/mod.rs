@@ -1000,11 +1000,9 @@ impl Engine {
         }
         if counted.accepted > 0 {
             let n = counted.accepted.min(u64::from(u32::MAX)) as u32;
-            let seq = self.state.journal(crate::state::journal::Change::Rcpts {
-                user,
-                at: secs,
-                n,
-            });
+            let seq =
+                self.state
+                    .journal(crate::state::journal::Change::Rcpts { user, at: secs, n });
             if seq > 0 {
                 acct.journal_seq = seq;
             }
