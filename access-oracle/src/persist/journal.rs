@@ -26,9 +26,11 @@
 //! payload                          postcard Entry
 //! ```
 //!
-//! **Damage.** A record that is cut short (the end of a file written at a power cut) or
-//! does not match its checksum ends that file's replay: what came before it is applied,
-//! the error names the file and the byte offset, and the file is moved aside
+//! **Damage.** A record that is cut short (the end of a file written at a power cut)
+//! ends that file's replay: what came before it is applied. A record that does not
+//! match its checksum is skipped when its length still leads to a whole record (or the
+//! end), and the records after it are applied; otherwise it ends the file too. Each
+//! error names the file and the byte offset, and the file is moved aside
 //! (`<name>.bad-<UTC time>`, e.g. `state.journal.0000000007.bad-20261203T101500Z`) for
 //! inspection. The other files are still replayed.
 //!
@@ -607,14 +609,17 @@ pub fn replay(
             File::open(&path)?.read_to_end(&mut b)?;
             b
         };
-        if let Err((offset, reason)) = replay_file(state, &bytes, mark.seq, now, &mut out) {
+        let problems = replay_file(state, &bytes, mark.seq, now, &mut out);
+        if !problems.is_empty() {
             let moved_to = set_aside(&path, now);
-            out.damaged.push(Damage {
-                file: path,
-                offset,
-                reason,
-                moved_to,
-            });
+            for (offset, reason) in problems {
+                out.damaged.push(Damage {
+                    file: path.clone(),
+                    offset,
+                    reason,
+                    moved_to: moved_to.clone(),
+                });
+            }
         }
     }
     if out.applied > 0 {
@@ -634,64 +639,107 @@ fn set_aside(path: &Path, now: Secs) -> Option<PathBuf> {
     fs::rename(path, &to).ok().map(|()| to)
 }
 
-/// Applies one file's records; on damage, the offset and what is wrong.
+/// The frame at `at`: payload length, checksum, sequence number and where the record
+/// ends; an error when the frame or its payload is cut short or the length is not
+/// believable.
+fn frame_at(bytes: &[u8], at: usize) -> Result<(u32, u64, usize), (u64, String)> {
+    let frame = bytes.get(at..at + FRAME).ok_or_else(|| {
+        (
+            at as u64,
+            format!(
+                "a record cut short: {} bytes of its 16-byte frame",
+                bytes.len() - at
+            ),
+        )
+    })?;
+    let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
+    let sum = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    let seq = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+    if len > MAX_PAYLOAD {
+        return Err((at as u64, format!("a record claims {len} bytes: damaged")));
+    }
+    let end = at + FRAME + len as usize;
+    if end > bytes.len() {
+        return Err((
+            at as u64,
+            format!(
+                "a record cut short: {} of its {len} bytes",
+                bytes.len() - at - FRAME
+            ),
+        ));
+    }
+    Ok((sum, seq, end))
+}
+
+/// Whether the record from `at` to `end` matches its checksum `sum`.
+fn sums(bytes: &[u8], at: usize, end: usize, sum: u32) -> bool {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[at + 8..end]);
+    h.finalize() == sum
+}
+
+/// Applies one file's records; returns each problem found (byte offset, what is
+/// wrong). A record that does not match its checksum, but whose length leads to a whole
+/// record that does (or to the end of the file), is skipped and the records after it
+/// are applied: one damaged record costs that record only. A frame that is cut short
+/// or unbelievable ends the file: nothing after it can be found.
 fn replay_file(
     state: &State,
     bytes: &[u8],
     after: u64,
     now: Secs,
     out: &mut Replayed,
-) -> Result<(), (u64, String)> {
+) -> Vec<(u64, String)> {
+    let mut problems = Vec::new();
     if !bytes.starts_with(MAGIC) {
         let reason = if MAGIC.starts_with(bytes) {
             "cut short in its first line".to_string()
         } else {
             "not an exim-access journal (bad first line)".to_string()
         };
-        return Err((0, reason));
+        problems.push((0, reason));
+        return problems;
     }
     let mut at = MAGIC.len();
     while at < bytes.len() {
-        let frame = bytes.get(at..at + FRAME).ok_or_else(|| {
-            (
-                at as u64,
-                format!(
-                    "a record cut short: {} bytes of its 16-byte frame",
-                    bytes.len() - at
-                ),
-            )
-        })?;
-        let len = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
-        let sum = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
-        if len > MAX_PAYLOAD {
-            return Err((at as u64, format!("a record claims {len} bytes: damaged")));
-        }
-        let end = at + FRAME + len as usize;
-        let Some(payload) = bytes.get(at + FRAME..end) else {
-            return Err((
-                at as u64,
-                format!(
-                    "a record cut short: {} of its {len} bytes",
-                    bytes.len() - at - FRAME
-                ),
-            ));
+        let (sum, seq, end) = match frame_at(bytes, at) {
+            Ok(f) => f,
+            Err(p) => {
+                problems.push(p);
+                break;
+            }
         };
-        let mut h = crc32fast::Hasher::new();
-        h.update(&bytes[at + 8..end]);
-        if h.finalize() != sum {
-            return Err((at as u64, "a record does not match its checksum".into()));
+        if !sums(bytes, at, end, sum) {
+            let next_whole = end == bytes.len()
+                || frame_at(bytes, end).is_ok_and(|(s, _, e)| sums(bytes, end, e, s));
+            if next_whole {
+                problems.push((
+                    at as u64,
+                    "a record does not match its checksum: skipped, the records after it applied"
+                        .into(),
+                ));
+                at = end;
+                continue;
+            }
+            problems.push((at as u64, "a record does not match its checksum".into()));
+            break;
         }
-        let entry: Entry<'_> = postcard::from_bytes(payload)
-            .map_err(|e| (at as u64, format!("a record does not decode: {e}")))?;
-        out.records += 1;
-        out.last_seq = out.last_seq.max(seq);
-        if seq > after && apply(state, entry, seq, now) {
-            out.applied += 1;
+        match postcard::from_bytes::<Entry<'_>>(&bytes[at + FRAME..end]) {
+            Ok(entry) => {
+                out.records += 1;
+                out.last_seq = out.last_seq.max(seq);
+                if seq > after && apply(state, entry, seq, now) {
+                    out.applied += 1;
+                }
+            }
+            Err(e) => problems.push((
+                at as u64,
+                format!("a record does not decode: {e}: skipped, the records after it applied"),
+            )),
         }
         at = end;
     }
-    Ok(())
+    problems
 }
 
 /// Applies one record; false when the entry already had it.

@@ -34,6 +34,11 @@ pub struct Upkeep {
 /// moved aside and reported.
 pub fn restore(engine: &Engine, dir: &Path, journal_flush_ms: Option<u64>) {
     let now = Timestamp::now().as_second();
+    // The audit trail's head the snapshot keeps a copy of, for a snapshot written here.
+    let audit_head = snapshot::read_header(dir)
+        .ok()
+        .flatten()
+        .and_then(|h| h.audit);
     let restored = persist::restore::restore(engine.state(), dir, now);
     match &restored.snapshot {
         Ok(Some(c)) => tracing::info!(
@@ -80,27 +85,31 @@ pub fn restore(engine: &Engine, dir: &Path, journal_flush_ms: Option<u64>) {
         Err(e) => tracing::error!(dir = %dir.display(), error = %e,
             "cannot read the state journal: what changed after the snapshot was not restored"),
     }
-    match journal_flush_ms {
-        Some(ms) => {
-            let j = journal::JournalFile::open(
-                dir,
-                restored.next.generation,
-                restored.next.seq,
-                Duration::from_millis(ms),
-            );
-            engine.set_journal(j);
+    // A journal file set aside (damaged) no longer holds what was replayed from it, and
+    // one left by a journal now turned off would be replayed over newer state at every
+    // start: what they held goes into a snapshot now, and the files go.
+    let damaged = restored
+        .journal
+        .as_ref()
+        .is_ok_and(|r| !r.damaged.is_empty());
+    let left_over =
+        journal_flush_ms.is_none() && restored.journal.as_ref().is_ok_and(|r| r.files > 0);
+    if damaged || left_over {
+        let head = audit_head.as_ref();
+        match snapshot::write(engine.state(), dir, now, head, Some(restored.next)) {
+            Ok(_) => journal::forget_before(dir, restored.next),
+            Err(e) => tracing::error!(error = %e,
+                "cannot write the state snapshot after replaying the journal; its files are kept and replayed again at the next start"),
         }
-        // The journal was on before and is off now: what its files held goes into a
-        // snapshot at once, and they go (later snapshots, without a journal, would
-        // otherwise have them replayed over newer state at every start).
-        None if restored.journal.as_ref().is_ok_and(|r| r.files > 0) => {
-            match snapshot::write(engine.state(), dir, now, None, Some(restored.next)) {
-                Ok(_) => journal::forget_before(dir, restored.next),
-                Err(e) => tracing::error!(error = %e,
-                    "cannot write the state snapshot after replaying the journal; its files are kept and replayed again at the next start"),
-            }
-        }
-        None => {}
+    }
+    if let Some(ms) = journal_flush_ms {
+        let j = journal::JournalFile::open(
+            dir,
+            restored.next.generation,
+            restored.next.seq,
+            Duration::from_millis(ms),
+        );
+        engine.set_journal(j);
     }
 }
 

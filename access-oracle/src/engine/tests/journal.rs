@@ -310,3 +310,46 @@ fn verdicts_append_to_the_journal_and_never_flush_it() {
     e.journal().unwrap().flush();
     assert_eq!(status.flushes.load(Relaxed), 1);
 }
+
+#[test]
+fn a_record_that_fails_its_checksum_costs_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ends) = {
+        let (e, _rx) = journaled(
+            dir.path(),
+            journal::Mark {
+                generation: 1,
+                seq: 0,
+            },
+        );
+        let (_, path) = journal_files(dir.path()).pop().unwrap();
+        let mut ends = Vec::new();
+        for user in ["anna", "bert", "cleo"] {
+            e.hold(user, 600, None, t(10), ROOT);
+            ends.push(std::fs::metadata(&path).unwrap().len() as usize);
+        }
+        (path, ends)
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A bit flipped inside bert's record (its payload, not its length).
+    bytes[ends[1] - 3] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let (e, r) = restart(dir.path(), 20);
+    let damaged = r.journal.unwrap().damaged;
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!(
+        damaged[0].offset, ends[0] as u64,
+        "bert's record starts there"
+    );
+    assert!(
+        damaged[0].reason.contains("skipped"),
+        "{}",
+        damaged[0].reason
+    );
+    assert!(held(&e, "anna", "192.0.2.5", 21));
+    assert!(!held(&e, "bert", "192.0.2.5", 21));
+    assert!(
+        held(&e, "cleo", "192.0.2.5", 21),
+        "the record after the damaged one"
+    );
+}
