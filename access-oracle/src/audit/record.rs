@@ -32,8 +32,9 @@ pub enum Kind {
     Segment,
     /// Segments removed by retention: their names and the last record they held.
     Retention,
-    /// The end of a segment was found cut off (the oracle stopped while writing it):
-    /// what was dropped.
+    /// What the trail found about itself: the end of a segment cut off (the oracle
+    /// stopped while writing it) and dropped, records or a head missing when it was
+    /// reopened, or a time when writing failed and records waited (`action` says which).
     Recovered,
     /// An authentication attempt (SMTP AUTH, IMAP, POP3, ...), or a login refused before
     /// the password was checked (`verdict` without `result`).
@@ -203,7 +204,8 @@ pub struct Record {
     /// For `alert`: the response applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<Response>,
-    /// When a response, hold or block ends (or ended, for `release`).
+    /// When a response, hold or block ends (or ended, for `release`); for a `recovered`
+    /// `write_gap`, when writing worked again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
     /// For `alert`: the `ctl` command that undoes what was done.
@@ -225,7 +227,8 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
     /// For `retention`: the last record removed (its `seq`); for `recovered`, the
-    /// number of bytes dropped.
+    /// number of bytes dropped (`partial_line`), the last record missing
+    /// (`records_missing`) or the number of records that waited (`write_gap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<u64>,
     /// For `retention`: the chain value of that last record (hex).

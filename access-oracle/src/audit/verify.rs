@@ -9,7 +9,9 @@
 //! `persist::snapshot`), and every loss the oracle found and recorded when it reopened
 //! the trail (`recovered` records naming missing records, a missing or changed head) is
 //! reported each time. Only records removed by retention, which records its removals,
-//! and a partial last line dropped after a crash (never flushed) are not problems.
+//! a partial last line dropped after a crash (never flushed), and a time when writing
+//! failed and records waited in memory (a `write_gap` note: none was lost) are not
+//! problems.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -63,10 +65,11 @@ impl Verified {
 }
 
 /// Whether a `recovered` record tells of a loss (rather than of a partial line dropped
-/// after a crash). Records written before `action` was set tell by their text.
+/// after a crash, or of records that waited while writing failed). Records written
+/// before `action` was set tell by their text.
 fn is_loss(r: &Record) -> bool {
     match r.action.as_deref() {
-        Some(writer::PARTIAL_LINE) => false,
+        Some(writer::PARTIAL_LINE | writer::WRITE_GAP) => false,
         Some(_) => true,
         None => r
             .reason

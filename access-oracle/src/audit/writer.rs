@@ -6,16 +6,20 @@
 //!
 //! Nothing handed to the writer is dropped: a batch that cannot be written (disk full)
 //! is cut back to the last whole record, kept and retried every second, with an error
-//! in the log and a counter; on shutdown, records that still cannot be written are
-//! logged at error level, one by one, as the last place they can go.
+//! in the log (the first failure; then once a minute) and a counter, and the watcher
+//! set with [`AuditSink::watch`] is told ([`Health`]: the server raises a critical
+//! alert). Records handed over meanwhile wait in memory behind it. When writing works
+//! again, a `recovered` record with action [`WRITE_GAP`] comes first: from when to when
+//! writing failed and how many records waited. On shutdown, records that still cannot
+//! be written are logged at error level, one by one, as the last place they can go.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,6 +33,13 @@ use crate::persist::snapshot::{self, AuditHead};
 
 /// Records written in one batch at most.
 const BATCH: usize = 4096;
+
+/// How long the writer waits between attempts while the disk refuses.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Failed attempts between two log lines while the disk keeps refusing (the first is
+/// logged at once): about one a minute.
+const LOG_EVERY: u64 = 60;
 
 /// How long the writer sleeps between batches while records keep coming: under load
 /// many records share one write and one fdatasync, and senders never wake the writer.
@@ -48,6 +59,9 @@ pub struct Trail {
     sync_interval: Duration,
     /// When the file was last flushed to disk, and whether it was written since.
     synced: (std::time::Instant, bool),
+    /// Flush the next batch whatever the interval (after writing failed: the trail
+    /// works again only once records and the head are on disk).
+    flush_next: bool,
     /// The open segment: its day, file and length (of whole records).
     open: Option<(Date, File, u64)>,
     /// The last segment's name, open or not.
@@ -139,6 +153,7 @@ impl Trail {
             retention_days: config.retention_days,
             sync_interval: Duration::from_millis(config.sync_interval_ms),
             synced: (std::time::Instant::now(), false),
+            flush_next: false,
             open: None,
             last_file: None,
             seq: 0,
@@ -400,7 +415,7 @@ impl Trail {
             chain = record::seal_into(buf, r, &chain, &self.key, crypt);
             buf.push(b'\n');
         }
-        let due = self.synced.0.elapsed() >= self.sync_interval;
+        let due = self.flush_next || self.synced.0.elapsed() >= self.sync_interval;
         let written = file
             .write_all(buf)
             .and_then(|()| if due { file.sync_data() } else { Ok(()) })
@@ -450,8 +465,14 @@ impl Trail {
         if len == 0 {
             let mut header = Record::new(Kind::Segment, Source::Oracle, now);
             header.prev_chain = Some(record::chain_hex(&self.chain));
-            header.prev_file = prev_file;
-            self.write(&mut [header], now)?;
+            header.prev_file.clone_from(&prev_file);
+            if let Err(e) = self.write(&mut [header], now) {
+                // Not begun (a full disk): the next append begins it again, with its
+                // segment record first, never records in a file without one.
+                self.open = None;
+                self.last_file = prev_file;
+                return Err(e);
+            }
         }
         match self.expire(now)? {
             Some(r) => self.write(&mut [r], now),
@@ -551,6 +572,11 @@ pub const HEAD_INVALID: &str = "head_invalid";
 /// The state snapshot's audit head did not check under the trail's key.
 pub const SNAPSHOT_HEAD_INVALID: &str = "snapshot_head_invalid";
 
+/// `recovered` record's action: writing failed for a while and resumed; `time` is the
+/// first failure, `until` when the first record was written again, `through` how many
+/// records waited meanwhile (they follow it). Nothing was lost: a note for `verify`.
+pub const WRITE_GAP: &str = "write_gap";
+
 /// Seconds since the epoch as an RFC 3339 time (or the number, when out of range).
 fn fmt_secs(secs: i64) -> String {
     Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
@@ -571,6 +597,33 @@ enum Message {
     Close,
 }
 
+/// What the writer says about its disk, to the watcher set with [`AuditSink::watch`].
+#[derive(Debug, Clone, Copy)]
+pub enum Health<'a> {
+    /// Writing or flushing the trail failed; said at every failed attempt (about
+    /// every second) while it lasts.
+    Failing {
+        /// The trail's directory.
+        path: &'a Path,
+        /// The error.
+        error: &'a str,
+        /// When.
+        at: Timestamp,
+    },
+    /// Records are written again after failures (the [`WRITE_GAP`] record is written).
+    Writing {
+        /// The first failure.
+        since: Timestamp,
+        /// When writing worked again.
+        at: Timestamp,
+        /// Records that waited.
+        waited: u64,
+    },
+}
+
+/// Told about the writer's disk. Called on the writer's thread: it must not wait.
+pub type Watcher = Arc<dyn Fn(Health<'_>) + Send + Sync>;
+
 /// Counters of the writer, shared with `ctl status`.
 #[derive(Debug, Default)]
 pub struct AuditStats {
@@ -590,6 +643,7 @@ pub struct AuditSink {
     backfill: bool,
     dir: Arc<Path>,
     head: Arc<SharedHead>,
+    watcher: Arc<OnceLock<Watcher>>,
 }
 
 impl AuditSink {
@@ -612,6 +666,12 @@ impl AuditSink {
         if self.tx.send(Message::Flush(tx)).is_ok() {
             let _ = rx.recv();
         }
+    }
+
+    /// Has `watcher` told when writing fails and when it works again (once: a second
+    /// watcher is ignored).
+    pub fn watch(&self, watcher: Watcher) {
+        let _ = self.watcher.set(watcher);
     }
 
     /// The writer's counters.
@@ -678,10 +738,20 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
     let stats = Arc::new(AuditStats::default());
     let dir: Arc<Path> = Arc::from(trail.dir.as_path());
     let head = trail.head.clone();
-    let thread_stats = stats.clone();
+    let watcher: Arc<OnceLock<Watcher>> = Arc::default();
+    let mut writer = Writer {
+        trail,
+        rx,
+        stats: stats.clone(),
+        watcher: watcher.clone(),
+        batch: Vec::with_capacity(BATCH),
+        waiting: Vec::new(),
+        open: true,
+        outage: None,
+    };
     let thread = std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || run(trail, rx, &thread_stats))
+        .spawn(move || writer.run())
         .expect("cannot start the audit writer thread");
     (
         AuditSink {
@@ -690,6 +760,7 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
             backfill,
             dir,
             head,
+            watcher,
         },
         AuditWriter {
             thread: Some(thread),
@@ -698,96 +769,437 @@ pub fn spawn(trail: Trail, backfill: bool) -> (AuditSink, AuditWriter) {
     )
 }
 
-fn run(mut trail: Trail, rx: Receiver<Message>, stats: &AuditStats) {
-    use std::sync::mpsc::TryRecvError;
-    let mut batch: Vec<Box<Record>> = Vec::with_capacity(BATCH);
-    let mut waiting: Vec<SyncSender<()>> = Vec::new();
-    let mut open = true;
-    while open {
-        // Idle: block until something arrives.
-        match rx.recv() {
-            Ok(m) => open = take(m, &mut batch, &mut waiting),
-            Err(_) => open = false,
-        }
-        // Busy: sleep LINGER, take what came meanwhile, write it; until a LINGER passes
-        // with nothing. While the writer sleeps rather than waits on the channel, a
-        // sender never has to wake it: handing over a record stays a few atomic
-        // operations on the verdict's path, without a system call.
-        loop {
-            if open && waiting.is_empty() && batch.len() < BATCH {
-                std::thread::sleep(LINGER);
+/// Writing has failed since `since`: what the [`WRITE_GAP`] record will say.
+#[derive(Debug)]
+struct Outage {
+    since: Timestamp,
+    failures: u64,
+    error: String,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    trail: Trail,
+    rx: Receiver<Message>,
+    stats: Arc<AuditStats>,
+    watcher: Arc<OnceLock<Watcher>>,
+    /// Records taken from the channel, not yet written. Kept boxed as they arrive:
+    /// unboxing would copy each (perf showed it).
+    #[allow(clippy::vec_box)]
+    batch: Vec<Box<Record>>,
+    /// Flushes to answer once the batch is written.
+    waiting: Vec<SyncSender<()>>,
+    /// False once `Close` was taken (or every sender is gone).
+    open: bool,
+    /// Set while writing fails.
+    outage: Option<Outage>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        use std::sync::mpsc::TryRecvError;
+        while self.open {
+            // Idle: block until something arrives; while writing fails, only until the
+            // next attempt (a failed flush is tried again even when nothing comes).
+            if self.outage.is_some() {
+                match self.rx.recv_timeout(RETRY) {
+                    Ok(m) => self.take(m),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => self.open = false,
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(m) => self.take(m),
+                    Err(_) => self.open = false,
+                }
             }
-            // Whatever is queued; after Close, everything.
-            while batch.len() < BATCH || !open {
-                match rx.try_recv() {
-                    Ok(m) => open &= take(m, &mut batch, &mut waiting),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
+            // Busy: sleep LINGER, take what came meanwhile, write it; until a LINGER
+            // passes with nothing. While the writer sleeps rather than waits on the
+            // channel, a sender never has to wake it: handing over a record stays a few
+            // atomic operations on the verdict's path, without a system call.
+            loop {
+                if self.open
+                    && self.waiting.is_empty()
+                    && self.batch.len() < BATCH
+                    && self.outage.is_none()
+                {
+                    std::thread::sleep(LINGER);
+                }
+                // Whatever is queued; after Close, everything.
+                while self.batch.len() < BATCH || !self.open {
+                    match self.rx.try_recv() {
+                        Ok(m) => self.take(m),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            self.open = false;
+                            break;
+                        }
                     }
                 }
-            }
-            if batch.is_empty() && waiting.is_empty() {
-                // Going idle: what was written goes to disk now.
-                if let Err(e) = trail.sync() {
-                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(dir = %trail.dir.display(), error = %e, "cannot flush the audit trail to disk");
+                if self.batch.is_empty() && self.waiting.is_empty() && self.outage.is_none() {
+                    // Going idle: what was written goes to disk now.
+                    if let Err(e) = self.trail.sync() {
+                        self.failed(&e, "flush");
+                    }
+                    break;
                 }
-                break;
-            }
-            write_batch(&mut trail, &mut batch, stats, open);
-            for w in waiting.drain(..) {
-                let _ = w.send(());
-            }
-            if !open {
-                let _ = trail.sync();
-                break;
+                // With an outage and nothing queued, the gap record alone tries the disk.
+                self.write_batch();
+                for w in self.waiting.drain(..) {
+                    let _ = w.send(());
+                }
+                if !self.open {
+                    let _ = self.trail.sync();
+                    break;
+                }
+                if self.outage.is_some() {
+                    // Given up for now (only when closing): back to waiting.
+                    break;
+                }
             }
         }
     }
-}
 
-/// Takes one message; false for `Close`.
-#[allow(clippy::vec_box)] // Records arrive boxed; unboxing would copy each (perf showed it).
-fn take(m: Message, batch: &mut Vec<Box<Record>>, waiting: &mut Vec<SyncSender<()>>) -> bool {
-    match m {
-        Message::Record(r) => batch.push(r),
-        Message::Flush(w) => waiting.push(w),
-        Message::Close => return false,
+    /// Takes one message; `Close` ends `open`.
+    fn take(&mut self, m: Message) {
+        match m {
+            Message::Record(r) => self.batch.push(r),
+            Message::Flush(w) => self.waiting.push(w),
+            Message::Close => self.open = false,
+        }
     }
-    true
-}
 
-/// Writes the batch, retrying every second while the disk refuses; when closing, gives
-/// up after a few tries and logs the records instead.
-#[allow(clippy::vec_box)] // As in `take`.
-fn write_batch(trail: &mut Trail, batch: &mut Vec<Box<Record>>, stats: &AuditStats, open: bool) {
-    if batch.is_empty() {
-        return;
+    /// Records handed to the writer and not yet written.
+    fn unwritten(&self) -> u64 {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        n(&self.stats.queued).saturating_sub(n(&self.stats.written))
     }
-    let mut tries = 0;
-    loop {
-        match trail.append(batch, Timestamp::now()) {
-            Ok(()) => {
-                stats
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
+
+    /// Writes the batch (after the gap record, when writing had failed), retrying
+    /// every second while the disk refuses and taking what arrives meanwhile behind
+    /// it; when closing, gives up after a few tries and logs the records instead.
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() && self.outage.is_none() {
+            return;
+        }
+        let mut tries = 0;
+        loop {
+            let now = Timestamp::now();
+            let waited = self.unwritten();
+            let gap = self.outage.as_ref().map(|o| gap_record(o, waited, now));
+            let with_gap = gap.is_some();
+            if let Some(r) = gap {
+                self.batch.insert(0, Box::new(r));
+                // Over only when the head can be written too: a write that fits in the
+                // file's last block of a full disk is not the disk back.
+                self.trail.flush_next = true;
+            }
+            // What waited during an outage is written a batch at a time.
+            let n = self.batch.len().min(BATCH + usize::from(with_gap));
+            match self.trail.append(&mut self.batch[..n], now) {
+                Ok(()) => {
+                    let handed = n - usize::from(with_gap);
+                    self.stats
+                        .written
+                        .fetch_add(handed as u64, Ordering::Relaxed);
+                    self.batch.drain(..n);
+                    self.trail.flush_next = false;
+                    if let Some(o) = self.outage.take() {
+                        tracing::warn!(dir = %self.trail.dir.display(), since = %o.since,
+                            failures = o.failures, waited,
+                            "the audit trail is written again; a write_gap record says how long it was not");
+                        self.tell(Health::Writing {
+                            since: o.since,
+                            at: now,
+                            waited,
+                        });
+                    }
+                    if self.batch.is_empty() {
+                        return;
+                    }
+                    tries = 0;
+                }
+                Err(e) => {
+                    if with_gap {
+                        self.batch.remove(0);
+                    }
+                    tries += 1;
+                    self.failed(&e, "write");
+                    if !self.open && tries >= 5 {
+                        for r in self.batch.drain(..) {
+                            tracing::error!(record = %serde_json::to_string(&r).unwrap_or_default(), "audit record not written");
+                        }
+                        return;
+                    }
+                    self.wait_taking();
+                }
+            }
+        }
+    }
+
+    /// Waits [`RETRY`], taking what arrives meanwhile (records behind the batch,
+    /// flushes, `Close`), so that a shutdown is seen while the disk refuses.
+    fn wait_taking(&mut self) {
+        let until = std::time::Instant::now() + RETRY;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return;
             }
-            Err(e) => {
-                tries += 1;
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(dir = %trail.dir.display(), error = %e, records = batch.len(), "cannot write the audit trail; retrying");
-                if !open && tries >= 5 {
-                    for r in batch.drain(..) {
-                        tracing::error!(record = %serde_json::to_string(&r).unwrap_or_default(), "audit record not written");
-                    }
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.take(m),
+                Err(RecvTimeoutError::Timeout) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.open = false;
+                    std::thread::sleep(left);
                     return;
                 }
-                std::thread::sleep(Duration::from_secs(1));
             }
         }
+    }
+
+    /// Counts a failed write or flush, logs it (the first of an outage at error level,
+    /// then about once a minute) and tells the watcher.
+    fn failed(&mut self, e: &std::io::Error, what: &str) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        let now = Timestamp::now();
+        let error = e.to_string();
+        let waiting = self.unwritten();
+        let dir = self.trail.dir.display().to_string();
+        match &mut self.outage {
+            None => {
+                tracing::error!(dir = %dir, error = %error, records_waiting = waiting,
+                    "cannot {what} the audit trail; records wait in memory, tried again every second");
+                self.outage = Some(Outage {
+                    since: now,
+                    failures: 1,
+                    error: error.clone(),
+                });
+            }
+            Some(o) => {
+                o.failures += 1;
+                o.error.clone_from(&error);
+                if o.failures % LOG_EVERY == 0 {
+                    tracing::error!(dir = %dir, error = %error, since = %o.since,
+                        failures = o.failures, records_waiting = waiting,
+                        "the audit trail still cannot be written");
+                }
+            }
+        }
+        let path = self.trail.dir.clone();
+        self.tell(Health::Failing {
+            path: &path,
+            error: &error,
+            at: now,
+        });
+    }
+
+    fn tell(&self, health: Health<'_>) {
+        if let Some(w) = self.watcher.get() {
+            w(health);
+        }
+    }
+}
+
+/// The record that says writing failed from `o.since` to `now`, with `waited` records
+/// waiting meanwhile.
+fn gap_record(o: &Outage, waited: u64, now: Timestamp) -> Record {
+    let mut r = Record::new(Kind::Recovered, Source::Oracle, o.since);
+    r.action = Some(WRITE_GAP.into());
+    r.until = Some(now);
+    r.through = Some(waited);
+    r.reason = Some(format!(
+        "writing the trail failed from {} to {now} ({} failed attempts; the last: {}); {waited} records waited in memory and are written from here on",
+        o.since,
+        o.failures,
+        crate::text::escape_controls(&o.error)
+    ));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Outcome;
+
+    fn auth(i: usize) -> Record {
+        let mut r = Record::new(Kind::Auth, Source::Live, Timestamp::now())
+            .user(&format!("user{i}"))
+            .ip(Some("192.0.2.1".parse().unwrap()));
+        r.result = Some(Outcome::Ok);
+        r
+    }
+
+    /// The head file's temporary name made a directory: every write of the head fails
+    /// (as a full disk makes it fail) until it is removed.
+    #[test]
+    fn a_write_outage_is_told_recorded_as_a_gap_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = AuditConfig {
+            dir: Some(d.join("audit")),
+            key_file: Some(d.join("audit.key")),
+            // Every batch is flushed and the head written with it.
+            sync_interval_ms: 0,
+            ..AuditConfig::default()
+        };
+        let trail = Trail::open(&config, d, Timestamp::now()).unwrap();
+        let blocker = d.join("audit").join(".head.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let (sink, writer) = spawn(trail, false);
+        let (tx, told) = channel();
+        let tx = Mutex::new(tx);
+        sink.watch(Arc::new(move |h: Health<'_>| {
+            let said = match h {
+                Health::Failing { error, path, .. } => {
+                    assert!(path.ends_with("audit"), "{}", path.display());
+                    format!("failing: {error}")
+                }
+                Health::Writing { waited, since, at } => {
+                    assert!(since <= at);
+                    format!("writing: {waited}")
+                }
+            };
+            let _ = tx.lock().unwrap().send(said);
+        }));
+        for i in 0..3 {
+            sink.record(auth(i));
+        }
+        let wait = Duration::from_secs(10);
+        let first = told.recv_timeout(wait).unwrap();
+        assert!(first.starts_with("failing: "), "{first}");
+        // Handed over while failing: they wait behind the first ones.
+        for i in 3..5 {
+            sink.record(auth(i));
+        }
+        // A retry fails again: told again (the engine alerts once), counted.
+        assert!(told.recv_timeout(wait).unwrap().starts_with("failing: "));
+        assert!(sink.stats().write_errors.load(Ordering::Relaxed) >= 2);
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 0);
+        std::fs::remove_dir(&blocker).unwrap();
+        sink.flush();
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 5);
+        let said: Vec<String> = told.try_iter().collect();
+        assert_eq!(
+            said.iter().filter(|s| s.starts_with("writing")).count(),
+            1,
+            "{said:?}"
+        );
+        assert_eq!(said.last().map(String::as_str), Some("writing: 5"));
+        writer.close();
+
+        let v = super::super::verify::verify(
+            &d.join("audit"),
+            &key::read(&d.join("audit.key")).unwrap(),
+        )
+        .unwrap();
+        assert!(v.complete(), "{:?}", v.problems);
+        assert_eq!(v.records, 7, "segment, gap, five auth records");
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("writing the trail failed from")),
+            "{:?}",
+            v.notes
+        );
+        let segments = segment::list(&d.join("audit")).unwrap();
+        let text = std::fs::read_to_string(&segments[0].1).unwrap();
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let gap = &records[1];
+        assert_eq!(gap.kind, Kind::Recovered);
+        assert_eq!(gap.action.as_deref(), Some(WRITE_GAP));
+        assert_eq!(gap.through, Some(5));
+        assert!(gap.until.unwrap() >= gap.time && gap.logged >= gap.time);
+        assert!(
+            gap.reason.as_deref().unwrap().contains("5 records waited"),
+            "{:?}",
+            gap.reason
+        );
+        let users: Vec<&str> = records[2..]
+            .iter()
+            .map(|r| r.user.as_deref().unwrap())
+            .collect();
+        assert_eq!(users, ["user0", "user1", "user2", "user3", "user4"]);
+    }
+
+    /// Flushing when idle fails (the head cannot be written) while appending to the
+    /// segment's last block would still work, as on a full disk: the outage lasts until
+    /// records and the head are both written, so it is told once, not on and off.
+    #[test]
+    fn an_append_without_its_head_does_not_end_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = AuditConfig {
+            dir: Some(d.join("audit")),
+            key_file: Some(d.join("audit.key")),
+            sync_interval_ms: 60_000,
+            ..AuditConfig::default()
+        };
+        let trail = Trail::open(&config, d, Timestamp::now()).unwrap();
+        let blocker = d.join("audit").join(".head.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let (sink, writer) = spawn(trail, false);
+        let (tx, told) = channel();
+        let tx = Mutex::new(tx);
+        sink.watch(Arc::new(move |h: Health<'_>| {
+            let said = match h {
+                Health::Failing { .. } => "failing".to_string(),
+                Health::Writing { waited, .. } => format!("writing: {waited}"),
+            };
+            let _ = tx.lock().unwrap().send(said);
+        }));
+        // Written to the file; the flush when the writer goes idle fails.
+        sink.record(auth(0));
+        let wait = Duration::from_secs(10);
+        assert_eq!(told.recv_timeout(wait).unwrap(), "failing");
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 1);
+        sink.record(auth(1));
+        sink.record(auth(2));
+        // Their appends would fit, but each attempt flushes and writes the head: fails.
+        assert_eq!(told.recv_timeout(wait).unwrap(), "failing");
+        assert_eq!(told.recv_timeout(wait).unwrap(), "failing");
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir(&blocker).unwrap();
+        sink.flush();
+        let said: Vec<String> = told.try_iter().collect();
+        assert_eq!(
+            said.iter().filter(|s| s.starts_with("writing")).count(),
+            1,
+            "{said:?}"
+        );
+        assert_eq!(said.last().map(String::as_str), Some("writing: 2"));
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 3);
+        writer.close();
+        let v = super::super::verify::verify(
+            &d.join("audit"),
+            &key::read(&d.join("audit.key")).unwrap(),
+        )
+        .unwrap();
+        assert!(v.complete(), "{:?}", v.problems);
+        assert_eq!(v.records, 5, "segment, auth, gap, two auth records");
+    }
+
+    /// A close while the disk refuses ends within a few tries: the records are logged.
+    #[test]
+    fn closing_while_writes_fail_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = AuditConfig {
+            dir: Some(d.join("audit")),
+            key_file: Some(d.join("audit.key")),
+            sync_interval_ms: 0,
+            ..AuditConfig::default()
+        };
+        let trail = Trail::open(&config, d, Timestamp::now()).unwrap();
+        std::fs::create_dir(d.join("audit").join(".head.json.tmp")).unwrap();
+        let (sink, writer) = spawn(trail, false);
+        sink.record(auth(0));
+        let started = std::time::Instant::now();
+        writer.close();
+        assert!(started.elapsed() < Duration::from_secs(15));
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 0);
     }
 }

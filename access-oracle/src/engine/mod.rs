@@ -12,6 +12,7 @@ mod observe;
 pub mod policy;
 mod respond;
 pub mod stats;
+pub mod storage;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -74,6 +75,8 @@ pub struct Engine {
     /// `access-oracle ctl` as an alert's undo command starts (with `--socket` when
     /// the admin socket is not the default).
     ctl: Box<str>,
+    /// The parts that cannot write now (snapshot, audit trail, journal).
+    storage: storage::Episodes,
 }
 
 /// What the engine knows from outside: GeoIP/ASN, address lists, disabled accounts.
@@ -238,6 +241,7 @@ impl Engine {
             observed: dashmap::DashMap::new(),
             ctl: context::ctl_prefix(&config.admin_socket.path).into(),
             journal: OnceLock::new(),
+            storage: storage::Episodes::default(),
         };
         engine.note_observing();
         (engine, rx)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, storage};
 use crate::persist::{self, journal, snapshot};
 
 /// How often idle accounts and addresses are forgotten and the snapshot is written.
@@ -123,6 +123,7 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
     }
     let now = Timestamp::now().as_second();
     let head = engine.audit().and_then(|a| a.head());
+    let path = dir.join(snapshot::FILE_NAME);
     let writer = engine.clone();
     let journal = engine.journal().cloned();
     let result = tokio::task::spawn_blocking(move || {
@@ -139,17 +140,22 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
     })
     .await;
     match result {
-        Ok(Ok(c)) => tracing::debug!(
-            baselines = c.baselines,
-            holds = c.holds,
-            ip_blocks = c.ip_blocks,
-            windows = c.windows,
-            "state snapshot written"
-        ),
+        Ok(Ok(c)) => {
+            tracing::debug!(
+                baselines = c.baselines,
+                holds = c.holds,
+                ip_blocks = c.ip_blocks,
+                windows = c.windows,
+                "state snapshot written"
+            );
+            engine.storage_recovered(storage::SNAPSHOT, Timestamp::now());
+        }
         Ok(Err(e)) => {
-            // Try again at the next tick.
+            // Try again at the next tick. The first failure of an episode is logged at
+            // error level and alerted (critical) by the engine.
             engine.state().mark_dirty();
-            tracing::error!(error = %e, "cannot write the state snapshot")
+            tracing::warn!(error = %e, "cannot write the state snapshot; tried again in a minute");
+            engine.storage_failed(storage::SNAPSHOT, &path, &e.to_string(), Timestamp::now());
         }
         Err(e) => tracing::error!(error = %e, "the snapshot task failed"),
     }

@@ -119,6 +119,8 @@ pub async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Runni
         tracing::warn!("the audit trail is off ([audit] enabled = false)");
     }
     let engine = Arc::new(engine);
+    // The audit writer's disk failures raise the engine's storage alert.
+    engine.watch_audit_storage();
     raise_fd_limit(
         (config.max_connections
             + config.raw.server.admin_max_connections
