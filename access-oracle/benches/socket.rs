@@ -24,6 +24,9 @@
 //! shared VM hits both. Users vary over all accounts, so every verdict stays `accept`
 //! under the default recipient ceiling; the clients check every reply.
 //!
+//! `JOURNAL=off` runs the oracle without its state journal (`[server] journal = false`),
+//! to compare.
+//!
 //! Without `--bench` (e.g. `cargo test --benches`) it runs a few hundred requests only,
 //! as a smoke test.
 
@@ -188,6 +191,8 @@ impl Servers {
         };
         let mut raw = RawConfig::default();
         overrides.apply(&mut raw);
+        // JOURNAL=off: the oracle without its state journal (the journal's cost).
+        raw.server.journal = std::env::var("JOURNAL").map_or(true, |v| v != "off");
         let config = Config::from_raw(raw).map_err(|p| anyhow::anyhow!("{p}"))?;
         let oracle_socket = config.exim_socket.path.clone();
         let echo_socket = dir.path().join("echo.sock");

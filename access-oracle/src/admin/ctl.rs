@@ -424,11 +424,15 @@ fn render_status(s: &StatusView, width: u16) -> String {
                     .to_string()
             }
             Some(j) => format!(
-                "{} changes appended ({} bytes), {} flushes, {} errors{}",
+                "{} changes appended ({} bytes), {} flushes, {} errors{}{}",
                 j.appended,
                 j.bytes,
                 j.flushes,
                 j.errors,
+                match &j.file {
+                    Some(f) => format!("\n{} ({} bytes)", path(f), j.file_len),
+                    None => String::new(),
+                },
                 if j.failing {
                     format!(
                         "\nFAILING: {} changes in memory only until the next snapshot",

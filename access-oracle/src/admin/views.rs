@@ -1045,7 +1045,7 @@ pub fn status(engine: &Engine, now: Timestamp, server: ServerFacts) -> StatusVie
         enrichment: EnrichmentView::of(&engine.enrichment()),
         in_force: in_force(engine, now),
         audit: engine.audit().map(|a| typed(a.status(), "audit")),
-        journal: engine.journal().map(|j| JournalView::of(j.status())),
+        journal: engine.journal().map(|j| JournalView::of(j)),
         counters: CountersView::of(&engine.stats.snapshot()),
         listeners: server.listeners,
         actions: engine
@@ -1249,18 +1249,31 @@ pub struct JournalView {
     pub errors: u64,
     /// Appending has failed and not resumed (it resumes at the next snapshot).
     pub failing: bool,
+    /// The file being appended to (none while no file could be made).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How far its data goes, in bytes (the file is made whole at once).
+    #[serde(default)]
+    pub file_len: u64,
 }
 
 impl JournalView {
-    fn of(s: &crate::persist::journal::Status) -> JournalView {
+    fn of(j: &crate::persist::journal::JournalFile) -> JournalView {
         use std::sync::atomic::Ordering::Relaxed;
+        let s = j.status();
+        let (file, file_len) = match j.current() {
+            Some((f, n)) => (Some(f), n),
+            None => (None, 0),
+        };
         JournalView {
+            file,
+            file_len,
             appended: s.appended.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
             lost: s.lost.load(Relaxed),
             flushes: s.flushes.load(Relaxed),
             errors: s.errors.load(Relaxed),
-            failing: s.failed.load(Relaxed),
+            failing: s.failed.load(Relaxed) || s.incomplete.load(Relaxed),
         }
     }
 }

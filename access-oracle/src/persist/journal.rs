@@ -50,11 +50,13 @@ use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use access_map::AppendMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -224,27 +226,49 @@ pub struct Status {
     pub flushes: AtomicU64,
     /// Appends or flushes that failed.
     pub errors: AtomicU64,
-    /// Appending failed and has not resumed (a new file starts at the next snapshot).
+    /// Appending failed and has not resumed (the flushing thread and each snapshot try
+    /// to make a file again).
     pub failed: AtomicBool,
+    /// Changes were lost since the last snapshot written (which holds everything before
+    /// it): until the next one is, a crash loses them.
+    pub incomplete: AtomicBool,
     /// The last failure, for the report: the file and the error.
     pub last_error: Mutex<Option<(PathBuf, String)>>,
 }
 
-/// The file being appended to.
+/// Bytes of one journal file: a file that fills up is followed by the next
+/// generation (the replay reads every generation in order).
+pub const FILE_BYTES: usize = 2 << 20;
+
+/// One journal file, mapped.
 #[derive(Debug)]
-struct Open {
+struct Segment {
     generation: u64,
     path: PathBuf,
-    /// `None`: no file could be opened; nothing is appended until one is.
-    file: Option<Arc<File>>,
-    /// Its length after the last whole record.
-    len: u64,
+    map: Arc<AppendMap>,
+}
+
+/// The file being appended to, and the next one, made ahead.
+#[derive(Debug)]
+struct Open {
+    /// `None`: no file could be made; nothing is appended until one is.
+    current: Option<Segment>,
+    /// The generation of the current file (or of the last one, when there is none).
+    generation: u64,
+    /// The highest generation handed out to be made: each file is made by one thread
+    /// only, under a number nobody else makes (numbers may be skipped, never reused).
+    allocated: u64,
+    /// The next generation's file, made ahead by the flushing thread so that a file
+    /// filling up, or a snapshot starting, never waits for one to be made.
+    spare: Option<Segment>,
     /// The last sequence number given.
     seq: u64,
-    /// An append failed: nothing more goes into this file.
-    broken: bool,
-    /// Bytes written since the last flush.
-    unflushed: bool,
+    /// How far the current file was flushed.
+    flushed: usize,
+    /// Files left for the next (flushed, then dropped by the flushing thread).
+    retired: Vec<(Arc<AppendMap>, usize)>,
+    /// Changes lost before the last rotation (the snapshot after it holds them).
+    lost_at_rotation: u64,
 }
 
 /// The journal of a running oracle.
@@ -255,8 +279,10 @@ pub struct JournalFile {
     /// One rotation at a time (the minute's snapshot and the last one at shutdown).
     rotating: Mutex<()>,
     status: Arc<Status>,
-    /// Wakes the flusher early (at the end).
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Bytes of each file.
+    file_bytes: usize,
+    /// Wakes the flusher early: (stop, make the next file now).
+    stop: Arc<(Mutex<(bool, bool)>, Condvar)>,
 }
 
 thread_local! {
@@ -266,35 +292,49 @@ thread_local! {
 
 impl JournalFile {
     /// Opens generation `generation` (a new file) in `dir`, numbering changes after
-    /// `seq`, and starts the thread that flushes it every `flush_every`. A file that
-    /// cannot be created is reported in the status; the oracle goes on without
-    /// journaling until a snapshot starts the next generation.
+    /// `seq`, and starts the thread that flushes it every `flush_every` (and makes the
+    /// next file ahead). A file that cannot be made is reported in the status; the
+    /// oracle goes on without journaling until one can (at the next snapshot, or when
+    /// the flushing thread manages).
     pub fn open(dir: &Path, generation: u64, seq: u64, flush_every: Duration) -> Arc<JournalFile> {
+        JournalFile::open_sized(dir, generation, seq, flush_every, FILE_BYTES)
+    }
+
+    /// [`JournalFile::open`] with files of `file_bytes` (tests).
+    pub fn open_sized(
+        dir: &Path,
+        generation: u64,
+        seq: u64,
+        flush_every: Duration,
+        file_bytes: usize,
+    ) -> Arc<JournalFile> {
         let status = Arc::new(Status::default());
-        let path = dir.join(file_name(generation));
-        let mut open = Open {
-            generation,
-            path: path.clone(),
-            file: None,
-            len: 0,
-            seq,
-            broken: false,
-            unflushed: false,
-        };
-        match create(&path) {
-            Ok(f) => {
-                open.len = MAGIC.len() as u64;
-                open.file = Some(Arc::new(f));
+        let file_bytes = file_bytes.max(MAGIC.len() + 4096);
+        let current = match create(dir, generation, file_bytes) {
+            Ok(s) => Some(s),
+            Err((path, e)) => {
+                fail(&status, &path, &e);
+                None
             }
-            Err(e) => fail(&status, &path, &e),
-        }
+        };
         let journal = Arc::new(JournalFile {
             dir: dir.to_path_buf(),
-            open: Mutex::new(open),
+            open: Mutex::new(Open {
+                current,
+                generation,
+                allocated: generation,
+                spare: None,
+                seq,
+                flushed: 0,
+                retired: Vec::new(),
+                lost_at_rotation: 0,
+            }),
             rotating: Mutex::new(()),
             status,
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            file_bytes,
+            stop: Arc::new((Mutex::new((false, false)), Condvar::new())),
         });
+        journal.make_spare();
         let flusher = Arc::downgrade(&journal);
         let stop = journal.stop.clone();
         let spawned = std::thread::Builder::new()
@@ -311,50 +351,132 @@ impl JournalFile {
         &self.status
     }
 
+    /// The file being appended to and how far its data goes (the file itself is made
+    /// whole at once: zeros follow); `None` while no file could be made.
+    pub fn current(&self) -> Option<(PathBuf, u64)> {
+        let open = self.lock();
+        let seg = open.current.as_ref()?;
+        Some((seg.path.clone(), seg.map.len() as u64))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes the next generation's file ahead, when there is none (outside the lock:
+    /// appends go on meanwhile).
+    fn make_spare(&self) {
+        let next = {
+            let mut open = self.lock();
+            if open.spare.is_some() {
+                return;
+            }
+            open.allocated += 1;
+            open.allocated
+        };
+        match create(&self.dir, next, self.file_bytes) {
+            Ok(seg) => {
+                let mut open = self.lock();
+                if open.spare.is_none() && next > open.generation {
+                    open.spare = Some(seg);
+                } else {
+                    drop(open);
+                    // Someone moved on meanwhile: this one is of no use.
+                    let _ = fs::remove_file(&seg.path);
+                }
+            }
+            // Not yet a loss: the current file goes on taking changes; counted, and
+            // tried again at the next flush.
+            Err((path, e)) => {
+                self.status.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %path.display(), error = %e,
+                    "cannot make the next journal file ahead; tried again at the next flush");
+            }
+        }
+    }
+
+    /// Moves to the next generation: the spare file, or a new one made now (outside the
+    /// lock, which `open` is released for). Returns false when none could be made; that
+    /// is a failure of the journal (`losing`: changes are lost until a file is made) or
+    /// only counted (a snapshot's rotation: the current file goes on).
+    fn advance<'a>(
+        &'a self,
+        mut open: std::sync::MutexGuard<'a, Open>,
+        losing: bool,
+    ) -> (std::sync::MutexGuard<'a, Open>, bool) {
+        loop {
+            let seg = match open.spare.take() {
+                Some(s) if s.generation > open.generation => s,
+                other => {
+                    if let Some(stale) = other {
+                        let _ = fs::remove_file(&stale.path);
+                    }
+                    open.allocated += 1;
+                    let next = open.allocated;
+                    drop(open);
+                    let made = create(&self.dir, next, self.file_bytes);
+                    open = self.lock();
+                    match made {
+                        Ok(s) if next > open.generation => s,
+                        Ok(s) => {
+                            // Moved on meanwhile: try again from there.
+                            let _ = fs::remove_file(&s.path);
+                            continue;
+                        }
+                        Err((path, e)) if losing || open.current.is_none() => {
+                            fail(&self.status, &path, &e);
+                            return (open, false);
+                        }
+                        Err((path, e)) => {
+                            self.status.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(file = %path.display(), error = %e,
+                                "cannot start the next journal file for the snapshot: the current one goes on");
+                            return (open, false);
+                        }
+                    }
+                }
+            };
+            let next = seg.generation;
+            let flushed = std::mem::take(&mut open.flushed);
+            if let Some(old) = open.current.replace(seg) {
+                open.retired.push((old.map, flushed));
+            }
+            open.generation = next;
+            if self.status.failed.swap(false, Ordering::Relaxed) {
+                tracing::info!(file = %self.dir.join(file_name(next)).display(),
+                    "the state journal is written again");
+            }
+            return (open, true);
+        }
+    }
+
     /// Starts the next generation, for a snapshot about to be written: returns the mark
-    /// the snapshot records. The file left is flushed to disk first. When the new file
-    /// cannot be created, the mark names the current one (replayed from the mark's
-    /// number on) and appending goes on there, unless it had failed.
+    /// the snapshot records. The files left are flushed to disk first. When no file can
+    /// be made, the mark names the current one (replayed from the mark's number on).
     pub fn rotate(&self) -> Mark {
         let _one = self.rotating.lock().unwrap_or_else(|e| e.into_inner());
-        let next = self.lock().generation + 1;
-        let path = self.dir.join(file_name(next));
-        let created = create(&path);
-        let mut open = self.lock();
-        match created {
-            Ok(f) => {
-                let old = open.file.replace(Arc::new(f));
-                open.generation = next;
-                open.path = path;
-                open.len = MAGIC.len() as u64;
-                open.broken = false;
-                open.unflushed = false;
-                let mark = Mark {
-                    generation: next,
-                    seq: open.seq,
-                };
-                drop(open);
-                if self.status.failed.swap(false, Ordering::Relaxed) {
-                    tracing::info!(file = %self.dir.join(file_name(next)).display(),
-                        "the state journal is written again");
+        let (mut open, _) = self.advance(self.lock(), false);
+        open.lost_at_rotation = self.status.lost.load(Ordering::Relaxed);
+        let mark = Mark {
+            generation: open.generation,
+            seq: open.seq,
+        };
+        let retired = std::mem::take(&mut open.retired);
+        drop(open);
+        self.flush_retired(retired);
+        self.make_spare();
+        mark
+    }
+
+    fn flush_retired(&self, retired: Vec<(Arc<AppendMap>, usize)>) {
+        for (map, from) in retired {
+            match map.flush(from) {
+                Ok(_) => {
+                    self.status.flushes.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(old) = old
-                    && let Err(e) = old.sync_data()
-                {
+                Err(e) => {
                     self.status.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "cannot flush the previous journal file");
-                }
-                mark
-            }
-            Err(e) => {
-                fail(&self.status, &path, &e);
-                Mark {
-                    generation: open.generation,
-                    seq: open.seq,
+                    tracing::warn!(error = %e, "cannot flush a previous journal file");
                 }
             }
         }
@@ -366,19 +488,42 @@ impl JournalFile {
         forget_before(&self.dir, mark);
     }
 
-    /// Flushes what was appended to disk now.
+    /// The snapshot begun at `mark` (by [`JournalFile::rotate`]) is on disk: the older
+    /// files go, and changes lost before the rotation are no longer missing (the
+    /// snapshot holds them).
+    pub fn snapshot_written(&self, mark: Mark) {
+        self.forget_before(mark);
+        let open = self.lock();
+        if self.status.lost.load(Ordering::Relaxed) == open.lost_at_rotation
+            && self.status.incomplete.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("the state journal is whole again: the snapshot holds what it lost");
+        }
+    }
+
+    /// Flushes what was appended to disk now, and makes the next file ahead if needed.
     pub fn flush(&self) {
-        let file = {
+        let (current, from, retired) = {
             let mut open = self.lock();
-            if !std::mem::take(&mut open.unflushed) {
-                return;
-            }
-            open.file.clone()
+            let retired = std::mem::take(&mut open.retired);
+            let current = open.current.as_ref().map(|s| s.map.clone());
+            (current, open.flushed, retired)
         };
-        if let Some(f) = file {
-            match f.sync_data() {
-                Ok(()) => {
+        self.flush_retired(retired);
+        if let Some(map) = current
+            && map.len() > from
+        {
+            match map.flush(from) {
+                Ok(to) => {
                     self.status.flushes.fetch_add(1, Ordering::Relaxed);
+                    let mut open = self.lock();
+                    if open
+                        .current
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(&s.map, &map))
+                    {
+                        open.flushed = open.flushed.max(to);
+                    }
                 }
                 Err(e) => {
                     self.status.errors.fetch_add(1, Ordering::Relaxed);
@@ -386,13 +531,27 @@ impl JournalFile {
                 }
             }
         }
+        self.make_spare();
+        // A journal that lost changes (no file, or a full one and no next) tries again
+        // here, off the verdicts' path.
+        if self.status.failed.load(Ordering::Relaxed) {
+            let (open, _) = self.advance(self.lock(), true);
+            drop(open);
+        }
     }
 
     /// Flushes and stops the flushing thread (at shutdown).
     pub fn close(&self) {
         self.flush();
         let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+        cv.notify_all();
+    }
+
+    /// Asks the flushing thread to make the next file now (one was just used up).
+    fn want_spare(&self) {
+        let (lock, cv) = &*self.stop;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         cv.notify_all();
     }
 }
@@ -421,44 +580,45 @@ impl JournalFile {
                 // Every field is plain data: encoding does not fail. Were it to,
                 // the change is counted as lost, not the oracle.
                 self.status.lost.fetch_add(1, Ordering::Relaxed);
+                self.status.incomplete.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "cannot encode a journal record");
                 return 0;
             }
         };
         let payload = (buf.len() - FRAME) as u32;
         let mut open = self.lock();
-        let Some(file) = open.file.clone().filter(|_| !open.broken) else {
-            self.status.lost.fetch_add(1, Ordering::Relaxed);
-            return 0;
-        };
         let seq = open.seq + 1;
         buf[0..4].copy_from_slice(&payload.to_le_bytes());
         buf[8..16].copy_from_slice(&seq.to_le_bytes());
         let mut h = crc32fast::Hasher::new();
         h.update(&buf[8..]);
         buf[4..8].copy_from_slice(&h.finalize().to_le_bytes());
-        match (&*file).write_all(buf) {
-            Ok(()) => {
-                open.seq = seq;
-                open.len += buf.len() as u64;
-                open.unflushed = true;
-                self.status.appended.fetch_add(1, Ordering::Relaxed);
-                self.status
-                    .bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                seq
-            }
-            Err(e) => {
-                // No partial record stays behind; nothing more goes into this file.
-                let _ = file.set_len(open.len);
-                open.broken = true;
-                let path = open.path.clone();
-                drop(open);
-                self.status.lost.fetch_add(1, Ordering::Relaxed);
-                fail(&self.status, &path, &e);
-                0
+        let mut appended = open.current.as_ref().and_then(|s| s.map.append(buf));
+        if appended.is_none()
+            && open.current.is_some()
+            && !self.status.failed.load(Ordering::Relaxed)
+        {
+            // The file is full: on to the next (made ahead, normally). After a failure
+            // the flushing thread tries, not every verdict.
+            let (again, moved) = self.advance(open, true);
+            open = again;
+            if moved {
+                appended = open.current.as_ref().and_then(|s| s.map.append(buf));
+                self.want_spare();
             }
         }
+        if appended.is_none() {
+            self.status.lost.fetch_add(1, Ordering::Relaxed);
+            self.status.incomplete.store(true, Ordering::Relaxed);
+            return 0;
+        }
+        open.seq = seq;
+        drop(open);
+        self.status.appended.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        seq
     }
 }
 
@@ -481,27 +641,44 @@ pub fn forget_before(dir: &Path, mark: Mark) {
     }
 }
 
-/// Creates a journal file and writes its first line.
-fn create(path: &Path) -> std::io::Result<File> {
-    // Appending (O_APPEND): a record is written at the end whatever happened before.
-    let mut f = crate::files::private_append().open(path)?;
-    let written = f
-        .set_len(0)
-        .and_then(|()| f.write_all(MAGIC))
-        .and_then(|()| f.sync_data());
-    if let Err(e) = written {
-        let _ = fs::remove_file(path);
-        return Err(e);
-    }
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
+/// Makes generation `g`'s file in `dir`: its first line written and flushed, its whole
+/// size reserved on disk (a full disk fails here, never during an append), mapped.
+fn create(dir: &Path, g: u64, bytes: usize) -> Result<Segment, (PathBuf, std::io::Error)> {
+    let path = dir.join(file_name(g));
+    // A new file, never one that is there (whoever made it owns it).
+    let mut f = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(crate::files::PRIVATE_FILE_MODE)
+        .open(&path)
     {
-        let _ = d.sync_all();
+        Ok(f) => f,
+        Err(e) => return Err((path, e)),
+    };
+    let made = (|| {
+        f.write_all(MAGIC)?;
+        let map = AppendMap::create(f.try_clone()?, bytes, MAGIC.len())?;
+        map.flush(0)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(map)
+    })();
+    match made {
+        Ok(map) => Ok(Segment {
+            generation: g,
+            path,
+            map: Arc::new(map),
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err((path, e))
+        }
     }
-    Ok(f)
 }
 
-/// Records a failure to append to (or create) `path`.
+/// Records a failure to make `path` (or to write it).
 fn fail(status: &Status, path: &Path, e: &std::io::Error) {
     status.errors.fetch_add(1, Ordering::Relaxed);
     let first = !status.failed.swap(true, Ordering::Relaxed);
@@ -509,27 +686,30 @@ fn fail(status: &Status, path: &Path, e: &std::io::Error) {
         Some((path.to_path_buf(), e.to_string()));
     if first {
         tracing::error!(file = %path.display(), error = %e,
-            "cannot append to the state journal: changes are kept in memory only until the next snapshot is written");
+            "cannot write the state journal: changes are kept in memory only until a journal file can be made (tried every flush and at each snapshot)");
     }
 }
 
 fn flush_loop(
     journal: std::sync::Weak<JournalFile>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<(Mutex<(bool, bool)>, Condvar)>,
     every: Duration,
 ) {
     let (lock, cv) = &*stop;
     loop {
-        {
-            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let (stopped, _) = cv
-                .wait_timeout_while(stopped, every, |s| !*s)
+        let spare_only = {
+            let flags = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut flags, waited) = cv
+                .wait_timeout_while(flags, every, |(stop, spare)| !*stop && !*spare)
                 .unwrap_or_else(|e| e.into_inner());
-            if *stopped {
+            if flags.0 {
                 return;
             }
-        }
+            let spare = std::mem::take(&mut flags.1);
+            spare && !waited.timed_out()
+        };
         match journal.upgrade() {
+            Some(j) if spare_only => j.make_spare(),
             Some(j) => j.flush(),
             None => return,
         }
@@ -702,6 +882,14 @@ fn replay_file(
     }
     let mut at = MAGIC.len();
     while at < bytes.len() {
+        // A file is made whole at once and filled from the start: zeros after the
+        // last record are where appending stopped.
+        if bytes[at..bytes.len().min(at + FRAME)]
+            .iter()
+            .all(|&b| b == 0)
+        {
+            break;
+        }
         let (sum, seq, end) = match frame_at(bytes, at) {
             Ok(f) => f,
             Err(p) => {

@@ -134,7 +134,7 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
         if written.is_ok()
             && let (Some(j), Some(m)) = (&journal, mark)
         {
-            j.forget_before(m);
+            j.snapshot_written(m);
         }
         written
     })
@@ -161,13 +161,44 @@ pub async fn write_snapshot(engine: Arc<Engine>, dir: PathBuf) {
     }
 }
 
-/// Sweeps and snapshots every minute until shutdown.
+/// How often the journal's health is looked at.
+const JOURNAL_CHECK: Duration = Duration::from_secs(1);
+
+/// Reports the journal failing (once per episode, through the engine: a critical alert
+/// and a log line) or writing again, and asks for a snapshot while it fails: the
+/// snapshot starts its next file.
+fn check_journal(engine: &Engine) {
+    let Some(j) = engine.journal() else {
+        return;
+    };
+    let status = j.status();
+    let failing = status.failed.load(std::sync::atomic::Ordering::Relaxed)
+        || status.incomplete.load(std::sync::atomic::Ordering::Relaxed);
+    if failing {
+        engine.state().mark_dirty();
+        let last = status
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((path, error)) = last {
+            engine.storage_failed(storage::JOURNAL, &path, &error, Timestamp::now());
+        }
+    } else {
+        engine.storage_recovered(storage::JOURNAL, Timestamp::now());
+    }
+}
+
+/// Sweeps and snapshots every minute until shutdown; looks at the journal every second.
 pub async fn run(engine: Arc<Engine>, upkeep: Upkeep, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut journal_tick = tokio::time::interval(JOURNAL_CHECK);
+    journal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = journal_tick.tick() => check_journal(&engine),
             _ = tick.tick() => {
                 let now = Timestamp::now();
                 let dropped = engine.sweep(now, upkeep.idle_secs, upkeep.max_accounts);

@@ -89,6 +89,15 @@ fn held(e: &Engine, user: &str, ip: &str, at: i64) -> bool {
     reply != "accept"
 }
 
+/// Where the journal's data ends in its first file (the file itself is made whole at
+/// once and zero after the data).
+fn data_end(e: &Engine) -> usize {
+    let bytes = e.journal().unwrap().status().bytes.load(Relaxed) as usize;
+    b"exim-access journal 1\n".len() + bytes
+}
+
+use std::sync::atomic::Ordering::Relaxed;
+
 fn journal_files(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
     journal::files(dir).unwrap()
 }
@@ -199,8 +208,8 @@ fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
             .iter()
             .map(|(g, _)| *g)
             .collect::<Vec<_>>(),
-        vec![2],
-        "the file before the snapshot is gone"
+        vec![2, 3],
+        "the file before the snapshot is gone (3: the next, made ahead)"
     );
     // After it: in the journal only.
     ask(&e, "rcpt user=carol ip=192.0.2.60 rcpt=x@example.org", 12);
@@ -221,7 +230,7 @@ fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
 #[test]
 fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    {
+    let whole = {
         let (e, _rx) = journaled(
             dir.path(),
             journal::Mark {
@@ -231,15 +240,15 @@ fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() 
         );
         e.hold("dave", 600, None, t(10), ROOT);
         e.hold("erin", 600, None, t(10), ROOT);
-    }
-    let (_, path) = journal_files(dir.path()).pop().unwrap();
+        data_end(&e)
+    };
+    let path = dir.path().join(journal::file_name(1));
     let mut bytes = std::fs::read(&path).unwrap();
-    let whole = bytes.len();
-    // The last record cut short, as a power cut can leave it.
+    // The file cut short in its last record (truncated by hand or by a filesystem).
     bytes.truncate(whole - 3);
     std::fs::write(&path, &bytes).unwrap();
     let (e, r) = restart(dir.path(), 20);
-    let replayed = r.journal.unwrap();
+    let replayed = r.journal.as_ref().unwrap();
     assert_eq!(replayed.damaged.len(), 1);
     let damage = &replayed.damaged[0];
     assert_eq!(damage.file, path);
@@ -256,15 +265,11 @@ fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() 
     assert!(held(&e, "dave", "192.0.2.5", 21), "before the damage");
     assert!(!held(&e, "erin", "192.0.2.5", 21), "the damaged record");
 
-    // A flipped byte in the first record of another journal: nothing of that file.
+    // A flipped byte in the first record of the restart's own file.
+    assert!(data_end(&e) > 40, "the restart journaled nothing");
     drop(e);
-    let (_, path) = journal_files(dir.path()).pop().unwrap();
+    let path = dir.path().join(journal::file_name(r.next.generation));
     let mut bytes = std::fs::read(&path).unwrap();
-    assert!(
-        bytes.len() > 40,
-        "the restart journaled nothing? {}",
-        bytes.len()
-    );
     let magic = b"exim-access journal 1\n".len();
     bytes[magic + 20] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
@@ -322,11 +327,11 @@ fn a_record_that_fails_its_checksum_costs_that_record_only() {
                 seq: 0,
             },
         );
-        let (_, path) = journal_files(dir.path()).pop().unwrap();
+        let path = dir.path().join(journal::file_name(1));
         let mut ends = Vec::new();
         for user in ["anna", "bert", "cleo"] {
             e.hold(user, 600, None, t(10), ROOT);
-            ends.push(std::fs::metadata(&path).unwrap().len() as usize);
+            ends.push(data_end(&e));
         }
         (path, ends)
     };
@@ -352,4 +357,33 @@ fn a_record_that_fails_its_checksum_costs_that_record_only() {
         held(&e, "cleo", "192.0.2.5", 21),
         "the record after the damaged one"
     );
+}
+
+#[test]
+fn a_full_journal_file_goes_on_in_the_next_and_all_are_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (e, _rx) = engine();
+        // Files of 8 KiB: a few dozen changes each.
+        e.set_journal(journal::JournalFile::open_sized(
+            dir.path(),
+            1,
+            0,
+            Duration::from_secs(3600),
+            8192,
+        ));
+        for i in 0..400 {
+            e.hold(&format!("user{i}"), 600, None, t(10), ROOT);
+        }
+        assert_eq!(e.journal().unwrap().status().lost.load(Relaxed), 0);
+    }
+    let files = journal_files(dir.path());
+    assert!(files.len() > 5, "{files:?}");
+    let (e, r) = restart(dir.path(), 20);
+    let replayed = r.journal.unwrap();
+    assert!(replayed.damaged.is_empty(), "{:?}", replayed.damaged);
+    assert_eq!(replayed.records, 400);
+    for i in [0, 199, 399] {
+        assert!(held(&e, &format!("user{i}"), "192.0.2.5", 21), "user{i}");
+    }
 }
