@@ -3,21 +3,23 @@
 //! as it is made, so that `kill -9` at any moment loses nothing the oracle acknowledged.
 //! At start the snapshot is read, then the journal's files are replayed on top of it.
 //!
-//! **Nothing on the verdict's path waits for a disk.** A change is one `write(2)` to a
-//! file opened for appending, made before the verdict is sent: once it returns, the
-//! bytes are in the kernel's page cache and survive the death of the process. A thread
-//! of its own flushes the file to disk (`fdatasync`) every `journal_flush_ms`
-//! (default 1,000): a power cut loses at most that much. The write is never followed by
-//! a flush on the verdict's path.
+//! **Nothing on the verdict's path waits for a disk.** A change is copied into a
+//! memory-mapped, shared file ([`access_map::AppendMap`]) before the verdict is sent:
+//! no system call; the copy is in the kernel's page cache and survives the death of the
+//! process. A thread of its own flushes it to disk (`msync`) every `journal_flush_ms`
+//! (default 1,000): a power cut loses at most that much.
 //!
-//! **Files.** `state.journal.<generation>` in the state directory. Each snapshot starts
-//! a new generation and records in its header the generation and the last sequence
-//! number before it ([`Mark`]); once the snapshot is on disk, older generations are
-//! removed. A start replays, in order, every generation from the snapshot's on, each
-//! record whose number is above the mark, then opens a new generation (the replayed
-//! files stay until the next snapshot holds what they hold).
+//! **Files.** `state.journal.<generation>` in the state directory, each made whole
+//! ([`FILE_BYTES`], reserved on disk at once) and filled from the start; zeros follow
+//! the last record. A file that fills up is followed by the next generation, made ahead
+//! by the flushing thread. Each snapshot starts a new generation and records in its
+//! header the generation and the last sequence number before it ([`Mark`]); once the
+//! snapshot is on disk, older generations are removed. A start replays, in order, every
+//! generation from the snapshot's on, each record whose number is above the mark, then
+//! opens a new generation (the replayed files stay until the next snapshot holds what
+//! they hold).
 //!
-//! **Format.** The line `exim-access journal 1\n`, then records:
+//! **Format.** The line `exim-access journal 1\n`, then records, then zeros:
 //!
 //! ```text
 //! u32 length of the payload        little endian
@@ -26,19 +28,21 @@
 //! payload                          postcard Entry
 //! ```
 //!
-//! **Damage.** A record that is cut short (the end of a file written at a power cut)
-//! ends that file's replay: what came before it is applied. A record that does not
-//! match its checksum is skipped when its length still leads to a whole record (or the
-//! end), and the records after it are applied; otherwise it ends the file too. Each
-//! error names the file and the byte offset, and the file is moved aside
-//! (`<name>.bad-<UTC time>`, e.g. `state.journal.0000000007.bad-20261203T101500Z`) for
-//! inspection. The other files are still replayed.
+//! **Damage.** A record that is cut short (a file truncated) ends that file's replay:
+//! what came before it is applied. A record that does not match its checksum (a copy
+//! cut off by the process's death: never one that was acknowledged; a damaged disk) is
+//! skipped when its length still leads to a whole record (or the end), and the records
+//! after it are applied; otherwise it ends the file too. Each error names the file and
+//! the byte offset, and the file is moved aside (`<name>.bad-<UTC time>`, e.g.
+//! `state.journal.0000000007.bad-20261203T101500Z`) for inspection. The other files
+//! are still replayed.
 //!
-//! **A full disk.** An append that fails is cut back (`ftruncate`) to the last whole
-//! record and the journal stops appending ([`Status::failed`]): changes then live in
-//! memory only, verdicts go on, and the failure is reported (housekeeping raises the
-//! alert and tries a snapshot every minute). The next snapshot that is written starts a
-//! new file, and the journal is whole again.
+//! **A full disk.** A file's space is reserved when it is made, so appending never fails
+//! for want of space: a full disk shows when the next file cannot be made. Until it can
+//! (the flushing thread and each snapshot try again), changes that find the current file
+//! full are lost from the journal ([`Status::lost`]) and live in memory only; verdicts
+//! go on, and housekeeping raises the alert. The journal is whole again
+//! ([`Status::incomplete`] cleared) once a snapshot written after the loss is on disk.
 //!
 //! **Order.** A change is appended while the entry it changes is locked, and sequence
 //! numbers are taken under the journal's own lock, so one entry's records are in the
