@@ -16,6 +16,8 @@
 //!   bodies, chunks).
 //! * [`dlfunc_abi`]: `libexim_access.so`'s exports called through their C ABI with
 //!   random `argc`/`argv` (null pointers, empty, non-UTF-8 and megabyte strings).
+//! * [`state_files`]: the bytes of a state journal file and of a state snapshot, read
+//!   back as a start does.
 //!
 //! Only `dlfunc_abi` holds unsafe code: the calls through the C ABI.
 #![deny(unsafe_code)]
@@ -45,7 +47,7 @@ use jiff::tz::TimeZone;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (as in `Cargo.toml` and `seeds/`) and its body.
-pub const TARGETS: [(&str, Body); 7] = [
+pub const TARGETS: [(&str, Body); 8] = [
     ("protocol_line", protocol_line),
     ("exim_log", exim_log),
     ("dovecot_log", dovecot_log),
@@ -53,7 +55,39 @@ pub const TARGETS: [(&str, Body); 7] = [
     ("policy_http", policy_http),
     ("audit_line", audit_line),
     ("dlfunc_abi", dlfunc_abi),
+    ("state_files", state_files),
 ];
+
+/// The bytes of a state journal file (as they are, and after the journal's first line)
+/// and of a state snapshot, read back as a start reads them (the files can be damaged
+/// by a disk or edited by hand). Properties: no panic; a replay applies no more records
+/// than it read and names offsets inside the file; a snapshot refused leaves nothing in
+/// the state.
+pub fn state_files(data: &[u8]) {
+    use access_oracle::persist::{journal, snapshot};
+    use access_oracle::state::State;
+    const NOW: i64 = 1_800_000_000;
+    let state = State::default();
+    let mut headed = journal::MAGIC.to_vec();
+    headed.extend_from_slice(data);
+    for bytes in [data, &headed[..]] {
+        let mut out = journal::Replayed::default();
+        let problems = journal::replay_file(&state, bytes, 0, NOW, &mut out);
+        assert!(out.applied <= out.records, "{out:?}");
+        for (offset, why) in &problems {
+            assert!(*offset as usize <= bytes.len(), "{offset}: {why}");
+        }
+    }
+    let fresh = State::default();
+    if snapshot::read_bytes(&fresh, std::path::Path::new("fuzz"), data, NOW).is_err() {
+        assert_eq!(
+            fresh.baseline_count(),
+            0,
+            "a refused snapshot left baselines"
+        );
+        assert!(fresh.blocks().is_empty(), "a refused snapshot left blocks");
+    }
+}
 
 /// One line of an audit trail file, as `audit verify` and `audit search` read it (the
 /// files can be edited by anyone who can write them).

@@ -391,6 +391,9 @@ fn made_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         seeds.push(("tiny-chunks".into(), tiny));
         return seeds;
     }
+    if target == "state_files" {
+        return state_file_seeds();
+    }
     if target == "dlfunc_abi" {
         return DLFUNC_CALLS
             .iter()
@@ -504,7 +507,12 @@ fn fixture_lines_pass_the_log_targets() {
             let log_targets = TARGETS.into_iter().filter(|(t, _)| {
                 !matches!(
                     *t,
-                    "protocol_line" | "policy_json" | "policy_http" | "audit_line" | "dlfunc_abi"
+                    "protocol_line"
+                        | "policy_json"
+                        | "policy_http"
+                        | "audit_line"
+                        | "dlfunc_abi"
+                        | "state_files"
                 )
             });
             for (target, body) in log_targets {
@@ -558,4 +566,71 @@ fn run(body: Body, data: &[u8], from: &Path) {
             String::from_utf8_lossy(data)
         );
     }
+}
+
+/// Seeds for `state_files`: a journal of every kind of change and a snapshot, as the
+/// oracle writes them (the journal cut where its data ends: the file is made whole at
+/// once), and each damaged a little.
+fn state_file_seeds() -> Vec<(String, Vec<u8>)> {
+    use access_oracle::config::{Config, RawConfig};
+    use access_oracle::engine::Engine;
+    use access_oracle::persist::{journal, snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_raw(RawConfig::default()).unwrap();
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let (engine, _alerts) = Engine::new(&config, now);
+    let j = journal::JournalFile::open(dir.path(), 1, 0, std::time::Duration::from_secs(3600));
+    engine.set_journal(j.clone());
+    let ask = |line: &str| {
+        let cmd = access_oracle::protocol::parse_line(line.as_bytes()).unwrap();
+        engine.handle(&cmd, now);
+    };
+    for i in 0..6 {
+        ask(&format!(
+            "auth user=alice ip=198.51.100.7 result=fail pwhash={i:x}"
+        ));
+    }
+    ask("auth user=bob ip=192.0.2.1 result=ok");
+    ask("rcpt user=bob ip=192.0.2.1 rcpt=x@example.org");
+    engine.block(
+        "203.0.113.0/24".parse().unwrap(),
+        600,
+        Some("seed"),
+        now,
+        "root",
+    );
+    engine.hold("carol", 600, None, now, "root");
+    engine.release("alice", now, "root");
+    let (file, len) = j.current().unwrap();
+    let journal_bytes = std::fs::read(file).unwrap()[..len as usize].to_vec();
+    snapshot::write(engine.state(), dir.path(), now.as_second(), None, None).unwrap();
+    let snapshot_bytes = std::fs::read(dir.path().join(snapshot::FILE_NAME)).unwrap();
+    let mut seeds = vec![
+        ("journal".to_string(), journal_bytes.clone()),
+        ("snapshot".to_string(), snapshot_bytes.clone()),
+        (
+            "journal-body".to_string(),
+            journal_bytes[journal::MAGIC.len()..].to_vec(),
+        ),
+    ];
+    let mut flipped = journal_bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    seeds.push(("journal-flipped".into(), flipped));
+    seeds.push((
+        "journal-cut".into(),
+        journal_bytes[..journal_bytes.len() - 5].to_vec(),
+    ));
+    let mut zeros = journal_bytes.clone();
+    zeros.extend_from_slice(&[0; 64]);
+    seeds.push(("journal-zeros".into(), zeros));
+    let mut bad = snapshot_bytes.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x01;
+    seeds.push(("snapshot-flipped".into(), bad));
+    seeds.push((
+        "snapshot-cut".into(),
+        snapshot_bytes[..snapshot_bytes.len() / 2].to_vec(),
+    ));
+    seeds
 }

@@ -72,7 +72,8 @@ use crate::state::{Baseline, Block, DedupWindow, DistinctWindow, HoldInfo, Secs,
 /// The start of every journal file's name.
 pub const PREFIX: &str = "state.journal.";
 
-const MAGIC: &[u8] = b"exim-access journal 1\n";
+/// The first line of every journal file.
+pub const MAGIC: &[u8] = b"exim-access journal 1\n";
 
 /// Bytes before a record's payload: length, checksum, sequence number.
 const FRAME: usize = 16;
@@ -867,7 +868,7 @@ fn sums(bytes: &[u8], at: usize, end: usize, sum: u32) -> bool {
 /// record that does (or to the end of the file), is skipped and the records after it
 /// are applied: one damaged record costs that record only. A frame that is cut short
 /// or unbelievable ends the file: nothing after it can be found.
-fn replay_file(
+pub fn replay_file(
     state: &State,
     bytes: &[u8],
     after: u64,

@@ -895,11 +895,23 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SnapshotError::Io { path, source }),
     };
+    read_bytes(state, &path, &bytes, now).map(Some)
+}
+
+/// Reads the snapshot `bytes` (of the file `path`, for errors) into `state`, as
+/// [`read`] does: on an error nothing of it is in `state`.
+pub fn read_bytes(
+    state: &State,
+    path: &Path,
+    bytes: &[u8],
+    now: Secs,
+) -> Result<Counts, SnapshotError> {
+    let path = path.to_path_buf();
     let corrupt = |reason: String| SnapshotError::Corrupt {
         path: path.clone(),
         reason,
     };
-    let layout = layout(&bytes).map_err(corrupt)?;
+    let layout = layout(bytes).map_err(corrupt)?;
     if layout.version < 4 {
         tracing::warn!(
             file = %path.display(),
@@ -932,7 +944,7 @@ pub fn read(state: &State, dir: &Path, now: Secs) -> Result<Option<Counts>, Snap
     }
     counts.version = layout.version;
     counts.journal = layout.header.and_then(|h| h.journal);
-    Ok(Some(counts))
+    Ok(counts)
 }
 
 /// The header of the snapshot in `dir`: `Ok(None)` when there is no snapshot or it is
