@@ -228,9 +228,12 @@ fn the_audit_stream_survives_a_receiver_outage_a_restart_and_a_kill() {
     wait_for("the ECS file at the head", || {
         receivers.in_ecs().last() == Some(&head(&world))
     });
+    // Behind by what it read before it began retrying: it retries that batch and reads
+    // no further meanwhile, so on a loaded machine its lag can show fewer than the five
+    // records written while the receiver is down.
     wait_for("the shipper retrying, behind", || {
         let s = sink(&oracle, "shipper");
-        s["retried"].as_u64().unwrap() >= 1 && s["queued"].as_u64().unwrap() >= 5
+        s["retried"].as_u64().unwrap() >= 1 && s["queued"].as_u64().unwrap() >= 1
     });
     assert_eq!(receivers.shipped().len(), before, "nothing while down");
     receivers.up();
