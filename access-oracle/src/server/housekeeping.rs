@@ -280,4 +280,65 @@ mod tests {
         restore(&e, dir.path(), None);
         assert!(held(&e, "dave"));
     }
+
+    #[test]
+    fn a_journal_that_loses_changes_is_alerted_once_and_until_a_snapshot_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for g in 2..=40 {
+            std::fs::create_dir(dir.path().join(journal::file_name(g))).unwrap();
+        }
+        // The alerts' receiver kept: a closed queue (shutdown) raises nothing.
+        let config = Config::from_raw(RawConfig::default()).unwrap();
+        let (e, _alerts) = Engine::new(&config, Timestamp::now());
+        let j = journal::JournalFile::open_sized(dir.path(), 1, 0, Duration::from_secs(3600), 8192);
+        e.set_journal(j.clone());
+        let storage = |e: &Engine, rule: &str| {
+            e.recent_alerts(100)
+                .iter()
+                .filter(|a| a.rule == rule)
+                .count()
+        };
+        check_journal(&e);
+        assert_eq!(storage(&e, storage::STORAGE_FAILED), 0, "nothing lost yet");
+        let mut n = 0;
+        while j.status().lost.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            e.hold(
+                &format!("u{n}"),
+                600,
+                None,
+                Timestamp::now(),
+                "uid 0 (root)",
+            );
+            n += 1;
+        }
+        // Looked at every second: one alert for the episode.
+        for _ in 0..3 {
+            check_journal(&e);
+        }
+        assert_eq!(storage(&e, storage::STORAGE_FAILED), 1);
+        // Room again and a snapshot written: recovered.
+        for g in 2..=40 {
+            std::fs::remove_dir(dir.path().join(journal::file_name(g))).unwrap();
+        }
+        j.flush();
+        check_journal(&e);
+        assert_eq!(
+            storage(&e, storage::STORAGE_RECOVERED),
+            0,
+            "not before a snapshot"
+        );
+        let mark = j.rotate();
+        snapshot::write(
+            e.state(),
+            dir.path(),
+            Timestamp::now().as_second(),
+            None,
+            Some(mark),
+        )
+        .unwrap();
+        j.snapshot_written(mark);
+        check_journal(&e);
+        assert_eq!(storage(&e, storage::STORAGE_RECOVERED), 1);
+        assert_eq!(storage(&e, storage::STORAGE_FAILED), 1);
+    }
 }

@@ -387,3 +387,53 @@ fn a_full_journal_file_goes_on_in_the_next_and_all_are_replayed() {
         assert!(held(&e, &format!("user{i}"), "192.0.2.5", 21), "user{i}");
     }
 }
+
+#[test]
+fn no_room_for_a_new_file_loses_changes_counted_until_a_snapshot_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The next generations' names are taken (directories): no new file can be made, as
+    // on a full disk.
+    for g in 2..=40 {
+        std::fs::create_dir(dir.path().join(journal::file_name(g))).unwrap();
+    }
+    let (e, _rx) = engine();
+    let j = journal::JournalFile::open_sized(dir.path(), 1, 0, Duration::from_secs(3600), 8192);
+    e.set_journal(j.clone());
+    let status = j.status().clone();
+    let mut n = 0;
+    while status.lost.load(Relaxed) == 0 {
+        e.hold(&format!("user{n}"), 600, None, t(10), ROOT);
+        n += 1;
+        assert!(n < 1000, "the first file never filled");
+    }
+    assert!(status.failed.load(Relaxed) && status.incomplete.load(Relaxed));
+    // Verdicts go on; further changes are lost without trying to make a file each time.
+    let errors = status.errors.load(Relaxed);
+    for i in 0..20 {
+        e.hold(&format!("later{i}"), 600, None, t(11), ROOT);
+    }
+    assert_eq!(status.lost.load(Relaxed), 21);
+    assert_eq!(status.errors.load(Relaxed), errors, "no attempt per change");
+    assert!(held(&e, "later19", "192.0.2.5", 12), "in force from memory");
+    // Room again: the flushing thread's attempt makes a file; appending resumes, but the
+    // journal stays incomplete until a snapshot after the loss is written.
+    for g in 2..=40 {
+        std::fs::remove_dir(dir.path().join(journal::file_name(g))).unwrap();
+    }
+    j.flush();
+    assert!(!status.failed.load(Relaxed));
+    assert!(status.incomplete.load(Relaxed));
+    let lost = status.lost.load(Relaxed);
+    e.hold("after", 600, None, t(13), ROOT);
+    assert_eq!(status.lost.load(Relaxed), lost, "appended again");
+    let mark = j.rotate();
+    snapshot::write(e.state(), dir.path(), t(13).as_second(), None, Some(mark)).unwrap();
+    j.snapshot_written(mark);
+    assert!(!status.incomplete.load(Relaxed));
+    // And a crash now loses nothing: the snapshot holds what the journal lost.
+    drop(e);
+    let (e, _) = restart(dir.path(), 20);
+    for user in ["user0", "later19", "after"] {
+        assert!(held(&e, user, "192.0.2.5", 21), "{user}");
+    }
+}
