@@ -591,6 +591,14 @@ impl JournalFile {
             }
         };
         let payload = (buf.len() - FRAME) as u32;
+        if buf.len() > self.file_bytes - MAGIC.len() {
+            // Larger than a whole file (no change is: a baseline is a few hundred bytes):
+            // lost, rather than a new file for nothing.
+            self.status.lost.fetch_add(1, Ordering::Relaxed);
+            self.status.incomplete.store(true, Ordering::Relaxed);
+            tracing::error!(bytes = buf.len(), "a journal record larger than a journal file");
+            return 0;
+        }
         let mut open = self.lock();
         let seq = open.seq + 1;
         buf[0..4].copy_from_slice(&payload.to_le_bytes());
