@@ -274,6 +274,8 @@ struct Open {
     retired: Vec<(Arc<AppendMap>, usize)>,
     /// Changes lost before the last rotation (the snapshot after it holds them).
     lost_at_rotation: u64,
+    /// The sequence number at the last rotation (or at the start).
+    seq_at_rotation: u64,
 }
 
 /// The journal of a running oracle.
@@ -333,6 +335,7 @@ impl JournalFile {
                 flushed: 0,
                 retired: Vec::new(),
                 lost_at_rotation: 0,
+                seq_at_rotation: seq,
             }),
             rotating: Mutex::new(()),
             status,
@@ -354,6 +357,13 @@ impl JournalFile {
     /// The journal's counters.
     pub fn status(&self) -> &Arc<Status> {
         &self.status
+    }
+
+    /// Changes appended since the last snapshot began (or since the start): what a
+    /// restart would replay.
+    pub fn since_snapshot(&self) -> u64 {
+        let open = self.lock();
+        open.seq - open.seq_at_rotation
     }
 
     /// The file being appended to and how far its data goes (the file itself is made
@@ -462,6 +472,7 @@ impl JournalFile {
         let _one = self.rotating.lock().unwrap_or_else(|e| e.into_inner());
         let (mut open, _) = self.advance(self.lock(), false);
         open.lost_at_rotation = self.status.lost.load(Ordering::Relaxed);
+        open.seq_at_rotation = open.seq;
         let mark = Mark {
             generation: open.generation,
             seq: open.seq,
@@ -596,7 +607,10 @@ impl JournalFile {
             // lost, rather than a new file for nothing.
             self.status.lost.fetch_add(1, Ordering::Relaxed);
             self.status.incomplete.store(true, Ordering::Relaxed);
-            tracing::error!(bytes = buf.len(), "a journal record larger than a journal file");
+            tracing::error!(
+                bytes = buf.len(),
+                "a journal record larger than a journal file"
+            );
             return 0;
         }
         let mut open = self.lock();

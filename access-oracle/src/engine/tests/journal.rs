@@ -314,6 +314,11 @@ fn verdicts_append_to_the_journal_and_never_flush_it() {
     // The flush is the flushing thread's (and a snapshot's, and shutdown's).
     e.journal().unwrap().flush();
     assert_eq!(status.flushes.load(Relaxed), 1);
+    // What a restart would replay, until a snapshot begins.
+    let j = e.journal().unwrap();
+    assert_eq!(j.since_snapshot(), 11);
+    j.rotate();
+    assert_eq!(j.since_snapshot(), 0);
 }
 
 #[test]
