@@ -885,11 +885,19 @@ fn sums(bytes: &[u8], at: usize, end: usize, sum: u32) -> bool {
     h.finalize() == sum
 }
 
+/// Records at and above which a file is decoded and applied on several threads.
+const PARALLEL_RECORDS: usize = 8192;
+
 /// Applies one file's records; returns each problem found (byte offset, what is
 /// wrong). A record that does not match its checksum, but whose length leads to a whole
 /// record that does (or to the end of the file), is skipped and the records after it
 /// are applied: one damaged record costs that record only. A frame that is cut short
 /// or unbelievable ends the file: nothing after it can be found.
+///
+/// The frames are found and checked in one pass; a large file's records are then
+/// decoded in parallel chunks and applied in parallel by entry (each thread applies,
+/// in the file's order, the records of the accounts, addresses and networks that hash
+/// to it), so one entry's records are applied in their order.
 pub fn replay_file(
     state: &State,
     bytes: &[u8],
@@ -907,6 +915,8 @@ pub fn replay_file(
         problems.push((0, reason));
         return problems;
     }
+    // Every whole record that matches its checksum: (offset, sequence number, end).
+    let mut frames: Vec<(usize, u64, usize)> = Vec::new();
     let mut at = MAGIC.len();
     while at < bytes.len() {
         // A file is made whole at once and filled from the start: zeros after the
@@ -939,26 +949,112 @@ pub fn replay_file(
             problems.push((at as u64, "a record does not match its checksum".into()));
             break;
         }
-        match postcard::from_bytes::<Entry<'_>>(&bytes[at + FRAME..end]) {
-            Ok(entry) => {
-                out.records += 1;
-                out.last_seq = out.last_seq.max(seq);
-                if seq > after && apply(state, entry, seq, now) {
-                    out.applied += 1;
-                }
-            }
-            Err(e) => problems.push((
-                at as u64,
-                format!("a record does not decode: {e}: skipped, the records after it applied"),
-            )),
-        }
+        frames.push((at, seq, end));
         at = end;
     }
+    let decode = |frames: &[(usize, u64, usize)]| -> Vec<Result<Entry<'_>, (u64, String)>> {
+        frames
+            .iter()
+            .map(|&(at, _, end)| {
+                postcard::from_bytes::<Entry<'_>>(&bytes[at + FRAME..end]).map_err(|e| {
+                    (
+                        at as u64,
+                        format!(
+                            "a record does not decode: {e}: skipped, the records after it applied"
+                        ),
+                    )
+                })
+            })
+            .collect()
+    };
+    let threads = if frames.len() >= PARALLEL_RECORDS {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    } else {
+        1
+    };
+    let decoded: Vec<Result<Entry<'_>, (u64, String)>> = if threads == 1 {
+        decode(&frames)
+    } else {
+        let chunk = frames.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = frames
+                .chunks(chunk)
+                .map(|c| scope.spawn(move || decode(c)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    let mut applied = 0u64;
+    if threads == 1 {
+        for (entry, &(_, seq, _)) in decoded.iter().zip(&frames) {
+            if let Ok(entry) = entry
+                && seq > after
+                && apply(state, entry, seq, now)
+            {
+                applied += 1;
+            }
+        }
+    } else {
+        let decoded = &decoded;
+        let frames = &frames;
+        applied = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut n = 0u64;
+                        for (entry, &(_, seq, _)) in decoded.iter().zip(frames) {
+                            if let Ok(entry) = entry
+                                && shard(entry, threads) == t
+                                && seq > after
+                                && apply(state, entry, seq, now)
+                            {
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+    }
+    for (entry, &(_, seq, _)) in decoded.iter().zip(&frames) {
+        match entry {
+            Ok(_) => {
+                out.records += 1;
+                out.last_seq = out.last_seq.max(seq);
+            }
+            Err(p) => problems.push(p.clone()),
+        }
+    }
+    out.applied += applied;
+    problems.sort_by_key(|(offset, _)| *offset);
     problems
 }
 
+/// Which of `threads` applies `entry`: by the account, address or network it changes,
+/// so that one entry's records are applied by one thread, in order.
+fn shard(entry: &Entry<'_>, threads: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match entry {
+        Entry::Account { user, .. }
+        | Entry::Rcpts { user, .. }
+        | Entry::Baseline(user, _)
+        | Entry::Familiar(user, _) => user.hash(&mut h),
+        Entry::Ip { ip, .. } => ip.hash(&mut h),
+        Entry::Net { net, .. } => net.hash(&mut h),
+    }
+    (h.finish() % threads as u64) as usize
+}
+
 /// Applies one record; false when the entry already had it.
-fn apply(state: &State, entry: Entry<'_>, seq: u64, now: Secs) -> bool {
+fn apply(state: &State, entry: &Entry<'_>, seq: u64, now: Secs) -> bool {
     match entry {
         Entry::Account {
             user,
@@ -974,22 +1070,24 @@ fn apply(state: &State, entry: Entry<'_>, seq: u64, now: Secs) -> bool {
             }
             a.journal_seq = seq;
             a.last_seen = a.last_seen.max(now);
-            a.rules.failed_logins_account.failures = DedupWindow::from_entries(failures);
+            a.rules.failed_logins_account.failures =
+                DedupWindow::from_entries(failures.iter().copied());
             a.hold = hold.as_ref().map(snapshot::restore);
-            a.hold_info = info.map(|i| {
+            a.hold_info = info.as_ref().map(|i| {
                 Box::new(HoldInfo {
                     by: Arc::from(i.by),
                     reason: i.reason.map(Arc::from),
                     scope: i.scope,
-                    familiar: i.familiar,
+                    familiar: i.familiar.clone(),
                 })
             });
             a.throttle = throttle.as_ref().map(snapshot::restore);
-            if rcpts_cleared {
+            if *rcpts_cleared {
                 a.rcpts.clear();
             }
         }
         Entry::Rcpts { user, at, n } => {
+            let (at, n) = (*at, *n);
             let mut a = state.account_mut(user);
             if seq <= a.journal_seq {
                 return false;
@@ -1011,25 +1109,28 @@ fn apply(state: &State, entry: Entry<'_>, seq: u64, now: Secs) -> bool {
             failures,
             distinct,
         } => {
-            let mut r = state.ip_mut(ip);
+            let mut r = state.ip_mut(*ip);
             if seq <= r.journal_seq {
                 return false;
             }
             r.journal_seq = seq;
             r.last_seen = r.last_seen.max(now);
-            r.rules.failed_logins_ip.failures = DedupWindow::from_entries(failures);
-            r.rules.password_spraying.accounts = DistinctWindow::from_exact(distinct);
+            r.rules.failed_logins_ip.failures = DedupWindow::from_entries(failures.iter().copied());
+            r.rules.password_spraying.accounts =
+                DistinctWindow::from_exact(distinct.iter().copied());
         }
         Entry::Baseline(user, b) => {
-            state.baselines().insert(user.into(), Box::new(b));
+            state
+                .baselines()
+                .insert((*user).into(), Box::new(b.clone()));
         }
-        Entry::Familiar(user, list) => state.restore_familiar(user, list),
+        Entry::Familiar(user, list) => state.restore_familiar(user, list.clone()),
         Entry::Net { net, block, past } => match block {
             Some(b) => {
-                let block: Block = snapshot::restore_block(&b);
-                state.blocks().restore(net, block, past);
+                let block: Block = snapshot::restore_block(b);
+                state.blocks().restore(*net, block, *past);
             }
-            None => state.blocks().restore_lifted(net, past),
+            None => state.blocks().restore_lifted(*net, *past),
         },
     }
     true

@@ -442,3 +442,52 @@ fn no_room_for_a_new_file_loses_changes_counted_until_a_snapshot_holds_them() {
         assert!(held(&e, user, "192.0.2.5", 21), "{user}");
     }
 }
+
+#[test]
+fn a_large_journal_is_replayed_in_parallel_with_each_entry_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (e, _rx) = journaled(
+            dir.path(),
+            journal::Mark {
+                generation: 1,
+                seq: 0,
+            },
+        );
+        // 2,000 accounts, each with 3 failures and 2 recipients interleaved, then a
+        // release of every tenth: 20,000 records and more, each account's in order.
+        for round in 0..3 {
+            for i in 0..2000 {
+                let user = format!("u{i}");
+                fail(&e, &user, &format!("198.51.100.{}", i % 200), 1, 10 + round);
+                if round < 2 {
+                    ask(
+                        &e,
+                        &format!("rcpt user={user} ip=192.0.2.60 rcpt=x@example.org"),
+                        10 + round,
+                    );
+                }
+            }
+        }
+        for i in (0..2000).step_by(10) {
+            e.release(&format!("u{i}"), t(20), ROOT);
+        }
+        assert!(e.journal().unwrap().status().appended.load(Relaxed) > 16_000);
+    }
+    let (e, r) = restart(dir.path(), 30);
+    let replayed = r.journal.unwrap();
+    assert!(replayed.damaged.is_empty(), "{:?}", replayed.damaged);
+    assert!(replayed.records > 16_000, "{replayed:?}");
+    for i in [1, 777, 1999] {
+        let user = format!("u{i}");
+        assert_eq!(rcpts_left(&e, &user, 31), 8, "{user} had 2 of 10");
+        fail(&e, &user, "203.0.113.200", 1, 31);
+        assert!(!held(&e, &user, "203.0.113.201", 31), "{user}: 4 of 5");
+        fail(&e, &user, "203.0.113.200", 1, 31);
+        assert!(held(&e, &user, "203.0.113.201", 31), "{user}: 5 of 5");
+    }
+    // Released: its failures and recipients were forgotten after they were counted.
+    assert_eq!(rcpts_left(&e, "u10", 31), 10);
+    fail(&e, "u10", "203.0.113.200", 4, 31);
+    assert!(!held(&e, "u10", "203.0.113.201", 31), "u10 was released");
+}
