@@ -41,7 +41,7 @@ const VERDICT: &str = "auth user=bob ip=192.0.2.20 result=ok";
 /// A request of the account held before the disk fills.
 const HELD: &str = "mail user=alice ip=192.0.2.40";
 
-/// The size of the test's filesystem: room for the state journal's files (2 MiB each,
+/// The size of the test's filesystem: room for the state journal's files (1 MiB each,
 /// reserved whole when made: the current one, the one made ahead, and one more when a
 /// snapshot starts the next) beside the trail and the snapshot, before it is filled.
 const TMPFS_SIZE: &str = "32m";
@@ -474,4 +474,34 @@ fn a_full_disk_keeps_verdicts_alerts_once_and_the_trail_records_the_gap() {
     verify_passes(&world);
     drop(oracle);
     drop(tmpfs);
+}
+
+/// A state directory on a small filesystem (700 KiB, less than one journal file of the
+/// default size): the journal is made in smaller files, so a hold made just before a
+/// `kill -9` is still in force after the restart.
+#[test]
+fn a_small_filesystem_still_holds_a_journal() {
+    let world = World::new(&["alice"]);
+    let state = world.state_dir();
+    let _tmpfs = Tmpfs::mount(&state, "700k");
+    let mut oracle = Oracle::start(&world);
+    for i in 0..5 {
+        let reply = oracle
+            .request(&format!(
+                "auth user=alice ip=198.51.100.9 result=fail pwhash={:x}",
+                0x200 + i
+            ))
+            .expect("an answer");
+        assert_eq!(reply, "accept");
+    }
+    assert!(oracle.request(HELD).unwrap().starts_with("defer "));
+    oracle.kill();
+    oracle.restart();
+    assert!(
+        oracle.request(HELD).unwrap().starts_with("defer "),
+        "the hold after kill -9 on a small filesystem:\n{}",
+        oracle.log_text()
+    );
+    let log = oracle.log_text();
+    assert!(!log.contains(" ERROR "), "{log}");
 }

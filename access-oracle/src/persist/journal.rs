@@ -10,7 +10,8 @@
 //! (default 1,000): a power cut loses at most that much.
 //!
 //! **Files.** `state.journal.<generation>` in the state directory, each made whole
-//! ([`FILE_BYTES`], reserved on disk at once) and filled from the start; zeros follow
+//! ([`FILE_BYTES`], reserved on disk at once; on a filesystem short of space a quarter
+//! or a sixteenth of it) and filled from the start; zeros follow
 //! the last record. A file that fills up is followed by the next generation, made ahead
 //! by the flushing thread. Each snapshot starts a new generation and records in its
 //! header the generation and the last sequence number before it ([`Mark`]); once the
@@ -243,7 +244,7 @@ pub struct Status {
 
 /// Bytes of one journal file: a file that fills up is followed by the next
 /// generation (the replay reads every generation in order).
-pub const FILE_BYTES: usize = 2 << 20;
+pub const FILE_BYTES: usize = 1 << 20;
 
 /// One journal file, mapped.
 #[derive(Debug)]
@@ -685,7 +686,22 @@ fn create(dir: &Path, g: u64, bytes: usize) -> Result<Segment, (PathBuf, std::io
     };
     let made = (|| {
         f.write_all(MAGIC)?;
-        let map = AppendMap::create(f.try_clone()?, bytes, MAGIC.len())?;
+        // As much as the disk has, down to a sixteenth: a small filesystem still holds
+        // a journal, in smaller files.
+        let mut size = bytes;
+        let map = loop {
+            match AppendMap::create(f.try_clone()?, size, MAGIC.len()) {
+                Ok(map) => break map,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::StorageFull
+                        && size / 4 >= (bytes / 16).max(MIN_FILE_BYTES) =>
+                {
+                    size /= 4;
+                    f.set_len(MAGIC.len() as u64)?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         map.flush(0)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -704,6 +720,9 @@ fn create(dir: &Path, g: u64, bytes: usize) -> Result<Segment, (PathBuf, std::io
         }
     }
 }
+
+/// The smallest journal file made on a filesystem short of space.
+const MIN_FILE_BYTES: usize = 64 << 10;
 
 /// Records a failure to make `path` (or to write it).
 fn fail(status: &Status, path: &Path, e: &std::io::Error) {
