@@ -256,10 +256,7 @@ pub fn ingest(opts: &IngestOptions) -> anyhow::Result<IngestReport> {
     // The trail's head goes into the snapshot too: its second copy (audit verify).
     let audit_head = engine.audit().and_then(|a| a.head());
     // It holds what the journal held: the journal's files go once it is on disk.
-    let mark = journal::Mark {
-        generation: replayed.last_generation + 1,
-        seq: replayed.last_seq,
-    };
+    let mark = replayed.next();
     snapshot::write(
         engine.state(),
         &config.state_dir,

@@ -1003,19 +1003,13 @@ impl Engine {
             }
         }
         if counted.accepted > 0 {
-            let n = counted.accepted.min(u64::from(u32::MAX)) as u32;
-            let seq =
-                self.state
-                    .journal(crate::state::journal::Change::Rcpts { user, at: secs, n });
-            if seq > 0 {
-                acct.journal_seq = seq;
-            }
+            let accepted = counted.accepted.min(u64::from(u32::MAX)) as u32;
+            self.state.journal_rcpts(user, acct, secs, accepted);
             let config = self.baseline_config();
             if !acct.send.is_current(secs) {
                 let mut b = self.state.baseline_mut(user, secs);
                 acct.send.refresh(&mut b, secs);
             }
-            let accepted = counted.accepted.min(u64::from(u32::MAX)) as u32;
             acct.send.count(accepted, secs);
             let sent = Recipients {
                 user,

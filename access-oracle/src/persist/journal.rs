@@ -779,6 +779,17 @@ pub struct Replayed {
     pub damaged: Vec<Damage>,
 }
 
+impl Replayed {
+    /// Where the journal goes on after this replay: the next generation, numbered after
+    /// every change read (a snapshot of the replayed state stands there).
+    pub fn next(&self) -> Mark {
+        Mark {
+            generation: self.last_generation + 1,
+            seq: self.last_seq,
+        }
+    }
+}
+
 /// A damaged journal file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Damage {
@@ -971,8 +982,20 @@ pub fn replay_file(
         frames.push((at, seq, end));
         at = end;
     }
-    let decode = |frames: &[(usize, u64, usize)]| -> Vec<Result<Entry<'_>, (u64, String)>> {
+    let threads = if frames.len() >= PARALLEL_RECORDS {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    } else {
+        1
+    };
+    // Decoded in contiguous chunks, one per thread, put back in the file's order.
+    let chunk = frames.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Entry<'_>, (u64, String)>> = on_threads(threads, |t| {
         frames
+            .chunks(chunk)
+            .nth(t)
+            .unwrap_or_default()
             .iter()
             .map(|&(at, _, end)| {
                 postcard::from_bytes::<Entry<'_>>(&bytes[at + FRAME..end]).map_err(|e| {
@@ -984,64 +1007,27 @@ pub fn replay_file(
                     )
                 })
             })
-            .collect()
-    };
-    let threads = if frames.len() >= PARALLEL_RECORDS {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8)
-    } else {
-        1
-    };
-    let decoded: Vec<Result<Entry<'_>, (u64, String)>> = if threads == 1 {
-        decode(&frames)
-    } else {
-        let chunk = frames.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = frames
-                .chunks(chunk)
-                .map(|c| scope.spawn(move || decode(c)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
-    let mut applied = 0u64;
-    if threads == 1 {
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    // Applied by entry: each thread the entries that hash to it, in the file's order.
+    let applied: u64 = on_threads(threads, |t| {
+        let mut n = 0u64;
         for (entry, &(_, seq, _)) in decoded.iter().zip(&frames) {
             if let Ok(entry) = entry
+                && (threads == 1 || shard(entry, threads) == t)
                 && seq > after
                 && apply(state, entry, seq, now)
             {
-                applied += 1;
+                n += 1;
             }
         }
-    } else {
-        let decoded = &decoded;
-        let frames = &frames;
-        applied = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        let mut n = 0u64;
-                        for (entry, &(_, seq, _)) in decoded.iter().zip(frames) {
-                            if let Ok(entry) = entry
-                                && shard(entry, threads) == t
-                                && seq > after
-                                && apply(state, entry, seq, now)
-                            {
-                                n += 1;
-                            }
-                        }
-                        n
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
-    }
+        n
+    })
+    .into_iter()
+    .sum();
     for (entry, &(_, seq, _)) in decoded.iter().zip(&frames) {
         match entry {
             Ok(_) => {
@@ -1054,6 +1040,22 @@ pub fn replay_file(
     out.applied += applied;
     problems.sort_by_key(|(offset, _)| *offset);
     problems
+}
+
+/// `f(0)`, ..., `f(threads - 1)`, on that many threads (here, for one), in order. A
+/// panic in one goes on in the caller: a result is never left out.
+fn on_threads<T: Send>(threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if threads <= 1 {
+        return vec![f(0)];
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || f(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Which of `threads` applies `entry`: by the account, address or network it changes,

@@ -34,10 +34,7 @@ pub fn restore(state: &State, dir: &Path, now: Secs) -> Restored {
     };
     let replayed = journal::replay(state, dir, mark, now);
     let next = match &replayed {
-        Ok(r) => Mark {
-            generation: r.last_generation + 1,
-            seq: r.last_seq,
-        },
+        Ok(r) => r.next(),
         // The directory could not be listed: begin after the mark, which is as far as
         // anything known goes.
         Err(_) => {

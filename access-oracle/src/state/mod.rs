@@ -215,6 +215,15 @@ impl State {
         }
     }
 
+    /// Journals `n` recipients of an account counted at `at` (call with its entry
+    /// locked).
+    pub fn journal_rcpts(&self, user: &str, account: &mut Account, at: Secs, n: u32) {
+        let seq = self.journal(journal::Change::Rcpts { user, at, n });
+        if seq > 0 {
+            account.journal_seq = seq;
+        }
+    }
+
     /// Journals an address's failure windows (call with its entry locked).
     pub fn journal_ip(&self, ip: IpAddr, record: &mut IpRecord) {
         let seq = self.journal(journal::Change::Ip { ip, record });

@@ -36,6 +36,17 @@ fn journaled(dir: &Path, next: journal::Mark) -> (Engine, mpsc::Receiver<Arc<Ale
     (e, rx)
 }
 
+/// An engine journaling into an empty `dir`: the first start.
+fn first_start(dir: &Path) -> (Engine, mpsc::Receiver<Arc<Alert>>) {
+    journaled(
+        dir,
+        journal::Mark {
+            generation: 1,
+            seq: 0,
+        },
+    )
+}
+
 /// A fresh engine with what `dir` holds restored, journaling again: a restart.
 fn restart(dir: &Path, at: i64) -> (Engine, restore::Restored) {
     let (e, _rx) = engine();
@@ -106,13 +117,7 @@ fn journal_files(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
 fn what_was_acknowledged_is_back_after_a_crash_without_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (e, _rx) = journaled(
-            dir.path(),
-            journal::Mark {
-                generation: 1,
-                seq: 0,
-            },
-        );
+        let (e, _rx) = first_start(dir.path());
         fail(&e, "alice", "198.51.100.1", 5, 10);
         assert!(held(&e, "alice", "198.51.100.1", 11));
         fail(&e, "bob", "198.51.100.2", 3, 10);
@@ -182,13 +187,7 @@ fn net(s: &str) -> ipnet::IpNet {
 #[test]
 fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (e, _rx) = journaled(
-        dir.path(),
-        journal::Mark {
-            generation: 1,
-            seq: 0,
-        },
-    );
+    let (e, _rx) = first_start(dir.path());
     let j = e.journal().unwrap().clone();
     // Before the snapshot starts.
     for _ in 0..3 {
@@ -231,13 +230,7 @@ fn a_snapshot_written_while_changes_go_on_is_not_counted_twice() {
 fn a_damaged_journal_gives_back_what_came_before_the_damage_and_is_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let whole = {
-        let (e, _rx) = journaled(
-            dir.path(),
-            journal::Mark {
-                generation: 1,
-                seq: 0,
-            },
-        );
+        let (e, _rx) = first_start(dir.path());
         e.hold("dave", 600, None, t(10), ROOT);
         e.hold("erin", 600, None, t(10), ROOT);
         data_end(&e)
@@ -292,13 +285,7 @@ fn with_no_journal_the_state_is_not_journaled() {
 fn verdicts_append_to_the_journal_and_never_flush_it() {
     let dir = tempfile::tempdir().unwrap();
     // The flushing thread's interval is an hour: any flush would be the verdicts'.
-    let (e, _rx) = journaled(
-        dir.path(),
-        journal::Mark {
-            generation: 1,
-            seq: 0,
-        },
-    );
+    let (e, _rx) = first_start(dir.path());
     let status = e.journal().unwrap().status().clone();
     fail(&e, "bob", "198.51.100.2", 3, 10);
     for _ in 0..3 {
@@ -325,13 +312,7 @@ fn verdicts_append_to_the_journal_and_never_flush_it() {
 fn a_record_that_fails_its_checksum_costs_that_record_only() {
     let dir = tempfile::tempdir().unwrap();
     let (path, ends) = {
-        let (e, _rx) = journaled(
-            dir.path(),
-            journal::Mark {
-                generation: 1,
-                seq: 0,
-            },
-        );
+        let (e, _rx) = first_start(dir.path());
         let path = dir.path().join(journal::file_name(1));
         let mut ends = Vec::new();
         for user in ["anna", "bert", "cleo"] {
@@ -447,13 +428,7 @@ fn no_room_for_a_new_file_loses_changes_counted_until_a_snapshot_holds_them() {
 fn a_large_journal_is_replayed_in_parallel_with_each_entry_in_order() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (e, _rx) = journaled(
-            dir.path(),
-            journal::Mark {
-                generation: 1,
-                seq: 0,
-            },
-        );
+        let (e, _rx) = first_start(dir.path());
         // 2,000 accounts, each with 3 failures and 2 recipients interleaved, then a
         // release of every tenth: 20,000 records and more, each account's in order.
         for round in 0..3 {
